@@ -1,0 +1,1 @@
+"""YAML presets (validated by :class:`prefloop.config.ProjectConfig`) and judge templates."""

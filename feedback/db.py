@@ -1,0 +1,113 @@
+"""Database connection: one :class:`Store` per URL, SQLite (WAL) by default, PostgreSQL for teams.
+
+SQLite transactions start with ``BEGIN IMMEDIATE`` so that a transaction that reads and then
+writes (a claim) holds the write lock from its first statement: two processes can never both
+read a free slot and then both take it, and there is no deferred-lock upgrade deadlock.
+PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead (see :mod:`.queue`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from prefloop.errors import ConfigError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """Owns the engine and hands out sessions; ``Store(url).migrate()`` makes the schema current."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
+            raise ConfigError(
+                f"invalid database URL {url!r}: {exc}",
+                hint="use sqlite:///path/to/prefloop.db or postgresql+psycopg://user:pw@host:5432/db",
+            ) from exc
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported database {self.dialect!r}", hint="prefloop supports SQLite and PostgreSQL")
+        kwargs: dict = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=40)
+        self.engine = create_engine(parsed, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error."""
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest Alembic revision."""
+        from alembic import command
+
+        with self.engine.begin() as conn:
+            cfg = alembic_config(self)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def is_migrated(self) -> bool:
+        return "alembic_version" in inspect(self.engine).get_table_names()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(store: Store):  # noqa: ANN201 - alembic.config.Config
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", store.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open a store and bring its schema up to date (the usual entry point)."""
+    store = Store(url)
+    if migrate:
+        store.migrate()
+    return store

@@ -1,0 +1,592 @@
+"""The annotation queue: enqueue tasks, claim a slot with a lease, submit, skip, release.
+
+Guarantees, on SQLite and PostgreSQL alike:
+
+- a task is served to ``overlap`` distinct humans, never twice to the same one;
+- a claim holds a lease; an expired lease frees its slot for someone else;
+- two concurrent claimers never get the same slot (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
+  ``FOR UPDATE SKIP LOCKED`` and a re-count of the slot once the row is locked);
+- ``submit`` validates the answer against the task and is idempotent by key: a retried submit
+  returns the first receipt and never writes a second annotation;
+- a late submit (lease expired) is kept, flagged ``late``: an annotator's work is never lost.
+
+Judges, imports and the Argilla bridge write through :meth:`Queue.record`, which needs no lease.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from prefloop.errors import DuplicateSubmission, NotAssigned, NotFoundError, QueueError
+
+from .answers import validate_answer
+from .db import Store
+from .models import (
+    Annotation,
+    AnnotationStatus,
+    Annotator,
+    AnnotatorKind,
+    Generation,
+    Lease,
+    Prompt,
+    Task,
+    TaskKind,
+    TaskStatus,
+    utcnow,
+)
+from .prompts import PromptInput, get_or_create_prompt
+
+
+@dataclass(frozen=True)
+class Candidate:
+    generation_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """What an annotator is shown: the prompt, the candidates, and the lease's expiry."""
+
+    task_id: int
+    kind: str
+    prompt_id: int
+    prompt_messages: list[dict[str, str]]
+    candidates: list[Candidate]
+    lease_expires_at: dt.datetime
+    round_id: int | None = None
+    scale: tuple[int, int] | None = None
+    allow_tie: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        users = [m["content"] for m in self.prompt_messages if m["role"] == "user"]
+        return users[-1] if users else ""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The acknowledgement of a submit: ``duplicate`` when a retried key matched a stored answer."""
+
+    annotation_id: int
+    task_id: int
+    late: bool = False
+    duplicate: bool = False
+
+
+@dataclass
+class QueueStatus:
+    tasks_by_kind_status: dict[tuple[str, str], int]
+    open_slots: int
+    active_leases: int
+    human_annotations: int
+    judge_annotations: int
+    skips: int
+
+    @property
+    def total_tasks(self) -> int:
+        return sum(self.tasks_by_kind_status.values())
+
+
+class Queue:
+    """The queue over a :class:`~prefloop.feedback.db.Store`.
+
+    ``lease_seconds``: how long a claim holds its slot; ``overlap``: the default number of
+    distinct humans per task; ``rating_scale``: the default scale of rate tasks.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lease_seconds: float = 900,
+        overlap: int = 1,
+        rating_scale: tuple[int, int] = (1, 5),
+        allow_ties: bool = True,
+    ) -> None:
+        if overlap < 0:
+            raise QueueError(f"overlap must be ≥ 0, got {overlap}")
+        self.store = store
+        self.lease = dt.timedelta(seconds=lease_seconds)
+        self.overlap = overlap
+        self.rating_scale = tuple(rating_scale)
+        self.allow_ties = allow_ties
+        self._pg = store.dialect == "postgresql"
+
+    @classmethod
+    def from_config(cls, store: Store, queue_config: Any) -> Queue:
+        """Build from a :class:`prefloop.feedback.config.QueueConfig`."""
+        return cls(
+            store,
+            lease_seconds=queue_config.lease_seconds,
+            overlap=queue_config.overlap,
+            rating_scale=tuple(queue_config.rating_scale),
+            allow_ties=queue_config.allow_ties,
+        )
+
+    # ------------------------------------------------------------------ annotators
+    def ensure_annotator(
+        self,
+        name: str,
+        *,
+        kind: str = AnnotatorKind.HUMAN.value,
+        role: str = "annotator",
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """The id of the annotator called ``name``, created on first sight."""
+        with self.store.session() as s:
+            row = s.scalar(select(Annotator).where(Annotator.name == name))
+            if row is not None:
+                if row.kind != kind:
+                    raise QueueError(f"annotator {name!r} exists as a {row.kind}, not a {kind}")
+                return row.id
+            row = Annotator(name=name, kind=AnnotatorKind(kind).value, role=role, meta=dict(meta or {}))
+            s.add(row)
+            s.flush()
+            return row.id
+
+    # ------------------------------------------------------------------ enqueue
+    def add_task(
+        self,
+        kind: str | TaskKind,
+        generation_ids: list[int],
+        *,
+        overlap: int | None = None,
+        priority: float = 0.0,
+        round_id: int | None = None,
+        scale: tuple[int, int] | None = None,
+        meta: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> int:
+        """Enqueue a task over stored generations of one prompt; returns the task id."""
+        if session is None:
+            with self.store.session() as s:
+                return self.add_task(
+                    kind, generation_ids, overlap=overlap, priority=priority, round_id=round_id,
+                    scale=scale, meta=meta, session=s,
+                )
+        kind = TaskKind(kind).value
+        ids = [int(g) for g in generation_ids]
+        need = {"rate": (1, 1), "edit": (1, 1), "compare": (2, 2), "rank": (2, 64)}[kind]
+        if not need[0] <= len(ids) <= need[1] or len(set(ids)) != len(ids):
+            raise QueueError(
+                f"a {kind} task needs {need[0]}{'' if need[0] == need[1] else f'–{need[1]}'} distinct outputs, got {ids}"
+            )
+        gens = session.execute(select(Generation.id, Generation.prompt_id).where(Generation.id.in_(ids))).all()
+        if len(gens) != len(ids):
+            missing = sorted(set(ids) - {g.id for g in gens})
+            raise NotFoundError(f"generation(s) {missing} do not exist")
+        prompt_ids = {g.prompt_id for g in gens}
+        if len(prompt_ids) != 1:
+            raise QueueError(f"the outputs of one task must answer the same prompt; got prompts {sorted(prompt_ids)}")
+        k = self.overlap if overlap is None else overlap
+        if k < 0:
+            raise QueueError(f"overlap must be ≥ 0, got {k}")
+        lo, hi = scale or self.rating_scale if kind == "rate" else (None, None)
+        if kind == "rate" and not lo < hi:
+            raise QueueError(f"rating scale must go from low to high, got {lo}–{hi}")
+        task = Task(
+            kind=kind,
+            prompt_id=prompt_ids.pop(),
+            round_id=round_id,
+            generation_ids=ids,
+            overlap=k,
+            priority=float(priority),
+            status=TaskStatus.OPEN.value if k > 0 else TaskStatus.COMPLETE.value,
+            scale_min=lo,
+            scale_max=hi,
+            meta={"allow_tie": self.allow_ties, **(meta or {})},
+        )
+        session.add(task)
+        session.flush()
+        return task.id
+
+    def add_generations(
+        self,
+        prompt: PromptInput | int,
+        outputs: list[str],
+        *,
+        round_id: int | None = None,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        session: Session,
+    ) -> list[int]:
+        """Store outputs of one prompt (created if new, or given by id); returns generation ids."""
+        if isinstance(prompt, int):
+            if session.get(Prompt, prompt) is None:
+                raise NotFoundError(f"prompt {prompt} does not exist")
+            prompt_id = prompt
+        else:
+            prompt_id = get_or_create_prompt(session, prompt, source="api")[0].id
+        rows = [
+            Generation(prompt_id=prompt_id, round_id=round_id, text=o, model=model, params=dict(params or {}))
+            for o in outputs
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [r.id for r in rows]
+
+    def _one_liner(self, kind: str, prompt: PromptInput | int, outputs: list[str], **kw: Any) -> int:
+        with self.store.session() as s:
+            ids = self.add_generations(prompt, outputs, round_id=kw.get("round_id"), model=kw.pop("model", None), session=s)
+            return self.add_task(kind, ids, session=s, **kw)
+
+    def add_comparison(self, prompt: PromptInput | int, outputs: list[str], **kw: Any) -> int:
+        """One-liner: store the prompt and two outputs and enqueue an A/B task."""
+        return self._one_liner("compare", prompt, outputs, **kw)
+
+    def add_rating(self, prompt: PromptInput | int, output: str, **kw: Any) -> int:
+        """One-liner: store the prompt and one output and enqueue a rate task."""
+        return self._one_liner("rate", prompt, [output], **kw)
+
+    def add_ranking(self, prompt: PromptInput | int, outputs: list[str], **kw: Any) -> int:
+        """One-liner: store the prompt and several outputs and enqueue a rank task."""
+        return self._one_liner("rank", prompt, outputs, **kw)
+
+    def add_edit(self, prompt: PromptInput | int, output: str, **kw: Any) -> int:
+        """One-liner: store the prompt and one output and enqueue an edit (correction) task."""
+        return self._one_liner("edit", prompt, [output], **kw)
+
+    # ------------------------------------------------------------------ claim
+    def _candidate_query(self, annotator_id: int, now: dt.datetime, round_id: int | None, kinds: list[str] | None, skip: list[int]):  # noqa: ANN202
+        others_leased = (
+            select(func.count())
+            .select_from(Lease)
+            .where(Lease.task_id == Task.id, Lease.expires_at > now, Lease.annotator_id != annotator_id)
+            .scalar_subquery()
+        )
+        answered = exists().where(Annotation.task_id == Task.id, Annotation.annotator_id == annotator_id)
+        q = select(Task.id).where(
+            Task.status == TaskStatus.OPEN.value,
+            Task.n_done + others_leased < Task.overlap,
+            ~answered,
+        )
+        if round_id is not None:
+            q = q.where(Task.round_id == round_id)
+        if kinds:
+            q = q.where(Task.kind.in_(kinds))
+        if skip:
+            q = q.where(Task.id.not_in(skip))
+        q = q.order_by(Task.priority.desc(), Task.id).limit(1)
+        if self._pg:
+            q = q.with_for_update(skip_locked=True, of=Task)
+        return q
+
+    def _slot_free(self, s: Session, task_id: int, annotator_id: int, now: dt.datetime) -> bool:
+        """Re-count a locked task's slots in a fresh statement (PostgreSQL READ COMMITTED)."""
+        n_done, k = s.execute(select(Task.n_done, Task.overlap).where(Task.id == task_id)).one()
+        leased = s.scalar(
+            select(func.count()).select_from(Lease)
+            .where(Lease.task_id == task_id, Lease.expires_at > now, Lease.annotator_id != annotator_id)
+        )
+        return n_done + leased < k
+
+    def claim(
+        self, annotator_id: int, *, round_id: int | None = None, kinds: list[str] | None = None
+    ) -> ClaimedTask | None:
+        """The next task for this annotator by priority, with a lease; ``None`` when none is left.
+
+        Claiming again while a lease is active returns the same task (a reloaded page keeps it).
+        """
+        now = utcnow()
+        expires = now + self.lease
+        with self.store.session() as s:
+            held = s.execute(
+                select(Lease.id, Lease.task_id)
+                .join(Task, Task.id == Lease.task_id)
+                .where(Lease.annotator_id == annotator_id, Lease.expires_at > now, Task.status == TaskStatus.OPEN.value)
+                .order_by(Lease.id)
+                .limit(1)
+            ).first()
+            if held is not None and (round_id is None or s.get(Task, held.task_id).round_id == round_id):
+                s.execute(update(Lease).where(Lease.id == held.id).values(expires_at=expires))
+                return self._claimed(s, held.task_id, expires)
+            tried: list[int] = []
+            for _ in range(64):
+                task_id = s.scalar(self._candidate_query(annotator_id, now, round_id, kinds, tried))
+                if task_id is None:
+                    return None
+                if self._pg and not self._slot_free(s, task_id, annotator_id, now):
+                    tried.append(task_id)
+                    continue
+                s.execute(delete(Lease).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id))
+                s.execute(insert(Lease).values(task_id=task_id, annotator_id=annotator_id, expires_at=expires, created_at=now))
+                return self._claimed(s, task_id, expires)
+            return None
+
+    def _claimed(self, s: Session, task_id: int, expires: dt.datetime) -> ClaimedTask:
+        task = s.get(Task, task_id)
+        texts = dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(task.generation_ids))).all())
+        scale = (task.scale_min, task.scale_max) if task.scale_min is not None else None
+        return ClaimedTask(
+            task_id=task.id,
+            kind=task.kind,
+            prompt_id=task.prompt_id,
+            prompt_messages=task.prompt.as_messages(),
+            candidates=[Candidate(g, texts[g]) for g in task.generation_ids],
+            lease_expires_at=expires,
+            round_id=task.round_id,
+            scale=scale,
+            allow_tie=bool(task.meta.get("allow_tie", True)),
+            meta={k: v for k, v in task.meta.items() if k != "allow_tie"},
+        )
+
+    # ------------------------------------------------------------------ submit / skip / release
+    def submit(
+        self,
+        annotator_id: int,
+        task_id: int,
+        value: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        duration_s: float | None = None,
+        rationale: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Receipt:
+        """Store a claimed task's answer. Idempotent by ``idempotency_key``; see the module doc."""
+        try:
+            return self._submit(annotator_id, task_id, value, idempotency_key, duration_s, rationale, meta)
+        except IntegrityError:
+            # A concurrent retry with the same key (or the same task) won the race: answer as a retry.
+            existing = self._existing_receipt(annotator_id, task_id, idempotency_key)
+            if existing is None:
+                raise
+            return existing
+
+    def _existing_receipt(self, annotator_id: int, task_id: int, key: str | None) -> Receipt | None:
+        with self.store.session() as s:
+            if key is None:
+                return None
+            row = s.execute(
+                select(Annotation.id, Annotation.task_id, Annotation.annotator_id, Annotation.late)
+                .where(Annotation.idempotency_key == key)
+            ).first()
+            if row is None:
+                return None
+            if row.task_id != task_id or row.annotator_id != annotator_id:
+                raise QueueError(
+                    f"idempotency key {key!r} was already used for another submission (task {row.task_id})",
+                    hint="use a fresh key for each distinct answer",
+                )
+            return Receipt(row.id, row.task_id, late=row.late, duplicate=True)
+
+    def _submit(self, annotator_id, task_id, value, key, duration_s, rationale, meta) -> Receipt:  # noqa: ANN001
+        now = utcnow()
+        with self.store.session() as s:
+            if key is not None:
+                row = s.execute(
+                    select(Annotation.id, Annotation.task_id, Annotation.annotator_id, Annotation.late)
+                    .where(Annotation.idempotency_key == key)
+                ).first()
+                if row is not None:
+                    if row.task_id != task_id or row.annotator_id != annotator_id:
+                        raise QueueError(
+                            f"idempotency key {key!r} was already used for another submission (task {row.task_id})",
+                            hint="use a fresh key for each distinct answer",
+                        )
+                    return Receipt(row.id, row.task_id, late=row.late, duplicate=True)
+            task = s.execute(
+                select(Task.kind, Task.generation_ids, Task.scale_min, Task.scale_max, Task.meta, Task.status)
+                .where(Task.id == task_id)
+            ).first()
+            if task is None:
+                raise NotFoundError(f"task {task_id} does not exist")
+            lease = s.execute(
+                select(Lease.id, Lease.expires_at).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id)
+            ).first()
+            prior = s.scalar(
+                select(Annotation.status).where(Annotation.task_id == task_id, Annotation.annotator_id == annotator_id)
+            )
+            if prior == AnnotationStatus.SUBMITTED.value:
+                raise DuplicateSubmission(
+                    f"task {task_id} was already answered by this annotator",
+                    hint="a retry must reuse the first submission's idempotency key",
+                )
+            if lease is None:
+                raise NotAssigned(
+                    f"task {task_id} is not assigned to this annotator (no claim, or it was skipped or released)",
+                    hint="claim the next task first",
+                )
+            scale = (task.scale_min, task.scale_max) if task.scale_min is not None else None
+            clean = validate_answer(
+                task.kind, list(task.generation_ids), value, scale=scale,
+                allow_tie=bool(task.meta.get("allow_tie", True)), task_id=task_id,
+            )
+            late = lease.expires_at <= now
+            ann_id = s.execute(
+                insert(Annotation).values(
+                    task_id=task_id, annotator_id=annotator_id, status=AnnotationStatus.SUBMITTED.value,
+                    value=clean, rationale=rationale, duration_s=duration_s, late=late,
+                    idempotency_key=key, meta=dict(meta or {}), history=[], created_at=now, updated_at=now,
+                ).returning(Annotation.id)
+            ).scalar_one()
+            s.execute(delete(Lease).where(Lease.id == lease.id))
+            self._count_human_label(s, task_id)
+            return Receipt(ann_id, task_id, late=late)
+
+    @staticmethod
+    def _count_human_label(s: Session, task_id: int) -> None:
+        s.execute(
+            update(Task)
+            .where(Task.id == task_id)
+            .values(n_done=Task.n_done + 1)
+        )
+        s.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.n_done >= Task.overlap, Task.status == TaskStatus.OPEN.value)
+            .values(status=TaskStatus.COMPLETE.value)
+        )
+
+    def skip(self, annotator_id: int, task_id: int, *, reason: str | None = None) -> None:
+        """Decline a claimed task: it is never served to this annotator again; the slot is freed."""
+        with self.store.session() as s:
+            lease = s.scalar(select(Lease.id).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id))
+            if lease is None:
+                raise NotAssigned(f"task {task_id} is not assigned to this annotator", hint="claim it first")
+            s.execute(delete(Lease).where(Lease.id == lease))
+            now = utcnow()
+            s.execute(
+                insert(Annotation).values(
+                    task_id=task_id, annotator_id=annotator_id, status=AnnotationStatus.SKIPPED.value,
+                    value={}, rationale=reason, meta={}, history=[], created_at=now, updated_at=now, late=False,
+                )
+            )
+
+    def release(self, annotator_id: int, task_id: int) -> bool:
+        """Give a claimed task back without answering (it may be served to you again later)."""
+        with self.store.session() as s:
+            res = s.execute(delete(Lease).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id))
+            return res.rowcount > 0
+
+    # ------------------------------------------------------------------ record (no lease)
+    def record(
+        self,
+        annotator_id: int,
+        task_id: int,
+        value: dict[str, Any] | None,
+        *,
+        status: str = AnnotationStatus.SUBMITTED.value,
+        rationale: str | None = None,
+        confidence: float | None = None,
+        duration_s: float | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        cost: float | None = None,
+        meta: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> tuple[int, bool]:
+        """Write or update an annotation without a lease (judges, Argilla, imports).
+
+        Returns ``(annotation_id, changed)``. Writing the same value again changes nothing; a
+        different value replaces the old one, which is appended to ``history``. A first human
+        submission counts towards the task's overlap.
+        """
+        if session is None:
+            with self.store.session() as s:
+                return self.record(
+                    annotator_id, task_id, value, status=status, rationale=rationale, confidence=confidence,
+                    duration_s=duration_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                    cost=cost, meta=meta, session=s,
+                )
+        s = session
+        task = s.get(Task, task_id)
+        if task is None:
+            raise NotFoundError(f"task {task_id} does not exist")
+        annotator = s.get(Annotator, annotator_id)
+        if annotator is None:
+            raise NotFoundError(f"annotator {annotator_id} does not exist")
+        clean: dict[str, Any] = {}
+        if status == AnnotationStatus.SUBMITTED.value:
+            scale = (task.scale_min, task.scale_max) if task.scale_min is not None else None
+            clean = validate_answer(
+                task.kind, list(task.generation_ids), value, scale=scale,
+                allow_tie=bool(task.meta.get("allow_tie", True)), task_id=task_id,
+            )
+        existing = s.scalar(
+            select(Annotation).where(Annotation.task_id == task_id, Annotation.annotator_id == annotator_id)
+        )
+        now = utcnow()
+        fields = dict(
+            status=status, value=clean, rationale=rationale, confidence=confidence, duration_s=duration_s,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,
+        )
+        if existing is None:
+            row = Annotation(task_id=task_id, annotator_id=annotator_id, meta=dict(meta or {}), history=[],
+                             created_at=now, updated_at=now, late=False, **fields)
+            s.add(row)
+            s.flush()
+            if annotator.kind == AnnotatorKind.HUMAN.value and status == AnnotationStatus.SUBMITTED.value:
+                self._count_human_label(s, task_id)
+            return row.id, True
+        if existing.status == status and existing.value == clean and existing.rationale == rationale:
+            return existing.id, False
+        snapshot = {"status": existing.status, "value": existing.value, "rationale": existing.rationale,
+                    "updated_at": existing.updated_at.isoformat()}
+        was_counted = existing.status == AnnotationStatus.SUBMITTED.value
+        for k, v in fields.items():
+            setattr(existing, k, v)
+        existing.history = [*existing.history, snapshot]
+        existing.meta = {**existing.meta, **(meta or {})}
+        existing.updated_at = now
+        if annotator.kind == AnnotatorKind.HUMAN.value and not was_counted and status == AnnotationStatus.SUBMITTED.value:
+            self._count_human_label(s, task_id)
+        return existing.id, True
+
+    # ------------------------------------------------------------------ reporting
+    def status(self, round_id: int | None = None) -> QueueStatus:
+        now = utcnow()
+        with self.store.session() as s:
+            tq = select(Task.kind, Task.status, func.count()).group_by(Task.kind, Task.status)
+            slots = select(func.coalesce(func.sum(Task.overlap - Task.n_done), 0)).where(Task.status == TaskStatus.OPEN.value)
+            leases = select(func.count()).select_from(Lease).join(Task, Task.id == Lease.task_id).where(Lease.expires_at > now)
+            ann = (
+                select(Annotator.kind, Annotation.status, func.count())
+                .join(Annotator, Annotator.id == Annotation.annotator_id)
+                .join(Task, Task.id == Annotation.task_id)
+                .group_by(Annotator.kind, Annotation.status)
+            )
+            if round_id is not None:
+                tq, slots, leases, ann = (q.where(Task.round_id == round_id) for q in (tq, slots, leases, ann))
+            by_kind = {(k, st): n for k, st, n in s.execute(tq)}
+            counts = {(k, st): n for k, st, n in s.execute(ann)}
+            return QueueStatus(
+                tasks_by_kind_status=by_kind,
+                open_slots=int(s.scalar(slots) or 0),
+                active_leases=int(s.scalar(leases) or 0),
+                human_annotations=counts.get(("human", "submitted"), 0),
+                judge_annotations=counts.get(("judge", "submitted"), 0),
+                skips=sum(n for (_, st), n in counts.items() if st == "skipped"),
+            )
+
+    def progress(self, annotator_id: int, *, round_id: int | None = None) -> dict[str, int]:
+        """An annotator's own progress: answered, skipped, and tasks still available to them."""
+        now = utcnow()
+        with self.store.session() as s:
+            mine = select(Annotation.status, func.count()).join(Task, Task.id == Annotation.task_id).where(
+                Annotation.annotator_id == annotator_id
+            ).group_by(Annotation.status)
+            if round_id is not None:
+                mine = mine.where(Task.round_id == round_id)
+            counts = dict(s.execute(mine).all())
+            others_leased = (
+                select(func.count()).select_from(Lease)
+                .where(Lease.task_id == Task.id, Lease.expires_at > now, Lease.annotator_id != annotator_id)
+                .scalar_subquery()
+            )
+            answered = exists().where(Annotation.task_id == Task.id, Annotation.annotator_id == annotator_id)
+            avail = select(func.count()).select_from(Task).where(
+                and_(Task.status == TaskStatus.OPEN.value, Task.n_done + others_leased < Task.overlap, ~answered)
+            )
+            if round_id is not None:
+                avail = avail.where(Task.round_id == round_id)
+            return {
+                "done": counts.get(AnnotationStatus.SUBMITTED.value, 0),
+                "skipped": counts.get(AnnotationStatus.SKIPPED.value, 0),
+                "remaining": int(s.scalar(avail) or 0),
+            }

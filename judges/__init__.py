@@ -1,0 +1,1 @@
+"""LLM judges: pointwise and pairwise, local and remote, debiased, cached, cost-accounted."""

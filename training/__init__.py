@@ -1,0 +1,1 @@
+"""Candidate generation, SFT, DPO, the round orchestrator, evaluation and wandb logging."""
