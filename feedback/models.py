@@ -240,3 +240,14 @@ class Lease(Base):
         UniqueConstraint("task_id", "annotator_id", name="uq_lease_task_annotator"),
         Index("ix_leases_task_expiry", "task_id", "expires_at"),
     )
+
+
+class JudgeCache(Base):
+    """A judge's verdict keyed by (judge identity, prompt, outputs): never judge the same thing twice."""
+
+    __tablename__ = "judge_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of identity + inputs
+    judge: Mapped[str] = mapped_column(String(200), index=True)
+    verdict: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

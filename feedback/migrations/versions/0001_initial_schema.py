@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 06:04:29.670140
+Create Date: 2026-11-25 06:07:45.952225
 """
 from alembic import op
 import sqlalchemy as sa
@@ -29,6 +29,16 @@ def upgrade() -> None:
     sa.UniqueConstraint('name'),
     sa.UniqueConstraint('token_hash')
     )
+    op.create_table('judge_cache',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('judge', sa.String(length=200), nullable=False),
+    sa.Column('verdict', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('key')
+    )
+    with op.batch_alter_table('judge_cache', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_judge_cache_judge'), ['judge'], unique=False)
+
     op.create_table('prompts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('text', sa.Text(), nullable=True),
@@ -188,5 +198,9 @@ def downgrade() -> None:
     op.drop_table('artifacts')
     op.drop_table('rounds')
     op.drop_table('prompts')
+    with op.batch_alter_table('judge_cache', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_judge_cache_judge'))
+
+    op.drop_table('judge_cache')
     op.drop_table('annotators')
     # ### end Alembic commands ###
