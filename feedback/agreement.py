@@ -1,0 +1,143 @@
+"""Agreement statistics: between humans, and between each judge and the humans.
+
+Compare labels are made position-relative (``first`` / ``second`` / ``tie`` in the task's
+stored order) so that categories mean the same across tasks. Cohen's κ comes from
+scikit-learn, Krippendorff's α from the ``krippendorff`` package (nominal for choices,
+ordinal for ratings).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from .aggregate import TaskLabels, compare_outcome, load_task_labels
+from .answers import TIE
+from .db import Store
+from .models import AnnotatorKind, TaskKind
+
+FIRST, SECOND = "first", "second"
+
+
+def compare_label(t: TaskLabels, value: dict) -> str:
+    choice = value["choice"]
+    if choice == TIE:
+        return TIE
+    return FIRST if int(choice) == t.generation_ids[0] else SECOND
+
+
+def _label(t: TaskLabels, value: dict, consistent: bool = True) -> str | int:
+    if t.kind == TaskKind.COMPARE.value:
+        return compare_label(t, value) if consistent else TIE
+    return int(value["rating"])
+
+
+def cohen_kappa(a: list, b: list) -> float:
+    """Cohen's κ; NaN when undefined (fewer than two items, or one category only)."""
+    if len(a) < 2:
+        return math.nan
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(set(a) | set(b)) < 2:
+        return math.nan  # one category only: chance agreement is 1 and κ is undefined
+    return float(cohen_kappa_score([str(x) for x in a], [str(x) for x in b]))
+
+
+def krippendorff_alpha(units: list[dict[str, str | int]], level: str) -> float:
+    """α over units (task → {annotator: label}); NaN when fewer than two coders overlap."""
+    import numpy as np
+
+    coders = sorted({c for u in units for c in u})
+    usable = [u for u in units if len(u) >= 2]
+    if len(coders) < 2 or not usable:
+        return math.nan
+    values = sorted({v for u in usable for v in u.values()}, key=str)
+    if len(values) < 2:
+        return 1.0
+    index = {v: i for i, v in enumerate(values)}
+    data = np.full((len(coders), len(usable)), np.nan)
+    for j, u in enumerate(usable):
+        for c, v in u.items():
+            data[coders.index(c), j] = float(v) if level != "nominal" else index[v]
+    import krippendorff
+
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level))
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    a: str
+    b: str
+    n: int
+    observed: float  # raw share of identical labels
+    kappa: float
+
+
+@dataclass(frozen=True)
+class InterAnnotatorReport:
+    kind: str
+    n_tasks: int  # tasks with ≥ 2 human labels
+    annotators: list[str]
+    alpha: float
+    pairs: list[PairAgreement]
+
+
+def inter_annotator(store: Store, *, kind: str = "compare", round_ids: list[int] | None = None) -> InterAnnotatorReport:
+    """Agreement between human annotators on the tasks they share."""
+    tasks = load_task_labels(store, round_ids=round_ids, kinds=[kind])
+    units: list[dict[str, str | int]] = []
+    for t in tasks:
+        humans = t.by(AnnotatorKind.HUMAN.value)
+        if len(humans) >= 2:
+            units.append({lab.annotator: _label(t, lab.value) for lab in humans})
+    names = sorted({c for u in units for c in u})
+    pairs = []
+    for a, b in itertools.combinations(names, 2):
+        shared = [(u[a], u[b]) for u in units if a in u and b in u]
+        if not shared:
+            continue
+        la, lb = [x for x, _ in shared], [y for _, y in shared]
+        pairs.append(PairAgreement(a, b, len(shared), sum(x == y for x, y in shared) / len(shared), cohen_kappa(la, lb)))
+    level = "nominal" if kind == TaskKind.COMPARE.value else "ordinal"
+    return InterAnnotatorReport(kind, len(units), names, krippendorff_alpha(units, level), pairs)
+
+
+@dataclass(frozen=True)
+class JudgeAgreement:
+    judge: str
+    n: int  # tasks with both this judge's verdict and a human majority
+    agreement: float  # share identical, ties included
+    n_without_ties: int  # tasks where neither side said tie
+    agreement_without_ties: float
+    kappa: float  # Cohen's κ over all n (ties as a category)
+
+
+def judge_human_agreement(store: Store, *, round_ids: list[int] | None = None) -> list[JudgeAgreement]:
+    """Each judge against the human majority on shared compare tasks."""
+    tasks = load_task_labels(store, round_ids=round_ids, kinds=[TaskKind.COMPARE.value])
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for t in tasks:
+        if not t.by(AnnotatorKind.HUMAN.value):
+            continue
+        human = compare_outcome(t)
+        if human.status == "preferred":
+            h = FIRST if human.winner == t.generation_ids[0] else SECOND
+        elif human.status == "tie":
+            h = TIE
+        else:
+            continue  # humans split: no reference label
+        for lab in t.by(AnnotatorKind.JUDGE.value):
+            pairs.setdefault(lab.annotator, []).append((_label(t, lab.value, lab.consistent), h))
+    out = []
+    for judge, labs in sorted(pairs.items()):
+        strict = [(j, h) for j, h in labs if TIE not in (j, h)]
+        out.append(JudgeAgreement(
+            judge,
+            len(labs),
+            sum(j == h for j, h in labs) / len(labs),
+            len(strict),
+            (sum(j == h for j, h in strict) / len(strict)) if strict else math.nan,
+            cohen_kappa([j for j, _ in labs], [h for _, h in labs]),
+        ))
+    return out
