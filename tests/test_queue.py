@@ -1,0 +1,330 @@
+"""The annotation queue's guarantees, each checked on SQLite and on a real PostgreSQL server.
+
+Overlap, leases (a real short lease, not a patched clock), skip/release, idempotent submit,
+answer validation, priority, ``record`` for judges and imports, and real processes racing for
+the same slots.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, select
+
+from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
+from prefloop.feedback.db import Store
+from prefloop.feedback.models import Annotation, Lease, Task
+from prefloop.feedback.queue import Queue
+
+
+def _annotations(store: Store, task_id: int) -> list[Annotation]:
+    with store.session() as s:
+        return list(s.scalars(select(Annotation).where(Annotation.task_id == task_id).order_by(Annotation.id)))
+
+
+def _task(store: Store, task_id: int) -> Task:
+    with store.session() as s:
+        return s.get(Task, task_id)
+
+
+def _choice(claimed) -> dict:  # noqa: ANN001 - ClaimedTask
+    return {"choice": claimed.candidates[0].generation_id}
+
+
+# ---------------------------------------------------------------------------------------- overlap
+def test_overlap_k_serves_k_distinct_annotators(store: Store) -> None:
+    q = Queue(store, overlap=3, lease_seconds=60)
+    tid = q.add_comparison("Which is kinder?", ["yes", "no"])
+    a1, a2, a3, a4 = (q.ensure_annotator(f"ann{i}") for i in range(1, 5))
+
+    first = q.claim(a1)
+    assert first is not None and first.task_id == tid
+    assert [c.text for c in first.candidates] == ["yes", "no"]
+    assert first.prompt_text == "Which is kinder?"
+    q.submit(a1, tid, _choice(first))
+    assert q.claim(a1) is None, "a task must never be served twice to the same annotator"
+
+    assert q.claim(a2).task_id == tid
+    assert q.claim(a3).task_id == tid
+    assert q.claim(a4) is None, "two leases + one answer fill an overlap of 3"
+
+    q.submit(a2, tid, {"choice": "tie"})
+    q.submit(a3, tid, _choice(first))
+    assert q.claim(a4) is None
+    task = _task(store, tid)
+    assert (task.n_done, task.status) == (3, "complete")
+    anns = _annotations(store, tid)
+    assert sorted(a.annotator_id for a in anns) == sorted([a1, a2, a3])
+    assert all(a.status == "submitted" for a in anns)
+    assert q.status().tasks_by_kind_status == {("compare", "complete"): 1}
+
+
+def test_overlap_zero_task_is_never_served(queue: Queue) -> None:
+    queue.add_rating("Rate me", "an answer", overlap=0)
+    assert queue.claim(queue.ensure_annotator("ann")) is None
+
+
+# ---------------------------------------------------------------------------------------- leases
+def test_expired_lease_frees_the_slot_and_a_late_submit_is_kept(store: Store) -> None:
+    short = Queue(store, overlap=1, lease_seconds=0.2)  # alice's claims expire almost at once
+    long = Queue(store, overlap=1, lease_seconds=60)
+    tid = long.add_comparison("Q?", ["a", "b"])
+    alice, bob = long.ensure_annotator("alice"), long.ensure_annotator("bob")
+
+    claimed = short.claim(alice)
+    assert claimed.task_id == tid
+    assert long.claim(bob) is None, "the only slot is leased to alice"
+    time.sleep(0.3)
+    assert long.claim(bob).task_id == tid, "an expired lease frees its slot"
+    assert long.claim(alice) is None, "the slot is now bob's"
+
+    late = short.submit(alice, tid, _choice(claimed))
+    assert late.late and not late.duplicate
+    on_time = long.submit(bob, tid, {"choice": "tie"})
+    assert not on_time.late
+    anns = _annotations(store, tid)
+    assert [(a.annotator_id, a.late) for a in anns] == [(alice, True), (bob, False)]
+    assert _task(store, tid).n_done == 2, "a late answer is counted, never lost"
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Lease)) == 0
+
+
+def test_claim_twice_returns_the_held_task_release_frees_it_skip_hides_it(queue: Queue) -> None:
+    t1 = queue.add_comparison("first", ["a", "b"], priority=2)
+    t2 = queue.add_comparison("second", ["c", "d"], priority=1)
+    a, b = queue.ensure_annotator("a"), queue.ensure_annotator("b")
+
+    c1 = queue.claim(a)
+    again = queue.claim(a)
+    assert c1.task_id == again.task_id == t1, "a reloaded page keeps its task"
+    assert again.lease_expires_at >= c1.lease_expires_at
+    assert queue.claim(b).task_id == t2, "t1's only slot is a's"
+    assert queue.release(b, t2) is True
+
+    assert queue.release(a, t1) is True
+    assert queue.release(a, t1) is False, "nothing left to release"
+    assert queue.claim(b).task_id == t1, "a released slot goes to the next claimer"
+    assert queue.claim(a).task_id == t2
+
+    queue.skip(a, t2, reason="not my language")
+    assert queue.claim(a) is None, "t1 is leased to b and a skipped t2"
+    assert queue.release(b, t1) is True
+    assert queue.claim(a).task_id == t1
+    queue.skip(a, t1)
+    assert queue.claim(a) is None, "a skipped task is never served again to that annotator"
+    assert queue.claim(b).task_id == t1, "a skip frees the slot for others"
+    with pytest.raises(NotAssigned):
+        queue.skip(a, t2)
+    assert queue.progress(a) == {"done": 0, "skipped": 2, "remaining": 0}
+    assert queue.status().skips == 2
+
+
+# ---------------------------------------------------------------------------------------- submit
+def test_resubmit_with_the_same_key_is_idempotent(store: Store, queue: Queue) -> None:
+    t1 = queue.add_comparison("one", ["a", "b"], priority=1)
+    t2 = queue.add_comparison("two", ["c", "d"])
+    ann = queue.ensure_annotator("ann")
+
+    c1 = queue.claim(ann)
+    first = queue.submit(ann, t1, _choice(c1), idempotency_key="key-1")
+    retry = queue.submit(ann, t1, _choice(c1), idempotency_key="key-1")
+    assert retry.duplicate and not first.duplicate
+    assert retry.annotation_id == first.annotation_id
+    assert len(_annotations(store, t1)) == 1
+    assert _task(store, t1).n_done == 1
+
+    c2 = queue.claim(ann)
+    assert c2.task_id == t2
+    with pytest.raises(QueueError, match="idempotency key 'key-1' was already used"):
+        queue.submit(ann, t2, _choice(c2), idempotency_key="key-1")
+    assert _annotations(store, t2) == [], "a refused submit writes nothing"
+    ok = queue.submit(ann, t2, _choice(c2), idempotency_key="key-2")
+    assert not ok.duplicate
+    with pytest.raises(DuplicateSubmission, match="already answered"):
+        queue.submit(ann, t2, _choice(c2))
+    with pytest.raises(DuplicateSubmission):
+        queue.submit(ann, t1, _choice(c1), idempotency_key="key-3")
+    assert [len(_annotations(store, t)) for t in (t1, t2)] == [1, 1]
+
+
+def test_invalid_answers_are_refused_with_the_reason(store: Store) -> None:
+    q = Queue(store, overlap=1, lease_seconds=60, allow_ties=False, rating_scale=(1, 5))
+    ann = q.ensure_annotator("ann")
+    rate = q.add_rating("Rate", "out")
+    compare = q.add_comparison("Compare", ["x", "y"])
+    rank = q.add_ranking("Rank", ["p", "q", "r"])
+    edit = q.add_edit("Edit", "draft")
+
+    def refused(task_id: int, value, pattern: str) -> None:  # noqa: ANN001
+        with pytest.raises(InvalidAnswer, match=pattern):
+            q.submit(ann, task_id, value)
+
+    assert q.claim(ann, kinds=["rate"]).task_id == rate
+    refused(rate, {"rating": 6}, r"rating 6 is outside the scale 1–5")
+    refused(rate, {"rating": 0}, r"outside the scale")
+    refused(rate, {"rating": "4"}, r"rating must be an integer from 1 to 5, got '4'")
+    refused(rate, {"rating": 2.5}, r"must be an integer")
+    refused(rate, {"rating": True}, r"must be an integer")
+    refused(rate, {"score": 3}, r"needs the field 'rating'")
+    refused(rate, {"rating": 3, "why": "ok"}, r"unexpected field\(s\) \['why'\]")
+    refused(rate, [3], r"must be an object")
+    q.submit(ann, rate, {"rating": 5})
+
+    claimed = q.claim(ann, kinds=["compare"])
+    assert claimed.task_id == compare and claimed.allow_tie is False
+    ids = [c.generation_id for c in claimed.candidates]
+    refused(compare, {"choice": 10_000}, r"choice 10000 is not one of the shown outputs")
+    refused(compare, {"choice": "tie"}, r"ties are not allowed")
+    refused(compare, {"ranking": ids}, r"needs the field 'choice'")
+    q.submit(ann, compare, {"choice": ids[1]})
+
+    claimed = q.claim(ann, kinds=["rank"])
+    ids = [c.generation_id for c in claimed.candidates]
+    refused(rank, {"ranking": ids[:2]}, r"must be a permutation of the shown outputs")
+    refused(rank, {"ranking": [ids[0], ids[0], ids[1]]}, r"permutation")
+    refused(rank, {"ranking": [*ids[:2], 10_000]}, r"permutation")
+    q.submit(ann, rank, {"ranking": ids[::-1]})
+
+    assert q.claim(ann, kinds=["edit"]).task_id == edit
+    refused(edit, {"text": "   "}, r"the edited text is empty")
+    refused(edit, {"text": 7}, r"empty")
+    q.submit(ann, edit, {"text": "fixed"})
+
+    values = {a.task_id: a.value for t in (rate, compare, rank, edit) for a in _annotations(store, t)}
+    assert values[rate] == {"rating": 5} and values[edit] == {"text": "fixed"}
+    assert values[rank] == {"ranking": ids[::-1]}
+    assert q.status().human_annotations == 4
+
+
+def test_submit_needs_a_claim_and_an_existing_task(queue: Queue) -> None:
+    tid = queue.add_comparison("Q", ["a", "b"])
+    ann = queue.ensure_annotator("ann")
+    with pytest.raises(NotAssigned, match=f"task {tid} is not assigned"):
+        queue.submit(ann, tid, {"choice": "tie"})
+    with pytest.raises(NotFoundError, match="task 999999 does not exist"):
+        queue.submit(ann, 999_999, {"choice": "tie"})
+    claimed = queue.claim(ann)
+    queue.release(ann, tid)
+    with pytest.raises(NotAssigned):
+        queue.submit(ann, tid, _choice(claimed))
+
+
+def test_higher_priority_is_served_first(queue: Queue) -> None:
+    low = queue.add_comparison("low", ["a", "b"], priority=0)
+    high = queue.add_comparison("high", ["a", "b"], priority=5)
+    mid = queue.add_comparison("mid", ["a", "b"], priority=1)
+    also_low = queue.add_comparison("also low", ["a", "b"], priority=0)
+    ann = queue.ensure_annotator("ann")
+    served = []
+    while (claimed := queue.claim(ann)) is not None:
+        served.append(claimed.task_id)
+        queue.submit(ann, claimed.task_id, _choice(claimed))
+    assert served == [high, mid, low, also_low], "priority first, then first come first served"
+
+
+def test_round_and_kind_filters(store: Store, queue: Queue) -> None:
+    from prefloop.feedback.models import Round
+
+    with store.session() as s:
+        r1, r2 = Round(number=1), Round(number=2)
+        s.add_all([r1, r2])
+        s.flush()
+        r1_id, r2_id = r1.id, r2.id
+    in_r1 = queue.add_comparison("r1", ["a", "b"], round_id=r1_id, priority=1)
+    in_r2 = queue.add_rating("r2", "a", round_id=r2_id)
+    ann = queue.ensure_annotator("ann")
+    assert queue.claim(ann, round_id=r2_id).task_id == in_r2
+    assert queue.claim(ann, round_id=r1_id).task_id == in_r1, "a lease in another round does not block"
+    assert queue.progress(ann, round_id=r1_id)["remaining"] == 1
+
+
+# ---------------------------------------------------------------------------------------- record
+def test_record_judges_do_not_fill_overlap_humans_do_and_history_is_kept(store: Store, queue: Queue) -> None:
+    with store.session() as s:
+        gen_a, gen_b = queue.add_generations("Q", ["a", "b"], session=s)
+        tid = queue.add_task("compare", [gen_a, gen_b], session=s)
+    judge = queue.ensure_annotator("judge-1", kind="judge")
+    human = queue.ensure_annotator("imported-human")
+    with pytest.raises(QueueError, match="exists as a judge"):
+        queue.ensure_annotator("judge-1")
+
+    jid, changed = queue.record(judge, tid, {"choice": gen_a}, rationale="A is kinder", cost=0.01)
+    assert changed
+    assert _task(store, tid).n_done == 0, "a judge verdict does not use up a human slot"
+    assert queue.record(judge, tid, {"choice": gen_a}, rationale="A is kinder") == (jid, False)
+    assert queue.record(judge, tid, {"choice": "tie"}, rationale="on reflection") == (jid, True)
+    (row,) = [a for a in _annotations(store, tid) if a.annotator_id == judge]
+    assert row.value == {"choice": "tie"}
+    assert [h["value"] for h in row.history] == [{"choice": gen_a}]
+    with pytest.raises(InvalidAnswer):
+        queue.record(judge, tid, {"choice": 10_000})
+
+    hid, changed = queue.record(human, tid, {"choice": gen_a})
+    assert changed and hid != jid
+    task = _task(store, tid)
+    assert (task.n_done, task.status) == (1, "complete"), "a human record counts toward overlap"
+    assert queue.record(human, tid, {"choice": "tie"})[1] is True
+    assert _task(store, tid).n_done == 1, "updating a human answer does not count it twice"
+    assert queue.claim(queue.ensure_annotator("late-comer")) is None
+    st = queue.status()
+    assert (st.human_annotations, st.judge_annotations) == (1, 1)
+    with pytest.raises(NotFoundError):
+        queue.record(human, 999_999, {"choice": "tie"})
+
+
+# ---------------------------------------------------------------------------------------- concurrency
+def _race_worker(url: str, name: str, overlap: int, barrier, results) -> None:  # noqa: ANN001
+    """One annotator in its own process with its own connection: claim and submit until empty."""
+    store = Store(url)
+    q = Queue(store, overlap=overlap, lease_seconds=600)
+    me = q.ensure_annotator(name)
+    barrier.wait(timeout=120)
+    receipts = []
+    try:
+        while (claimed := q.claim(me)) is not None:
+            key = f"{name}:{claimed.task_id}"
+            r = q.submit(me, claimed.task_id, {"choice": claimed.candidates[0].generation_id}, idempotency_key=key)
+            receipts.append((claimed.task_id, me, r.annotation_id, r.duplicate))
+    finally:
+        store.dispose()
+        results.put((name, receipts))
+
+
+def test_real_processes_claiming_at_once_get_different_slots(store: Store, db_url: str) -> None:
+    n_workers, n_tasks, overlap = 6, 40, 3
+    q = Queue(store, overlap=overlap)
+    with store.session() as s:
+        for i in range(n_tasks):
+            q.add_task("compare", q.add_generations(f"prompt {i}", [f"a{i}", f"b{i}"], session=s), session=s)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(n_workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_worker, args=(db_url, f"worker{i}", overlap, barrier, results))
+        for i in range(n_workers)
+    ]
+    for p in procs:
+        p.start()
+    got = dict(results.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    receipts = [r for rs in got.values() for r in rs]
+
+    pairs = Counter((task_id, annotator) for task_id, annotator, _, _ in receipts)
+    assert max(pairs.values()) == 1, "a task was served twice to one annotator"
+    assert not any(dup for *_, dup in receipts), "no fresh submit may look like a retry"
+    assert len(receipts) == n_tasks * overlap, "every slot was filled exactly once"
+    assert len({ann_id for _, _, ann_id, _ in receipts}) == len(receipts)
+    assert sum(1 for rs in got.values() if rs) >= 2, "the race needs at least two active workers"
+    with store.session() as s:
+        rows = s.execute(select(Annotation.id, Annotation.task_id, Annotation.annotator_id, Annotation.late)).all()
+        tasks = s.execute(select(Task.id, Task.n_done, Task.status)).all()
+        leases = s.scalar(select(func.count()).select_from(Lease))
+    assert sorted(r.id for r in rows) == sorted(ann_id for _, _, ann_id, _ in receipts), "nothing lost or extra"
+    assert Counter(r.task_id for r in rows) == {t.id: overlap for t in tasks}
+    assert all((t.n_done, t.status) == (overlap, "complete") for t in tasks)
+    assert not any(r.late for r in rows)
+    assert leases == 0
