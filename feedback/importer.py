@@ -47,6 +47,9 @@ class ImportResult:
 
 def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(where, row)`` pairs, ``where`` naming the file and line (or row)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
     if path.is_dir():
         yield from _read_hf_dataset(path)
         return
@@ -146,8 +149,6 @@ def import_prompts(
 ) -> ImportResult:
     """Validate every record of ``path``, then store them all in one transaction."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} does not exist")
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     records = [parse_record(w, r, default_split=split, extra_tags=list(tags or [])) for w, r in read_rows(path)]
