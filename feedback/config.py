@@ -48,8 +48,20 @@ class AggregationConfig(StrictModel):
 
 
 class ServerConfig(StrictModel):
+    """The annotation server. The session secret is never here: set ``PREFLOOP_SESSION_SECRET``
+    to keep people signed in across restarts (otherwise each process makes its own)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)
+    #: requests with a larger body are refused (413) before they are read.
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    #: failed sign-ins (form or bearer token) allowed per client address per window; then 429.
+    signin_attempts: int = Field(10, ge=1)
+    signin_window_seconds: float = Field(60, gt=0)
+    #: how long a browser session lasts.
+    session_hours: float = Field(12, gt=0)
+    #: mark cookies Secure (set this when an HTTPS proxy sits in front of the server).
+    secure_cookies: bool = False
 
 
 class ArgillaConfig(StrictModel):

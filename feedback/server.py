@@ -1,0 +1,659 @@
+"""The annotation server: one JSON API (documented at ``/api/openapi.json``) for the web page and
+for scripts, plus server-rendered pages (sign-in, annotate, admin dashboard).
+
+Safety, in order of the threats:
+
+- model outputs and prompts are untrusted: the page receives them as JSON and puts them in the
+  DOM with ``textContent`` only; templates autoescape; a Content-Security-Policy forbids inline
+  script, plugins, framing and foreign origins;
+- identity: scripts send ``Authorization: Bearer TOKEN``; browsers sign in once and get an
+  HttpOnly, SameSite=Strict session cookie, and every state-changing request made with that
+  cookie must carry the session's CSRF token; repeated failed sign-ins are rate-limited;
+- isolation: an annotator only ever sees the task the queue leased to them, and every write
+  names the caller's own id, so another annotator's token reaches nothing of theirs;
+- request bodies larger than ``server.max_body_bytes`` are refused before they are read;
+- SQL goes through SQLAlchemy with bound parameters only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from jinja2 import Environment, FileSystemLoader
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from prefloop.errors import (
+    AuthError,
+    DuplicateSubmission,
+    InvalidAnswer,
+    NotAssigned,
+    NotFoundError,
+    PrefloopError,
+    QueueError,
+)
+
+from . import activity
+from .auth import Principal, authenticate, list_annotators, principal_by_id
+from .db import Store
+from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind
+from .queue import ClaimedTask, Queue
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "prefloop_session"
+LOGIN_CSRF_COOKIE = "prefloop_login_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+]
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# ---------------------------------------------------------------------------------------- ASGI layers
+class SecurityHeaders:
+    """Adds the CSP and friends to every response; pages and API answers are never cached."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = scope["path"].startswith("/static/")
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += SECURITY_HEADERS
+                if not cacheable:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses (413) a request whose declared or streamed body exceeds ``max_bytes``."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Any) -> None:
+        body = b'{"error":"request body too large","hint":"the server accepts at most %d bytes"}' % self.max_bytes
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_bytes + 1
+                if declared > self.max_bytes:
+                    await self._refuse(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+
+class FailureLimiter:
+    """At most ``limit`` failed sign-ins per client address in a sliding ``window`` (seconds)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self._fails: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until this client may try again; 0 when it may now."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._fails.get(key)
+            while q and now - q[0] > self.window:
+                q.popleft()
+            if not q or len(q) < self.limit:
+                return 0.0
+            return max(0.1, self.window - (now - q[0]))
+
+    def fail(self, key: str) -> None:
+        with self._lock:
+            self._fails.setdefault(key, deque()).append(time.monotonic())
+
+
+class RateLimited(PrefloopError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__("too many failed sign-ins from this address", hint=f"wait {seconds:.0f} s and try again")
+        self.seconds = seconds
+
+
+class Forbidden(PrefloopError):
+    """Signed in, but not allowed (role, or a missing CSRF token)."""
+
+
+class _SignInFirst(Exception):
+    """A page was asked for without a valid session: the answer is a redirect to /login."""
+
+
+# ---------------------------------------------------------------------------------------- API models
+class MessageOut(BaseModel):
+    role: str
+    content: str
+
+
+class PromptOut(BaseModel):
+    text: str
+    messages: list[MessageOut]
+
+
+class CandidateOut(BaseModel):
+    generation_id: int
+    label: str = Field(description="A, B, … in the order this annotator is shown them")
+    text: str
+
+
+class SuggestionOut(BaseModel):
+    judge: str
+    value: dict[str, Any]
+    rationale: str | None = None
+    confidence: float | None = None
+
+
+class TaskOut(BaseModel):
+    task_id: int
+    kind: Literal["rate", "compare", "rank", "edit"]
+    round_id: int | None
+    prompt: PromptOut
+    candidates: list[CandidateOut] = Field(description="in display order (randomised per annotator)")
+    scale: list[int] | None = Field(None, description="[low, high] for rate tasks")
+    allow_tie: bool
+    lease_expires_at: dt.datetime
+    suggestions: list[SuggestionOut] | None = Field(
+        None, description="judge verdicts, only when annotation.show_judge_suggestions is on"
+    )
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    round_id: int | None = None
+    kinds: list[Literal["rate", "compare", "rank", "edit"]] | None = None
+
+
+class SubmitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: dict[str, Any] = Field(
+        description='rate {"rating": int}; compare {"choice": generation_id | "tie"}; '
+        'rank {"ranking": [generation_id, …]} best first; edit {"text": str}'
+    )
+    idempotency_key: str | None = Field(
+        None, min_length=8, max_length=200, description="one per answer: a retry with the same key never duplicates"
+    )
+    duration_s: float | None = Field(None, ge=0, le=86400, description="time spent on the task")
+    rationale: str | None = Field(None, max_length=20000)
+
+
+class SkipIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=2000)
+
+
+class ReceiptOut(BaseModel):
+    annotation_id: int
+    task_id: int
+    late: bool
+    duplicate: bool
+
+
+class OkOut(BaseModel):
+    ok: bool = True
+
+
+class MeOut(BaseModel):
+    name: str
+    role: str
+    guidelines: str
+    show_judge_suggestions: bool
+
+
+class ProgressOut(BaseModel):
+    done: int
+    skipped: int
+    remaining: int
+    streak: int = Field(description="answers in the current sitting (no pause over 15 minutes)")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def display_order(annotator_id: int, task_id: int, generation_ids: list[int]) -> list[int]:
+    """The order this annotator sees a task's outputs in: random, but stable for (annotator, task).
+
+    Stable so that a reloaded page shows the same order and the server can record, at submit
+    time, exactly what was shown without trusting the client.
+    """
+    seed = int.from_bytes(hashlib.sha256(f"{annotator_id}:{task_id}".encode()).digest()[:8], "big")
+    order = list(generation_ids)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def _status_for(exc: PrefloopError) -> int:
+    for cls, code in (
+        (RateLimited, 429), (AuthError, 401), (Forbidden, 403), (NotFoundError, 404), (InvalidAnswer, 422),
+        (NotAssigned, 409), (DuplicateSubmission, 409), (QueueError, 409),
+    ):
+        if isinstance(exc, cls):
+            return code
+    return 400
+
+
+def _client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class _App:
+    """The state behind one app: the store, the queue, the config, the session signer."""
+
+    def __init__(self, store: Store, config: Any, session_secret: str | None) -> None:
+        self.store = store
+        self.config = config
+        self.queue = Queue.from_config(store, config.queue)
+        secret = session_secret or os.environ.get("PREFLOOP_SESSION_SECRET") or secrets.token_urlsafe(32)
+        self.signer = URLSafeTimedSerializer(secret, salt="prefloop-session")
+        self.limiter = FailureLimiter(config.server.signin_attempts, config.server.signin_window_seconds)
+        self.session_seconds = int(config.server.session_hours * 3600)
+        self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
+
+    # -------------------------------------------------------------- identity
+    def check_limit(self, request: Request) -> None:
+        wait = self.limiter.retry_after(_client_key(request))
+        if wait:
+            raise RateLimited(wait)
+
+    def sign_in(self, request: Request, token: str) -> Principal:
+        self.check_limit(request)
+        try:
+            return authenticate(self.store, token)
+        except AuthError:
+            self.limiter.fail(_client_key(request))
+            raise
+
+    def session(self, request: Request) -> dict[str, Any] | None:
+        raw = request.cookies.get(SESSION_COOKIE)
+        if not raw:
+            return None
+        try:
+            data = self.signer.loads(raw, max_age=self.session_seconds)
+        except BadSignature:
+            return None
+        return data if isinstance(data, dict) and {"a", "f", "c"} <= set(data) else None
+
+    def principal(self, request: Request) -> Principal:
+        """The caller of an API request: bearer token, or session cookie plus CSRF token."""
+        header = request.headers.get("authorization")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer":
+                raise AuthError("unsupported authorization scheme", hint="send `Authorization: Bearer TOKEN`")
+            return self.sign_in(request, token.strip())
+        data = self.session(request)
+        if data is None:
+            raise AuthError("not signed in", hint="sign in at /login, or send `Authorization: Bearer TOKEN`")
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not secrets.compare_digest(sent.encode(), str(data["c"]).encode()):
+                raise Forbidden("missing or wrong CSRF token", hint=f"send the page's token in the {CSRF_HEADER} header")
+        return principal_by_id(self.store, int(data["a"]), str(data["f"]))
+
+    def page_principal(self, request: Request) -> tuple[Principal, str] | None:
+        data = self.session(request)
+        if data is None:
+            return None
+        try:
+            return principal_by_id(self.store, int(data["a"]), str(data["f"])), str(data["c"])
+        except AuthError:
+            return None
+
+    def set_cookie(self, request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name, value, max_age=max_age, httponly=True, samesite="strict", path="/",
+            secure=self.config.server.secure_cookies or request.url.scheme == "https",
+        )
+
+    # -------------------------------------------------------------- tasks
+    def task_out(self, principal: Principal, claimed: ClaimedTask) -> TaskOut:
+        texts = {c.generation_id: c.text for c in claimed.candidates}
+        order = display_order(principal.id, claimed.task_id, list(texts))
+        return TaskOut(
+            task_id=claimed.task_id,
+            kind=claimed.kind,
+            round_id=claimed.round_id,
+            prompt=PromptOut(text=claimed.prompt_text, messages=[MessageOut(**m) for m in claimed.prompt_messages]),
+            candidates=[CandidateOut(generation_id=g, label=LABELS[i % 26], text=texts[g]) for i, g in enumerate(order)],
+            scale=list(claimed.scale) if claimed.scale else None,
+            allow_tie=claimed.allow_tie,
+            lease_expires_at=claimed.lease_expires_at,
+            suggestions=self.suggestions(claimed.task_id) if self.config.annotation.show_judge_suggestions else None,
+        )
+
+    def suggestions(self, task_id: int) -> list[SuggestionOut]:
+        q = (
+            select(Annotator.name, Annotation.value, Annotation.rationale, Annotation.confidence)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .where(
+                Annotation.task_id == task_id, Annotator.kind == AnnotatorKind.JUDGE.value,
+                Annotation.status == AnnotationStatus.SUBMITTED.value,
+            )
+            .order_by(Annotator.name)
+        )
+        with self.store.session() as s:
+            return [SuggestionOut(judge=n, value=v, rationale=r, confidence=c) for n, v, r, c in s.execute(q)]
+
+    def shown_order(self, principal: Principal, task_id: int) -> list[int]:
+        from .models import Task
+
+        with self.store.session() as s:
+            ids = s.scalar(select(Task.generation_ids).where(Task.id == task_id))
+        return display_order(principal.id, task_id, list(ids or []))
+
+    def progress(self, principal: Principal, round_id: int | None = None) -> ProgressOut:
+        p = self.queue.progress(principal.id, round_id=round_id)
+        return ProgressOut(**p, streak=activity.streak(self.store, principal.id))
+
+
+def _source(source: Any, config: Any) -> tuple[Store, Any]:
+    if isinstance(source, Store):
+        if config is None:
+            from prefloop.config import ProjectConfig
+
+            config = ProjectConfig()
+        return source, config
+    store = source.store  # a prefloop.project.Project
+    return store, config if config is not None else source.config
+
+
+# ---------------------------------------------------------------------------------------- the app
+def create_app(source: Any, config: Any = None, *, session_secret: str | None = None) -> FastAPI:
+    """The FastAPI app over a :class:`~prefloop.project.Project` or a :class:`Store` and a ``ProjectConfig``."""
+    store, config = _source(source, config)
+    st = _App(store, config, session_secret)
+    app = FastAPI(
+        title="prefloop annotation API",
+        version="1",
+        description="Claim a task, answer it, skip it, see your progress; admins read queue and agreement statistics. "
+        "Authenticate with `Authorization: Bearer TOKEN` (from `prefloop annotators add NAME`).",
+        docs_url=None,  # the interactive docs load scripts from a CDN: the schema is at /api/openapi.json
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.prefloop = st
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(PrefloopError)
+    async def _prefloop_error(request: Request, exc: PrefloopError) -> JSONResponse:
+        code = _status_for(exc)
+        headers = {}
+        if code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(int(exc.seconds + 1))
+        return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=code, headers=headers)
+
+    def me(request: Request) -> Principal:
+        return st.principal(request)
+
+    def admin(principal: Principal = Depends(me)) -> Principal:
+        if not principal.is_admin:
+            raise Forbidden("this needs an admin", hint="ask an admin, or `prefloop annotators add NAME --admin`")
+        return principal
+
+    def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(st.templates.get_template(name).render(project=config.name, **context), status_code)
+
+    # -------------------------------------------------------------- pages
+    @app.get("/", include_in_schema=False)
+    def index(request: Request) -> Response:
+        return RedirectResponse("/annotate" if st.page_principal(request) else "/login", status_code=303)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def login_page(request: Request, error: str | None = None, status_code: int = 200) -> HTMLResponse:
+        csrf = secrets.token_urlsafe(24)
+        response = render("login.html", status_code, csrf=csrf, error=error)
+        st.set_cookie(request, response, LOGIN_CSRF_COOKIE, csrf, 3600)
+        return response
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request) -> HTMLResponse:
+        return login_page(request)
+
+    @app.post("/login", include_in_schema=False)
+    def login(request: Request, token: str = Form("", max_length=500), csrf_token: str = Form("", max_length=200)) -> Response:
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not expected or not secrets.compare_digest(csrf_token.encode(), expected.encode()):
+            return login_page(request, "This form expired. Please sign in again.", 403)
+        try:
+            principal = st.sign_in(request, token.strip())
+        except RateLimited as exc:
+            return login_page(request, f"Too many failed sign-ins. Wait {exc.seconds:.0f} s and try again.", 429)
+        except AuthError:
+            return login_page(request, "Unknown or revoked token.", 401)
+        session = st.signer.dumps({"a": principal.id, "f": principal.token_hash[:16], "c": secrets.token_urlsafe(24)})
+        response = RedirectResponse("/annotate", status_code=303)
+        st.set_cookie(request, response, SESSION_COOKIE, session, st.session_seconds)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf_token: str = Form("", max_length=200)) -> Response:
+        data = st.session(request)
+        if data is not None and not secrets.compare_digest(csrf_token.encode(), str(data["c"]).encode()):
+            return Response("missing or wrong CSRF token", status_code=403, media_type="text/plain")
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    def page_user(request: Request) -> tuple[Principal, str]:
+        who = st.page_principal(request)
+        if who is None:
+            raise _SignInFirst
+        return who
+
+    @app.exception_handler(_SignInFirst)
+    async def _sign_in_first(request: Request, exc: _SignInFirst) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/annotate", include_in_schema=False)
+    def annotate_page(who: tuple[Principal, str] = Depends(page_user)) -> Response:
+        principal, csrf = who
+        return render("annotate.html", principal=principal, csrf=csrf, guidelines=config.annotation.guidelines)
+
+    @app.get("/admin", include_in_schema=False)
+    def admin_page(who: tuple[Principal, str] = Depends(page_user)) -> Response:
+        principal, csrf = who
+        if not principal.is_admin:
+            return render("forbidden.html", 403, principal=principal, csrf=csrf)
+        from .dashboard import dashboard_context
+
+        return render("admin.html", principal=principal, csrf=csrf, **dashboard_context(st.store, st.queue))
+
+    # -------------------------------------------------------------- annotator API
+    @app.get("/api/me", response_model=MeOut, tags=["annotator"])
+    def api_me(principal: Principal = Depends(me)) -> MeOut:
+        """Who the token belongs to, and the guidelines to show."""
+        return MeOut(
+            name=principal.name, role=principal.role, guidelines=config.annotation.guidelines,
+            show_judge_suggestions=config.annotation.show_judge_suggestions,
+        )
+
+    @app.get("/api/me/progress", response_model=ProgressOut, tags=["annotator"])
+    def api_progress(round_id: int | None = None, principal: Principal = Depends(me)) -> ProgressOut:
+        """Your own counts: answered, skipped, still available to you, and your current streak."""
+        return st.progress(principal, round_id)
+
+    @app.post(
+        "/api/tasks/next", response_model=TaskOut, tags=["annotator"],
+        responses={204: {"description": "no task is left for you"}},
+    )
+    def api_claim(body: ClaimIn | None = None, principal: Principal = Depends(me)) -> Any:
+        """Claim your next task (a lease); claiming again while you hold one returns the same task."""
+        body = body or ClaimIn()
+        claimed = st.queue.claim(principal.id, round_id=body.round_id, kinds=body.kinds)
+        if claimed is None:
+            return Response(status_code=204)
+        return st.task_out(principal, claimed)
+
+    @app.post("/api/tasks/{task_id}/submit", response_model=ReceiptOut, tags=["annotator"])
+    def api_submit(task_id: int, body: SubmitIn, request: Request, principal: Principal = Depends(me)) -> ReceiptOut:
+        """Answer a task you claimed. Send an ``idempotency_key``: a retry with it never duplicates."""
+        meta = {
+            "shown_order": st.shown_order(principal, task_id),
+            "via": "token" if request.headers.get("authorization") else "page",
+        }
+        r = st.queue.submit(
+            principal.id, task_id, body.value, idempotency_key=body.idempotency_key,
+            duration_s=body.duration_s, rationale=body.rationale, meta=meta,
+        )
+        return ReceiptOut(annotation_id=r.annotation_id, task_id=r.task_id, late=r.late, duplicate=r.duplicate)
+
+    @app.post("/api/tasks/{task_id}/skip", response_model=OkOut, tags=["annotator"])
+    def api_skip(task_id: int, body: SkipIn | None = None, principal: Principal = Depends(me)) -> OkOut:
+        """Decline a task you claimed; it is never served to you again."""
+        st.queue.skip(principal.id, task_id, reason=(body.reason if body else None))
+        return OkOut()
+
+    @app.post("/api/tasks/{task_id}/release", response_model=OkOut, tags=["annotator"])
+    def api_release(task_id: int, principal: Principal = Depends(me)) -> OkOut:
+        """Give a claimed task back unanswered (it may come back to you later)."""
+        if not st.queue.release(principal.id, task_id):
+            raise NotAssigned(f"task {task_id} is not assigned to you")
+        return OkOut()
+
+    # -------------------------------------------------------------- admin API
+    @app.get("/api/admin/queue", tags=["admin"])
+    def api_queue(_: Principal = Depends(admin)) -> dict[str, Any]:
+        """Queue state overall and progress per round."""
+        from .dashboard import queue_json
+
+        return queue_json(st.store, st.queue)
+
+    @app.get("/api/admin/throughput", tags=["admin"])
+    def api_throughput(hours: int = 24, _: Principal = Depends(admin)) -> dict[str, Any]:
+        """Submitted labels per annotator per hour over the last ``hours`` hours (1–168)."""
+        t = activity.throughput(st.store, hours=max(1, min(hours, 168)))
+        return {
+            "hours": [h.isoformat() for h in t.hours],
+            "annotators": [
+                {"name": n, "counts": c, "total": sum(c), "mean_duration_s": t.mean_duration_s.get(n)}
+                for n, c in sorted(t.counts.items())
+            ],
+        }
+
+    @app.get("/api/admin/annotators", tags=["admin"])
+    def api_annotators(_: Principal = Depends(admin)) -> list[dict[str, Any]]:
+        """Every annotator (human and judge) with their counts; never a token."""
+        return [a.__dict__ for a in list_annotators(st.store)]
+
+    @app.get("/api/admin/agreement", tags=["admin"])
+    def api_agreement(round_id: int | None = None, _: Principal = Depends(admin)) -> dict[str, Any]:
+        """Inter-annotator agreement and judge–human agreement."""
+        from .dashboard import agreement_json
+
+        return agreement_json(st.store, round_id)
+
+    @app.get("/api/admin/export/{dataset}.jsonl", tags=["admin"], response_class=Response)
+    def api_export(dataset: Literal["dpo", "sft"], round_id: int | None = None, _: Principal = Depends(admin)) -> Response:
+        """The aggregated DPO pairs or SFT targets as JSON lines (TRL conversational format, with provenance)."""
+        from .export import build_dpo_dataset, build_sft_dataset
+
+        build = build_dpo_dataset if dataset == "dpo" else build_sft_dataset
+        ds = build(st.store, round_ids=[round_id] if round_id is not None else None, config=config.aggregation)
+        body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
+        return Response(body, media_type="application/x-ndjson",
+                        headers={"content-disposition": f'attachment; filename="{dataset}.jsonl"'})
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------- running it
+@contextlib.contextmanager
+def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread (tests, the demo); yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="prefloop-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the annotation server did not start on {host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
