@@ -1,0 +1,508 @@
+"""The Argilla bridge against a real argilla-server 2.8 on loopback.
+
+The server (its own venv, Redis, SQLite, and the TEST-ONLY in-memory search engine under
+``tests/argilla_server/``) starts once per session. Annotators answer through the argilla SDK
+and the server's HTTP API with their own API keys, exactly as the Argilla UI does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from prefloop.errors import ConfigError
+from prefloop.feedback import argilla_bridge as bridge
+from prefloop.feedback.models import Annotation, Annotator, Round, Task
+from prefloop.project import Project, init_project
+
+pytestmark = pytest.mark.argilla
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_spec = importlib.util.spec_from_file_location(
+    "prefloop_test_argilla_harness", Path(__file__).parent / "argilla_server" / "harness.py"
+)
+harness = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(harness)
+
+
+@pytest.fixture(scope="session")
+def argilla_server(tmp_path_factory, request):  # noqa: ANN001
+    try:
+        server = harness.start_server(tmp_path_factory.mktemp("argilla-server"))
+    except harness.Unavailable as exc:
+        if IN_CI:
+            pytest.fail(f"CI must run the Argilla tests: {exc}")
+        pytest.skip(f"no argilla-server on this machine: {exc}")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"argilla-server at {server.url}: venv check/build {server.timings['venv_s']:.1f} s, "
+            f"redis + server start {server.timings['start_s']:.1f} s"
+        )
+    yield server
+    server.stop()
+
+
+def sdk(server, key: str):  # noqa: ANN001, ANN201
+    import argilla as rg
+
+    return rg.Argilla(api_url=server.url, api_key=key, timeout=30, retries=0)
+
+
+@pytest.fixture(scope="session")
+def owner(argilla_server):  # noqa: ANN001, ANN201
+    return sdk(argilla_server, argilla_server.owner_key)
+
+
+@pytest.fixture(scope="session")
+def annotators(argilla_server):  # noqa: ANN001, ANN201
+    return {name: sdk(argilla_server, key) for name, key in argilla_server.annotator_keys.items()}
+
+
+def make_project(root: Path, server, db_url: str | None = None, **overrides) -> Project:  # noqa: ANN001
+    """A project pointed at the test server, with its own dataset prefix (tests share the server)."""
+    init_project(root)
+    project = Project(root)
+    cfg = project.config.model_copy(deep=True)
+    cfg.argilla.api_url = server.url
+    cfg.argilla.workspace = server.workspace
+    cfg.argilla.dataset_prefix = f"t{uuid.uuid4().hex[:10]}"
+    cfg.argilla.retries = 0
+    cfg.argilla.timeout_s = 20
+    cfg.queue.overlap = 2
+    cfg.annotation.guidelines = "Pick the answer that is correct and short."
+    cfg.annotation.show_judge_suggestions = True
+    if db_url is not None:
+        cfg.store.url = db_url
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        setattr(getattr(cfg, section), key, value)
+    (root / "prefloop.yaml").write_text(cfg.to_yaml())
+    return Project(root)
+
+
+def add_round(project: Project, number: int = 1) -> int:
+    with project.store.session() as s:
+        r = Round(number=number, state="collecting")
+        s.add(r)
+        s.flush()
+        return r.id
+
+
+def add_compare(project: Project, round_id: int, i: int, chat: bool = False) -> tuple[int, list[int]]:
+    q = project.queue
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"What is {i} + {i}?"}] if chat else f"What is {i} + {i}?"
+    with project.store.session() as s:
+        gids = q.add_generations(prompt, [f"{2 * i}", f"{2 * i + 1} <b>bold?</b>"], round_id=round_id, model="policy-r1", session=s)
+        return q.add_task("compare", gids, round_id=round_id, session=s), gids
+
+
+def counts(project: Project) -> tuple[int, int]:
+    with project.store.session() as s:
+        return s.scalar(select(func.count()).select_from(Annotation)), s.scalar(select(func.count()).select_from(Annotator))
+
+
+def ann(project: Project, task_id: int, name: str) -> Annotation | None:
+    with project.store.session() as s:
+        return s.scalar(
+            select(Annotation).join(Annotator, Annotator.id == Annotation.annotator_id)
+            .where(Annotation.task_id == task_id, Annotator.name == name)
+        )
+
+
+def dataset_of(client, project: Project, name: str):  # noqa: ANN001, ANN201
+    return client.datasets(name=f"{project.config.argilla.dataset_prefix}-{name}", workspace=project.config.argilla.workspace)
+
+
+def queue_of(client, dataset_id, status: str = "pending") -> list[dict]:  # noqa: ANN001
+    """What the Argilla UI asks for: this user's records with a response status, via the search engine."""
+    r = client.http_client.post(
+        f"/api/v1/me/datasets/{dataset_id}/records/search",
+        params={"include": ["responses"], "limit": 1000},
+        json={"filters": {"and": [{"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": [status]}]}},
+    )
+    r.raise_for_status()
+    return [item["record"] for item in r.json()["items"]]
+
+
+def answer(client, record_id, values: dict | None, status: str = "submitted") -> None:  # noqa: ANN001
+    from argilla._models import UserResponseModel
+
+    client.api.records.create_record_response(
+        record_id,
+        UserResponseModel(values={q: {"value": v} for q, v in (values or {}).items()}, status=status, user_id=client.me.id),
+    )
+
+
+def task_of(record: dict) -> int:
+    return int(record["external_id"].removeprefix(bridge.EXTERNAL_ID_PREFIX))
+
+
+# ---------------------------------------------------------------------------------------------
+def test_round_trip_push_answer_pull_repull_change_repush(tmp_path, db_url, argilla_server, owner, annotators, monkeypatch):
+    from prefloop.feedback.aggregate import compare_outcome, load_task_labels, preferences
+    from prefloop.feedback.agreement import cohen_kappa, inter_annotator, judge_human_agreement
+
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    monkeypatch.setattr(bridge, "_LIST_PAGE", 7)  # records are listed and logged in several pages
+    monkeypatch.setattr(bridge, "_LOG_BATCH", 8)
+    project = make_project(tmp_path, argilla_server, db_url)
+    rid = add_round(project)
+    q = project.queue
+    judge = q.ensure_annotator("judge:tiny-panel", kind="judge")
+
+    # 20 compare tasks: the right answer is A for even i, B for odd i. The judge is wrong on 3.
+    compare = [add_compare(project, rid, i) for i in range(20)]
+    truth = {tid: gids[0] if i % 2 == 0 else gids[1] for i, (tid, gids) in enumerate(compare)}
+    for i, (tid, gids) in enumerate(compare):
+        choice = truth[tid] if i not in (2, 5, 11) else next(g for g in gids if g != truth[tid])
+        q.record(judge, tid, {"choice": choice}, confidence=0.5 + i / 100)
+    # 5 rate tasks over one chat prompt (5 outputs), so ratings form a best-vs-worst pair.
+    chat = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a prime number."}]
+    with project.store.session() as s:
+        outs = q.add_generations(chat, ["2", "3", "4", "nine", "I don't know"], round_id=rid, session=s)
+        rate = [q.add_task("rate", [g], round_id=rid, session=s) for g in outs]
+    for j, tid in enumerate(rate):
+        q.record(judge, tid, {"rating": 5 - j}, confidence=0.9)
+
+    # ---- push
+    report = bridge.push(project, round_id=rid)
+    assert sorted((d.name.split("-", 1)[1], d.created, d.added, d.already_there) for d in report.datasets) == [
+        ("round-1-compare", True, 20, 0), ("round-1-rate", True, 5, 0),
+    ]
+    ds_c, ds_r = dataset_of(owner, project, "round-1-compare"), dataset_of(owner, project, "round-1-rate")
+    assert ds_c.settings.distribution.min_submitted == 2 and ds_r.settings.distribution.min_submitted == 2
+    assert ds_c.settings.guidelines == "Pick the answer that is correct and short."
+    assert list(ds_c.settings.questions["preference"].labels) == ["A", "B", "tie"]
+    assert list(ds_r.settings.questions["rating"].values) == [1, 2, 3, 4, 5]
+    assert {f.name: f.type for f in ds_c.settings.fields} == {"prompt": "text", "response_a": "text", "response_b": "text"}
+    assert {f.name: f.type for f in ds_r.settings.fields}["prompt"] == "chat"
+    records = {r.id: r for r in ds_c.records(with_suggestions=True)}
+    assert len(records) == 20
+    tid0, gids0 = compare[0]
+    rec0 = records[f"prefloop-task-{tid0}"]
+    assert rec0.metadata["task_id"] == tid0 and rec0.metadata["generation_ids"] == gids0 and rec0.metadata["round"] == 1
+    assert rec0.fields["response_b"] == "1 <b>bold?</b>"  # untrusted text travels verbatim, as plain text
+    sug = rec0.suggestions["preference"]
+    assert (sug.value, sug.agent, sug.type, sug.score) == ("A", "judge:tiny-panel", "model", pytest.approx(0.5))
+    rec2 = records[f"prefloop-task-{compare[2][0]}"]
+    assert rec2.suggestions["preference"].value == "B"  # the judge's (wrong) verdict travels as it is
+    rate_recs = {r.id: r for r in ds_r.records(with_suggestions=True)}
+    assert rate_recs[f"prefloop-task-{rate[1]}"].suggestions["rating"].value == 4
+    assert rate_recs[f"prefloop-task-{rate[0]}"].fields["prompt"][-1].content == "Name a prime number."
+
+    # ---- two annotators answer through Argilla, with disagreements
+    alice, bob = annotators["alice"], annotators["bob"]
+    label = {tid: ("A" if truth[tid] == gids[0] else "B") for tid, gids in compare}
+    flip = {"A": "B", "B": "A"}
+    idx = {tid: i for i, (tid, _) in enumerate(compare)}
+    alice_queue = queue_of(alice, ds_c.id)
+    assert len(alice_queue) == 20
+    for rec in alice_queue:
+        tid = task_of(rec)
+        if idx[tid] == 19:
+            answer(alice, rec["id"], None, status="discarded")
+        else:
+            values = {"preference": label[tid]}
+            if idx[tid] == 0:
+                values["comment"] = "clear winner"
+            answer(alice, rec["id"], values)
+    assert queue_of(alice, ds_c.id) == []  # the UI queue is empty for alice now
+    bob_labels = {}
+    for rec in queue_of(bob, ds_c.id):
+        tid = task_of(rec)
+        i = idx[tid]
+        value = flip[label[tid]] if i in (1, 4, 7) else ("tie" if i == 10 else label[tid])
+        bob_labels[tid] = value
+        answer(bob, rec["id"], {"preference": value}, status="draft" if i == 18 else "submitted")
+    alice_ratings, bob_ratings = [5, 4, 3, 2, 1], [5, 4, 2, 2, 1]
+    for who, ratings in ((alice, alice_ratings), (bob, bob_ratings)):
+        for rec in queue_of(who, ds_r.id):
+            answer(who, rec["id"], {"rating": ratings[rate.index(task_of(rec))]})
+    progress = ds_c.progress()
+    assert progress["total"] == 20 and progress["completed"] == 18  # k=2 submitted: all but #18 (draft) and #19 (discarded)
+
+    # ---- pull
+    before = counts(project)
+    pulled = bridge.pull(project, round_id=rid)
+    assert sorted(pulled.new_annotators) == ["argilla:alice", "argilla:bob"]
+    assert (pulled.created, pulled.skipped, pulled.drafts, pulled.updated, pulled.problems) == (19 + 19 + 10, 1, 1, 0, [])
+    a0 = ann(project, tid0, "argilla:alice")
+    assert a0.value == {"choice": gids0[0]} and a0.rationale == "clear winner" and a0.status == "submitted"
+    assert a0.meta["argilla"]["user_id"] == str(alice.me.id) and a0.meta["argilla"]["response_status"] == "submitted"
+    assert a0.meta["argilla"]["external_id"] == f"prefloop-task-{tid0}"
+    assert ann(project, compare[19][0], "argilla:alice").status == "skipped"
+    assert ann(project, compare[18][0], "argilla:bob") is None  # a draft is not imported
+    assert ann(project, compare[10][0], "argilla:bob").value == {"choice": "tie"}
+    assert ann(project, rate[2], "argilla:bob").value == {"rating": 2}
+    with project.store.session() as s:
+        people = {a.name: a for a in s.scalars(select(Annotator).where(Annotator.name.like("argilla:%")))}
+        assert {a.kind for a in people.values()} == {"human"}
+        assert people["argilla:bob"].meta["argilla"]["user_id"] == str(bob.me.id)
+        t18 = s.get(Task, compare[18][0])
+        assert (t18.n_done, t18.status) == (1, "open")
+        assert s.get(Task, compare[0][0]).status == "complete"
+
+    # per-task preferences: agreement → preferred (= truth); split votes and the tie stay disagreements
+    outcomes = {t.task_id: compare_outcome(t) for t in load_task_labels(project.store, round_ids=[rid], kinds=["compare"])}
+    for i, (tid, _) in enumerate(compare):
+        o = outcomes[tid]
+        if i in (1, 4, 7, 10):
+            assert o.status == "disagreement", (i, o)
+        else:
+            assert (o.status, o.winner, o.source) == ("preferred", truth[tid], "human"), (i, o)
+    prefs = preferences(project.store, round_ids=[rid], config=project.config.aggregation)
+    compare_prefs = [p for p in prefs if p.method == "majority"]
+    assert len(compare_prefs) == 16 and all(p.chosen_id == truth[p.task_ids[0]] for p in compare_prefs)
+    rating_pairs = [p for p in prefs if p.method == "rating"]
+    assert [(p.chosen_id, p.rejected_id, p.source) for p in rating_pairs] == [(outs[0], outs[4], "human")]
+
+    # inter-annotator agreement on the 18 tasks both submitted
+    ia = inter_annotator(project.store, kind="compare", round_ids=[rid])
+    both = [tid for tid, _ in compare if idx[tid] not in (18, 19)]
+    (pair,) = ia.pairs
+    assert (pair.a, pair.b, pair.n, ia.n_tasks) == ("argilla:alice", "argilla:bob", 18, 18)
+    assert pair.observed == pytest.approx(14 / 18)
+    pos = {"A": "first", "B": "second", "tie": "tie"}
+    expected_kappa = cohen_kappa([pos[label[t]] for t in both], [pos[bob_labels[t]] for t in both])
+    assert pair.kappa == pytest.approx(expected_kappa) and 0 < pair.kappa < 1
+    ia_rate = inter_annotator(project.store, kind="rate", round_ids=[rid])
+    assert ia_rate.n_tasks == 5 and ia_rate.pairs[0].observed == pytest.approx(4 / 5) and not math.isnan(ia_rate.alpha)
+    (jh,) = judge_human_agreement(project.store, round_ids=[rid])
+    assert jh.judge == "judge:tiny-panel" and jh.n == 16 and jh.agreement == pytest.approx(13 / 16)
+
+    # ---- pull again: nothing new, nothing duplicated
+    after = counts(project)
+    assert after[0] == before[0] + 19 + 19 + 10 + 1 and after[1] == before[1] + 2
+    again = bridge.pull(project, round_id=rid)
+    assert (again.created, again.updated, again.skipped, again.unchanged, again.new_annotators) == (0, 0, 0, 49, [])
+    assert counts(project) == after
+
+    # ---- bob changes his mind on task 1 in Argilla (the UI's PUT /responses/{id})
+    t1 = compare[1][0]
+    mine = {task_of(r): r for r in queue_of(bob, ds_c.id, status="submitted")}
+    (resp,) = [x for x in mine[t1]["responses"] if x["user_id"] == str(bob.me.id)]
+    r = bob.http_client.put(f"/api/v1/responses/{resp['id']}", json={"values": {"preference": {"value": label[t1]}}, "status": "submitted"})
+    assert r.status_code == 200, r.text
+    changed = bridge.pull(project, round_id=rid)
+    assert (changed.created, changed.updated, changed.unchanged) == (0, 1, 48)
+    b1 = ann(project, t1, "argilla:bob")
+    assert b1.value == {"choice": truth[t1]}
+    assert [h["value"] for h in b1.history] == [{"choice": next(g for g in compare[1][1] if g != truth[t1])}]
+    assert counts(project) == after
+    assert compare_outcome(next(t for t in load_task_labels(project.store, round_ids=[rid]) if t.task_id == t1)).status == "preferred"
+
+    # ---- new tasks, push again: only they are added (complete tasks are not re-sent)
+    new = [add_compare(project, rid, 100 + i) for i in range(3)]
+    repush = bridge.push(project, round_id=rid)
+    assert [(d.created, d.added, d.already_there) for d in repush.datasets] == [(False, 3, 2)]  # 18 and 19 are still open
+    ids = [r.id for r in ds_c.records(with_suggestions=False, with_responses=False)]
+    assert len(ids) == len(set(ids)) == 23
+    assert {f"prefloop-task-{tid}" for tid, _ in new} <= set(ids)
+    assert len(list(ds_r.records(with_responses=False))) == 5
+
+
+def test_rank_and_edit_kinds_and_suggestions_off(tmp_path, argilla_server, owner, annotators, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project = make_project(tmp_path, argilla_server, annotation__show_judge_suggestions=False, queue__overlap=1)
+    rid = add_round(project, 3)
+    q = project.queue
+    judge = q.ensure_annotator("judge:x", kind="judge")
+    with project.store.session() as s:
+        g = q.add_generations("Sort these: 3 1 2", ["1 2 3", "3 2 1", "2 1 3"], round_id=rid, session=s)
+        rank = q.add_task("rank", g, round_id=rid, session=s)
+        g2 = q.add_generations("Fix: teh cat", ["teh cat"], round_id=rid, model="policy-r3", session=s)
+        edit = q.add_task("edit", g2, round_id=rid, session=s)
+    q.record(judge, rank, {"ranking": [g[0], g[2], g[1]]}, confidence=0.7)
+
+    report = bridge.push(project, round_id=rid)
+    assert sorted(d.name.split("-", 1)[1] for d in report.datasets) == ["round-3-edit", "round-3-rank-3"]
+    ds_rank = dataset_of(owner, project, "round-3-rank-3")
+    ds_edit = dataset_of(owner, project, "round-3-edit")
+    assert ds_rank.settings.questions["ranking"].type == "ranking"
+    (rec,) = list(ds_rank.records(with_suggestions=True))
+    assert len(rec.suggestions) == 0  # judge hints are off in this project
+    (erec,) = list(ds_edit.records(with_suggestions=True))
+    assert (erec.suggestions["corrected"].value, erec.suggestions["corrected"].agent) == ("teh cat", "policy-r3")
+
+    alice, bob = annotators["alice"], annotators["bob"]
+    (r,) = queue_of(alice, ds_rank.id)
+    answer(alice, r["id"], {"ranking": [{"value": "response_3", "rank": 1}, {"value": "response_1", "rank": 2}, {"value": "response_2", "rank": 3}]})
+    (r,) = queue_of(bob, ds_rank.id)
+    answer(bob, r["id"], {"ranking": [{"value": "response_1", "rank": 1}, {"value": "response_2", "rank": 1}, {"value": "response_3", "rank": 2}]})
+    (e,) = queue_of(alice, ds_edit.id)
+    answer(alice, e["id"], {"corrected": "the cat", "comment": "typo"})
+
+    pulled = bridge.pull(project)  # every round
+    assert pulled.created == 2
+    assert ann(project, rank, "argilla:alice").value == {"ranking": [g[2], g[0], g[1]]}
+    ed = ann(project, edit, "argilla:alice")
+    assert (ed.value, ed.rationale) == ({"text": "the cat"}, "typo")
+    (problem,) = pulled.problems  # bob's tied ranking is refused, with where and why
+    assert "bob" in problem and "same rank" in problem and f"prefloop-task-{rank}" in problem
+    assert ann(project, rank, "argilla:bob") is None
+
+
+def test_sync_until_waits_for_k_labels(tmp_path, argilla_server, owner, annotators, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project = make_project(tmp_path, argilla_server, queue__overlap=1)
+    rid = add_round(project, 2)
+    tasks = [add_compare(project, rid, i)[0] for i in range(2)]
+    bridge.push(project, round_id=rid)
+    ds = dataset_of(owner, project, "round-2-compare")
+    alice = annotators["alice"]
+    first, second = sorted(queue_of(alice, ds.id), key=task_of)
+    answer(alice, first["id"], {"preference": "A"})
+
+    timed_out = bridge.sync_until(project, rid, timeout=0.6, interval=0.25, push_first=False)
+    assert not timed_out.done and timed_out.waiting_tasks == [tasks[1]] and timed_out.pulls >= 2
+
+    result: dict = {}
+    seen: list[int] = []
+    t = threading.Thread(target=lambda: result.update(r=bridge.sync_until(
+        project, rid, timeout=60, interval=0.2, on_pull=lambda rep, waiting: seen.append(len(waiting)),
+    )))
+    t.start()
+    time.sleep(1.0)
+    assert t.is_alive()  # still waiting on the second task
+    answer(alice, second["id"], {"preference": "B"})
+    t.join(30)
+    assert not t.is_alive()
+    assert result["r"].done and result["r"].waiting_tasks == [] and seen[0] == 1 and seen[-1] == 0
+    assert bridge.tasks_short_of_labels(project, rid) == []
+    assert bridge.tasks_short_of_labels(project, rid, min_submitted=2) == tasks
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: each is one clear message, and nothing is written on either side.
+def _error_project(tmp_path, server, **kw) -> tuple[Project, int]:  # noqa: ANN001
+    project = make_project(tmp_path, server, **kw)
+    rid = add_round(project)
+    add_compare(project, rid, 1)
+    with project.store.session() as s:
+        g = project.queue.add_generations("Rate me", ["ok"], round_id=rid, session=s)
+        project.queue.add_task("rate", g, round_id=rid, session=s)
+    return project, rid
+
+
+def _prefix_datasets(owner, project: Project) -> list[str]:  # noqa: ANN001
+    prefix = project.config.argilla.dataset_prefix
+    return sorted(m.name for m in owner.api.datasets.list() if m.name.startswith(prefix))
+
+
+def test_error_server_down(tmp_path, argilla_server, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project, rid = _error_project(tmp_path, argilla_server)
+    cfg = project.config.model_copy(deep=True)
+    cfg.argilla.api_url = f"http://127.0.0.1:{harness.free_port()}"
+    project = Project(project.root, cfg)
+    before = counts(project)
+    for op in (bridge.push, bridge.pull):
+        with pytest.raises(bridge.ArgillaBridgeError) as exc:
+            op(project, round_id=rid)
+        assert "cannot reach Argilla at http://127.0.0.1:" in exc.value.message and "api_url" in exc.value.hint
+    assert counts(project) == before
+
+
+def test_error_bad_or_missing_key(tmp_path, argilla_server, owner, monkeypatch):
+    project, rid = _error_project(tmp_path, argilla_server)
+    before = counts(project)
+    monkeypatch.setenv("ARGILLA_API_KEY", "not.a.real.key.12345")
+    for op in (bridge.push, bridge.pull):
+        with pytest.raises(bridge.ArgillaBridgeError) as exc:
+            op(project, round_id=rid)
+        assert "refused the API key in ARGILLA_API_KEY" in exc.value.message
+        assert "not.a.real.key" not in str(exc.value)  # the secret never lands in a message
+    monkeypatch.delenv("ARGILLA_API_KEY")
+    with pytest.raises(ConfigError, match="ARGILLA_API_KEY is not set"):
+        bridge.push(project, round_id=rid)
+    assert counts(project) == before and _prefix_datasets(owner, project) == []
+
+
+def test_error_missing_workspace(tmp_path, argilla_server, owner, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project, rid = _error_project(tmp_path, argilla_server, argilla__workspace="no-such-team")
+    before = counts(project)
+    for op in (bridge.push, bridge.pull):
+        with pytest.raises(bridge.ArgillaBridgeError) as exc:
+            op(project, round_id=rid)
+        assert "workspace 'no-such-team' does not exist" in exc.value.message and "prefloop" in exc.value.message
+        assert "argilla.workspace" in exc.value.hint
+    assert counts(project) == before and _prefix_datasets(owner, project) == []
+
+
+def test_error_incompatible_existing_dataset(tmp_path, argilla_server, owner, monkeypatch):
+    import argilla as rg
+
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project, rid = _error_project(tmp_path, argilla_server)
+    name = f"{project.config.argilla.dataset_prefix}-round-1-compare"
+    other = rg.Dataset(
+        name=name, workspace=argilla_server.workspace, client=owner,
+        settings=rg.Settings(
+            fields=[rg.TextField("prompt"), rg.TextField("response_a"), rg.TextField("response_b")],
+            questions=[rg.LabelQuestion("preference", labels=["good", "bad"])],
+        ),
+    )
+    other.create()
+    with pytest.raises(bridge.ArgillaBridgeError) as exc:
+        bridge.push(project, round_id=rid)
+    msg = exc.value.message
+    assert name in msg and "cannot change after a dataset is created" in msg
+    assert "question 'preference' has options ['good', 'bad'], expected ['A', 'B', 'tie']" in msg
+    assert "question 'comment' is missing" in msg and "min_submitted is 1, expected 2" in msg
+    assert "dataset_prefix" in exc.value.hint and "delete" in exc.value.hint
+    # nothing written: the rate dataset was not created, the foreign one got no records
+    assert _prefix_datasets(owner, project) == [name]
+    assert list(other.records) == []
+
+
+def test_error_rating_scale_argilla_cannot_show(tmp_path, argilla_server, owner, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project = make_project(tmp_path, argilla_server, queue__rating_scale=(1, 20))
+    rid = add_round(project)
+    with project.store.session() as s:
+        g = project.queue.add_generations("Rate me", ["ok"], round_id=rid, session=s)
+        project.queue.add_task("rate", g, round_id=rid, session=s)
+    with pytest.raises(ConfigError, match="rating scale 1–20 cannot be shown in Argilla"):
+        bridge.push(project, round_id=rid)
+    assert _prefix_datasets(owner, project) == []
+
+
+def test_cli_push_pull_and_one_line_error(tmp_path, argilla_server, owner, annotators):
+    project = make_project(tmp_path, argilla_server, queue__overlap=1)
+    rid = add_round(project, 7)
+    tid, _ = add_compare(project, rid, 3, chat=True)
+    exe = Path(sys.executable).parent / "prefloop"
+    env = {**os.environ, "ARGILLA_API_KEY": argilla_server.owner_key, "COLUMNS": "200"}
+
+    out = subprocess.run([exe, "argilla", "push", "--round", "7", "-p", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "round-7-compare" in out.stdout and "yes" in out.stdout
+    ds = dataset_of(owner, project, "round-7-compare")
+    assert {f.name: f.type for f in ds.settings.fields}["prompt"] == "chat"
+    (rec,) = queue_of(annotators["bob"], ds.id)
+    answer(annotators["bob"], rec["id"], {"preference": "tie"})
+    out = subprocess.run([exe, "argilla", "pull", "-p", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "new annotations" in out.stdout and "argilla:bob" in out.stdout
+    assert ann(project, tid, "argilla:bob").value == {"choice": "tie"}
+
+    bad = subprocess.run(
+        [exe, "argilla", "pull", "-p", str(tmp_path)], env={**env, "ARGILLA_API_KEY": "wrong-key-999"}, capture_output=True, text=True
+    )
+    assert bad.returncode == 1
+    assert "error: Argilla at" in bad.stderr and "refused the API key" in bad.stderr and "Traceback" not in bad.stderr
+    assert "wrong-key-999" not in bad.stderr + bad.stdout
+    unknown = subprocess.run([exe, "argilla", "push", "--round", "99", "-p", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert unknown.returncode == 1 and "no round numbered [99]" in unknown.stderr
