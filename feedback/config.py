@@ -21,6 +21,9 @@ class QueueConfig(StrictModel):
     lease_seconds: float = Field(900, gt=0, description="how long a claimed task stays reserved")
     rating_scale: tuple[int, int] = (1, 5)
     allow_ties: bool = True
+    #: where humans answer: the built-in annotation page, or Argilla (see the ``argilla`` section);
+    #: the round orchestrator waits on the one named here.
+    human_queue: Literal["builtin", "argilla"] = "builtin"
 
     @field_validator("rating_scale")
     @classmethod
@@ -65,5 +68,17 @@ class ServerConfig(StrictModel):
 
 
 class ArgillaConfig(StrictModel):
+    """The Argilla bridge. The API key is never here: it comes from ``ARGILLA_API_KEY``.
+    Guidelines and whether judge suggestions are shown come from the ``annotation`` section."""
+
     api_url: str = "http://localhost:6900"
+    #: must exist on the server (create it in Argilla); prefloop never creates workspaces.
     workspace: str = "prefloop"
+    #: datasets are named ``<prefix>-round-<n>-<kind>``; a new prefix starts fresh datasets.
+    dataset_prefix: str = Field("prefloop", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+    #: seconds one HTTP request to Argilla may take, and how often a failed connection is retried.
+    timeout_s: float = Field(30, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    #: while a round waits on Argilla: seconds between pulls, and how long to wait at most.
+    poll_interval_s: float = Field(60, gt=0)
+    wait_timeout_s: float = Field(7 * 24 * 3600, gt=0)
