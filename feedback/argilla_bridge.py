@@ -737,15 +737,22 @@ def pull(project: Project, *, round_id: int | None = None) -> PullReport:
     relevant = [i for i in items if i.status in ("submitted", "discarded")]
     report.drafts = sum(1 for i in items if i.status == "draft")
 
+    # An Argilla user is known by their user id (kept in the annotator's meta), so a renamed user
+    # stays the same annotator; a new one becomes the human annotator "argilla:<username>".
     with project.store.session() as s:
-        known = set(s.scalars(select(Annotator.name).where(Annotator.name.startswith(ANNOTATOR_PREFIX))))
+        mine = list(s.scalars(select(Annotator).where(Annotator.name.startswith(ANNOTATOR_PREFIX))))
+        by_uid = {(a.meta or {}).get("argilla", {}).get("user_id"): a.id for a in mine}
+        names = {a.name for a in mine}
     annotator_ids: dict[str, int] = {}
     for uid in sorted({i.user_id for i in relevant}):
+        if uid in by_uid:
+            annotator_ids[uid] = by_uid[uid]
+            continue
         name = f"{ANNOTATOR_PREFIX}{usernames[uid]}"
         annotator_ids[uid] = queue.ensure_annotator(
             name, kind=AnnotatorKind.HUMAN.value, meta={"argilla": {"user_id": uid, "username": usernames[uid], "url": report.url}}
         )
-        if name not in known:
+        if name not in names:
             report.new_annotators.append(name)
 
     with project.store.session() as s:
@@ -826,9 +833,9 @@ def tasks_short_of_labels(project: Project, round_id: int, min_submitted: int | 
 def sync_until(
     project: Project,
     round_id: int,
-    *,
     min_submitted: int | None = None,
     timeout: float | None = None,
+    *,
     interval: float | None = None,
     push_first: bool = True,
     on_pull: Any = None,

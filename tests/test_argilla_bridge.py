@@ -497,6 +497,11 @@ def test_cli_push_pull_and_one_line_error(tmp_path, argilla_server, owner, annot
     assert out.returncode == 0, out.stderr
     assert "new annotations" in out.stdout and "argilla:bob" in out.stdout
     assert ann(project, tid, "argilla:bob").value == {"choice": "tie"}
+    waited = subprocess.run(
+        [exe, "argilla", "wait", "--round", "7", "--timeout", "10", "--interval", "0.2", "-p", str(tmp_path)],
+        env=env, capture_output=True, text=True,
+    )
+    assert waited.returncode == 0 and "round 7 is fully labelled" in waited.stdout, waited.stdout + waited.stderr
 
     bad = subprocess.run(
         [exe, "argilla", "pull", "-p", str(tmp_path)], env={**env, "ARGILLA_API_KEY": "wrong-key-999"}, capture_output=True, text=True
@@ -506,3 +511,35 @@ def test_cli_push_pull_and_one_line_error(tmp_path, argilla_server, owner, annot
     assert "wrong-key-999" not in bad.stderr + bad.stdout
     unknown = subprocess.run([exe, "argilla", "push", "--round", "99", "-p", str(tmp_path)], env=env, capture_output=True, text=True)
     assert unknown.returncode == 1 and "no round numbered [99]" in unknown.stderr
+
+
+def test_renamed_argilla_user_stays_one_annotator(tmp_path, argilla_server, owner, monkeypatch):
+    import argilla as rg
+
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project = make_project(tmp_path, argilla_server, queue__overlap=1)
+    rid = add_round(project, 4)
+    tasks = [add_compare(project, rid, i)[0] for i in range(2)]
+    bridge.push(project, round_id=rid)
+    ds = dataset_of(owner, project, "round-4-compare")
+    name = f"carol{uuid.uuid4().hex[:6]}"
+    user = rg.User(username=name, password="carol-password-1", role="annotator", client=owner).create()
+    owner.workspaces(argilla_server.workspace).add_user(user)
+    records = sorted(ds.records(with_suggestions=False), key=lambda r: r.id)
+
+    def answer_for_carol(rec, label: str) -> None:  # noqa: ANN001 - the SDK's way to log a user's response
+        ds.records.log([rg.Record(
+            id=rec.id, fields=dict(rec.fields), metadata=dict(rec.metadata),
+            responses=[rg.Response("preference", label, user_id=user.id, status="submitted")],
+        )])
+
+    answer_for_carol(records[0], "A")
+    assert bridge.pull(project, round_id=rid).new_annotators == [f"argilla:{name}"]
+
+    r = owner.http_client.patch(f"/api/v1/users/{user.id}", json={"username": f"{name}x"})
+    assert r.status_code == 200, r.text
+    answer_for_carol(records[1], "B")
+    again = bridge.pull(project, round_id=rid)
+    assert again.new_annotators == [] and again.created == 1
+    both = [ann(project, t, f"argilla:{name}") for t in tasks]
+    assert all(a is not None for a in both) and both[0].annotator_id == both[1].annotator_id
