@@ -1,0 +1,142 @@
+"""The judge agreement report: each judge against the human labels on the same tasks.
+
+Agreement statistics come from :mod:`prefloop.feedback.agreement` (agreement with and without
+ties, Cohen's κ against the human majority); this module adds each judge's position-consistency
+rate (the share of its pairwise verdicts that did not flip when the outputs swapped places) and
+draws the table and a PNG bar chart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    judge: str
+    n: int  # tasks with both this judge's verdict and a human majority
+    agreement: float  # ties count as a label
+    n_without_ties: int
+    agreement_without_ties: float  # only tasks where neither side said tie
+    kappa: float  # Cohen's κ (ties as a category); NaN when undefined
+    consistency: float  # share of pairwise verdicts stable under position swap; NaN without any
+    n_pairwise: int  # pairwise verdicts behind ``consistency``
+    failures: int  # judgements that failed (recorded with a reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+def consistency_rates(store: Any, *, round_ids: list[int] | None = None) -> dict[str, tuple[int, int, int]]:
+    """judge → (consistent verdicts, pairwise verdicts, failures), from judge annotations' meta."""
+    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind, Task
+
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    with store.session() as s:
+        q = (
+            select(Annotator.name, Task.kind, Annotation.meta)
+            .join(Annotator, Annotator.id == Annotation.annotator_id)
+            .join(Task, Task.id == Annotation.task_id)
+            .where(Annotator.kind == AnnotatorKind.JUDGE.value)
+        )
+        if round_ids is not None:
+            q = q.where(Task.round_id.in_(round_ids))
+        for name, kind, meta in s.execute(q):
+            meta = meta or {}
+            row = out[name]
+            if kind == "rank" and meta.get("pairs"):
+                for p in meta["pairs"]:
+                    if "consistent" in p and p.get("winner") is not None:
+                        row[1] += 1
+                        row[0] += bool(p["consistent"])
+            elif kind == "compare" and "consistent" in meta and meta.get("winner") is not None:
+                row[1] += 1
+                row[0] += bool(meta["consistent"])
+            if meta.get("error") and meta.get("winner") is None:
+                row[2] += 1
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
+
+
+def agreement_report(store: Any, *, round_ids: list[int] | None = None) -> list[AgreementRow]:
+    """One row per judge that has verdicts (agreement fields NaN / 0 where no human overlaps)."""
+    from prefloop.feedback.agreement import judge_human_agreement
+
+    agree = {a.judge: a for a in judge_human_agreement(store, round_ids=round_ids)}
+    cons = consistency_rates(store, round_ids=round_ids)
+    rows = []
+    for name in sorted(set(agree) | set(cons)):
+        a = agree.get(name)
+        ok, total, failures = cons.get(name, (0, 0, 0))
+        rows.append(AgreementRow(
+            judge=name,
+            n=a.n if a else 0,
+            agreement=a.agreement if a else math.nan,
+            n_without_ties=a.n_without_ties if a else 0,
+            agreement_without_ties=a.agreement_without_ties if a else math.nan,
+            kappa=a.kappa if a else math.nan,
+            consistency=ok / total if total else math.nan,
+            n_pairwise=total,
+            failures=failures,
+        ))
+    return rows
+
+
+def _fmt(x: float, pct: bool = True) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{100 * x:.0f}%" if pct else f"{x:.2f}"
+
+
+def agreement_table(rows: list[AgreementRow]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Judges vs humans (compare tasks)", caption="κ: Cohen's kappa; consistent: position-consistency rate")
+    for col in ("judge", "n", "agree", "n no-tie", "agree no-tie", "κ", "consistent", "failed"):
+        table.add_column(col, justify="left" if col == "judge" else "right", no_wrap=col == "judge")
+    for r in rows:
+        table.add_row(
+            r.judge, str(r.n), _fmt(r.agreement), str(r.n_without_ties), _fmt(r.agreement_without_ties),
+            _fmt(r.kappa, pct=False), f"{_fmt(r.consistency)} of {r.n_pairwise}" if r.n_pairwise else "–", str(r.failures),
+        )
+    return table
+
+
+def plot_agreement(rows: list[AgreementRow], path: str | Path) -> Path:
+    """A grouped bar chart: agreement, agreement without ties, κ and position consistency per judge."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = [("agreement", "agreement"), ("agreement_without_ties", "agreement w/o ties"), ("kappa", "Cohen κ"), ("consistency", "position-consistent")]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(rows) + 2), 4.0), dpi=120)
+    x = np.arange(len(rows))
+    width = 0.8 / len(metrics)
+    low = 0.0
+    for k, (attr, label) in enumerate(metrics):
+        vals = [getattr(r, attr) for r in rows]
+        shown = [0.0 if math.isnan(v) else v for v in vals]
+        low = min(low, *shown) if shown else low
+        bars = ax.bar(x + (k - (len(metrics) - 1) / 2) * width, shown, width, label=label)
+        for b, v in zip(bars, vals, strict=True):
+            if math.isnan(v):
+                ax.annotate("n/a", (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(x, [f"{r.judge}\n(n={r.n})" for r in rows])
+    ax.set_ylim(min(-0.05, low - 0.05), 1.05)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("share / κ")
+    ax.set_title("Judge agreement with human labels")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
