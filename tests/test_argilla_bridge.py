@@ -148,6 +148,15 @@ def task_of(record: dict) -> int:
     return int(record["external_id"].removeprefix(bridge.EXTERNAL_ID_PREFIX))
 
 
+def pushed_round(tmp_path: Path, server, owner, number: int, n: int = 2):  # noqa: ANN001, ANN201
+    """A project whose round ``number`` has ``n`` compare tasks (k=1), pushed: (project, round id, task ids, dataset)."""
+    project = make_project(tmp_path, server, queue__overlap=1)
+    rid = add_round(project, number)
+    tasks = [add_compare(project, rid, i)[0] for i in range(n)]
+    bridge.push(project, round_id=rid)
+    return project, rid, tasks, dataset_of(owner, project, f"round-{number}-compare")
+
+
 # ---------------------------------------------------------------------------------------------
 def test_round_trip_push_answer_pull_repull_change_repush(tmp_path, db_url, argilla_server, owner, annotators, monkeypatch):
     from prefloop.feedback.aggregate import compare_outcome, load_task_labels, preferences
@@ -355,11 +364,7 @@ def test_rank_and_edit_kinds_and_suggestions_off(tmp_path, argilla_server, owner
 
 def test_sync_until_waits_for_k_labels(tmp_path, argilla_server, owner, annotators, monkeypatch):
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
-    project = make_project(tmp_path, argilla_server, queue__overlap=1)
-    rid = add_round(project, 2)
-    tasks = [add_compare(project, rid, i)[0] for i in range(2)]
-    bridge.push(project, round_id=rid)
-    ds = dataset_of(owner, project, "round-2-compare")
+    project, rid, tasks, ds = pushed_round(tmp_path, argilla_server, owner, 2)
     alice = annotators["alice"]
     first, second = sorted(queue_of(alice, ds.id), key=task_of)
     answer(alice, first["id"], {"preference": "A"})
@@ -517,11 +522,7 @@ def test_renamed_argilla_user_stays_one_annotator(tmp_path, argilla_server, owne
     import argilla as rg
 
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
-    project = make_project(tmp_path, argilla_server, queue__overlap=1)
-    rid = add_round(project, 4)
-    tasks = [add_compare(project, rid, i)[0] for i in range(2)]
-    bridge.push(project, round_id=rid)
-    ds = dataset_of(owner, project, "round-4-compare")
+    project, rid, tasks, ds = pushed_round(tmp_path, argilla_server, owner, 4)
     name = f"carol{uuid.uuid4().hex[:6]}"
     user = rg.User(username=name, password="carol-password-1", role="annotator", client=owner).create()
     owner.workspaces(argilla_server.workspace).add_user(user)
