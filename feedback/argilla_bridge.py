@@ -51,7 +51,6 @@ from .models import (
     Generation,
     Round,
     Task,
-    TaskKind,
     TaskStatus,
 )
 
@@ -157,7 +156,7 @@ def build_settings(spec: DatasetSpec, guidelines: str) -> Any:
         main = rg.TextQuestion(Q_CORRECTED, title="Correct the response (it is prefilled: edit it)", use_markdown=False)
     comment = rg.TextQuestion(Q_COMMENT, title="Comment (optional)", required=False, use_markdown=False)
     return rg.Settings(
-        guidelines=guidelines,
+        guidelines=guidelines.strip() or None,
         fields=fields,
         questions=[main, comment],
         metadata=[
@@ -494,12 +493,15 @@ def _judge_value(t: _TaskRow, spec: DatasetSpec) -> Any:
     return None
 
 
-def _resolve_round(project: Project, round_id: int | None) -> None:
+def _round_number(project: Project, round_id: int | None) -> int | None:
+    """The number of round ``round_id`` (None for every round); an unknown id is an error."""
     if round_id is None:
-        return
+        return None
     with project.store.session() as s:
-        if s.get(Round, round_id) is None:
+        r = s.get(Round, round_id)
+        if r is None:
             raise NotFoundError(f"round id {round_id} does not exist")
+        return r.number
 
 
 def push(project: Project, *, round_id: int | None = None) -> PushReport:
@@ -508,7 +510,7 @@ def push(project: Project, *, round_id: int | None = None) -> PushReport:
     Re-pushing adds only records whose task is not in the dataset yet. Every existing dataset
     is checked against the settings prefloop expects before anything is created or logged.
     """
-    _resolve_round(project, round_id)
+    _round_number(project, round_id)
     cfg = project.config
     tasks = _load_open_tasks(project, round_id)
     groups: dict[str, list[_TaskRow]] = defaultdict(list)
@@ -574,7 +576,7 @@ def _push(client: Any, url: str, cfg: Any, groups: dict[str, list[_TaskRow]], op
             present: set[str] = set()
         else:
             ds = existing
-            if (ds.settings.guidelines or "") != cfg.annotation.guidelines:
+            if cfg.annotation.guidelines.strip() and ds.settings.guidelines != cfg.annotation.guidelines:
                 ds.settings.guidelines = cfg.annotation.guidelines
                 with _quiet():
                     ds.update()  # guidelines are the one setting Argilla lets change
@@ -597,18 +599,18 @@ def _existing_k(existing: Any, rows: list[_TaskRow]) -> int:
 
 def _create_dataset(client: Any, workspace: Any, spec: DatasetSpec, guidelines: str) -> Any:
     from argilla import Dataset
-    from argilla._exceptions import ArgillaAPIError
+    from argilla._exceptions import ArgillaError, ForbiddenError
 
     ds = Dataset(name=spec.name, workspace=workspace, settings=build_settings(spec, guidelines), client=client)
     try:
         with _quiet():
             ds.create()
-    except ArgillaAPIError as exc:
-        if exc.status_code == 403:
-            raise ArgillaBridgeError(
-                f"the Argilla user of {API_KEY_ENV} may not create datasets in workspace {workspace.name!r}",
-                hint="use the API key of an owner, or of an admin who is a member of that workspace",
-            ) from None
+    except ForbiddenError:
+        raise ArgillaBridgeError(
+            f"the Argilla user of {API_KEY_ENV} may not create datasets in workspace {workspace.name!r}",
+            hint="use the API key of an owner, or of an admin who is a member of that workspace",
+        ) from None
+    except ArgillaError as exc:
         raise ArgillaBridgeError(f"Argilla refused to create dataset {spec.name!r}: {exc}") from None
     return ds
 
@@ -677,13 +679,7 @@ def _argilla_value(kind: str, values: dict[str, Any], generation_ids: list[int],
 def _fetch(project: Project, round_id: int | None) -> tuple[PullReport, list[_Item], dict[str, str]]:
     """Every response in prefloop's datasets (of one round, or all) and the users who gave them."""
     cfg = project.config
-    round_number = None
-    if round_id is not None:
-        with project.store.session() as s:
-            r = s.get(Round, round_id)
-            if r is None:
-                raise NotFoundError(f"round id {round_id} does not exist")
-            round_number = r.number
+    round_number = _round_number(project, round_id)
     client = connect(cfg.argilla)
     url = cfg.argilla.api_url.rstrip("/")
     with _talking_to(url):

@@ -544,3 +544,19 @@ def test_renamed_argilla_user_stays_one_annotator(tmp_path, argilla_server, owne
     assert again.new_annotators == [] and again.created == 1
     both = [ann(project, t, f"argilla:{name}") for t in tasks]
     assert all(a is not None for a in both) and both[0].annotator_id == both[1].annotator_id
+
+
+def test_error_annotator_key_cannot_manage_datasets(tmp_path, argilla_server, owner, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.annotator_keys["alice"])
+    project, rid = _error_project(tmp_path, argilla_server)
+    before = counts(project)
+    with pytest.raises(bridge.ArgillaBridgeError, match="may not create datasets in workspace 'prefloop'") as exc:
+        bridge.push(project, round_id=rid)
+    assert "owner" in exc.value.hint
+    assert _prefix_datasets(owner, project) == []
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    bridge.push(project, round_id=rid)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.annotator_keys["alice"])
+    with pytest.raises(bridge.ArgillaBridgeError, match=r"refused a request \(HTTP 403\)"):
+        bridge.pull(project, round_id=rid)  # an annotator may not read everyone's responses
+    assert counts(project) == before
