@@ -309,12 +309,13 @@ async def run_simulation(
     retry_for: float = 60.0,
     round_id: int | None = None,
     kinds: list[str] | None = None,
+    report: SimulationReport | None = None,
 ) -> SimulationReport:
     """Run one client per ``tokens`` entry (name → token) until the queue has nothing left for them
-    (or each has answered ``max_tasks``)."""
+    (or each has answered ``max_tasks``). Pass ``report`` to watch it fill while the run goes on."""
     if not 0 <= accuracy <= 1:
         raise SimulationError(f"accuracy must be between 0 and 1, got {accuracy}")
-    report = SimulationReport()
+    report = report if report is not None else SimulationReport()
     claim_body: dict[str, Any] = {}
     if round_id is not None:
         claim_body["round_id"] = round_id

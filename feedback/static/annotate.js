@@ -196,7 +196,7 @@
 
   function render(t) {
     task = t;
-    say("", "");
+    if ($("status").classList.contains("error")) say("", ""); // keep "Saved: …" as the last confirmation
     $("task-title").textContent = TITLES[t.kind] || t.kind;
     renderPrompt(t.prompt);
     const cands = $("candidates");
