@@ -61,7 +61,11 @@ def cmd_pull(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path]
 
 
 def _print_pull(report) -> None:  # noqa: ANN001 - PullReport
-    table = Table(title=f"Argilla {report.url} · workspace {report.workspace} · {len(report.datasets)} dataset(s), {report.records} record(s)")
+    console.print(
+        f"Argilla {report.url} · workspace {report.workspace} · {len(report.datasets)} dataset(s), {report.records} record(s)",
+        highlight=False,
+    )
+    table = Table()
     table.add_column("responses")
     table.add_column("count", justify="right")
     for label, n in (

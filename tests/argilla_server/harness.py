@@ -175,13 +175,15 @@ def start_server(home: Path, *, timeout: float = 120) -> ArgillaTestServer:
     return server
 
 
-if __name__ == "__main__":  # manual use: python tests/argilla_server/harness.py DIR
+if __name__ == "__main__":  # manual use: python tests/argilla_server/harness.py DIR (Ctrl-C or SIGTERM stops it)
+    import signal
     import tempfile
 
     srv = start_server(Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp()))
-    print(json.dumps({"url": srv.url, "owner_key": srv.owner_key, "annotators": srv.annotator_keys, "timings": srv.timings}))
+    print(json.dumps({"url": srv.url, "owner_key": srv.owner_key, "annotators": srv.annotator_keys, "timings": srv.timings}), flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    finally:
         srv.stop()
