@@ -15,7 +15,7 @@ from prefloop.cli import app as cli_app
 from prefloop.errors import AuthError
 from prefloop.feedback.agreement import inter_annotator
 from prefloop.feedback.auth import authenticate, hash_token
-from prefloop.feedback.models import Annotator, Task
+from prefloop.feedback.models import Annotator, Generation, Task
 from prefloop.feedback.server import display_order
 from serverkit import serve_project
 
@@ -234,3 +234,44 @@ def test_cli_add_list_revoke(sqlite_url, tmp_path) -> None:  # noqa: ANN001
         with pytest.raises(AuthError):
             authenticate(served.store, token)
         assert served.client(token).get("/api/me").status_code == 401
+
+
+def test_simulate_annotators_cli_answers_like_the_oracle(sqlite_url, tmp_path) -> None:  # noqa: ANN001
+    """`prefloop simulate-annotators` against a running server: perfect annotators answer every
+    task as the store's oracle says (prompt references and generation oracle scores)."""
+    from prefloop.feedback.prompts import get_or_create_prompt
+
+    with serve_project(tmp_path / "p", sqlite_url, queue={"overlap": 2}) as served:
+        q = served.queue
+        with served.store.session() as s:
+            for i in range(6):
+                prompt, _ = get_or_create_prompt(s, f"What is {i} + {i}?", reference=str(2 * i))
+                ids = q.add_generations(prompt.id, [f"{2 * i + 1}", f"{2 * i}"], session=s)
+                q.add_task("compare", ids, session=s)
+                ids = q.add_generations(prompt.id, ["wrong"], session=s)
+                q.add_task("edit", ids, session=s)
+            scored = q.add_generations("Rate me", ["meh"], session=s)
+            s.get(Generation, scored[0]).meta = {"oracle_score": 0.5}
+            q.add_task("rate", scored, session=s)
+        out = CliRunner().invoke(cli_app, ["simulate-annotators", "--n", "3", "--accuracy", "1.0", "--url", served.url,
+                                           "-p", str(served.project.root)])
+        assert out.exit_code == 0, out.output
+        assert "100%" in out.stdout  # agreement with the oracle
+        texts = _texts(served)
+        rows = [a for a in served.annotations() if a.annotator.name.startswith("sim-")]
+        assert len(rows) == 13 * 2
+        for a in rows:
+            if "choice" in a.value:
+                continue  # checked below, all at once
+            if "text" in a.value:
+                with served.store.session() as s:
+                    assert a.value["text"] == s.get(Task, a.task_id).prompt.reference  # corrected to the reference
+            else:
+                assert a.value == {"rating": 3}  # 0.5 on a 1–5 scale
+        choices = [texts[a.value["choice"]] for a in rows if "choice" in a.value]
+        assert sorted(choices) == sorted(str(2 * i) for i in range(6) for _ in range(2))
+
+
+def _texts(served) -> dict[int, str]:  # noqa: ANN001
+    with served.store.session() as s:
+        return dict(s.execute(select(Generation.id, Generation.text)).all())
