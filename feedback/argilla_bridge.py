@@ -220,6 +220,16 @@ def api_key_from_env() -> str:
     return key
 
 
+def space_headers(url: str) -> dict[str, str]:
+    """``HF_TOKEN`` as a bearer token for a private Hugging Face Space (``*.hf.space``) only:
+    the token never goes to any other host."""
+    from urllib.parse import urlparse
+
+    host = (urlparse(url).hostname or "").lower()
+    token = os.environ.get("HF_TOKEN", "").strip()
+    return {"Authorization": f"Bearer {token}"} if token and host.endswith(".hf.space") else {}
+
+
 def connect(config: Any) -> Any:
     """An authenticated ``rg.Argilla`` client for ``config`` (an :class:`ArgillaConfig`).
 
@@ -234,7 +244,10 @@ def connect(config: Any) -> Any:
     url = config.api_url.rstrip("/")
     try:
         with _quiet():
-            return Argilla(api_url=url, api_key=key, timeout=max(1, math.ceil(config.timeout_s)), retries=config.retries)
+            return Argilla(
+                api_url=url, api_key=key, timeout=max(1, math.ceil(config.timeout_s)), retries=config.retries,
+                headers=space_headers(url),
+            )
     except ArgillaCredentialsError:
         raise ArgillaBridgeError(
             f"Argilla at {url} refused the API key in {API_KEY_ENV}",

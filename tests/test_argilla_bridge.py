@@ -560,3 +560,12 @@ def test_error_annotator_key_cannot_manage_datasets(tmp_path, argilla_server, ow
     with pytest.raises(bridge.ArgillaBridgeError, match=r"refused a request \(HTTP 403\)"):
         bridge.pull(project, round_id=rid)  # an annotator may not read everyone's responses
     assert counts(project) == before
+
+
+def test_hf_token_goes_only_to_hugging_face_spaces(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    assert bridge.space_headers("https://team-argilla.hf.space") == {"Authorization": "Bearer hf_secret"}
+    assert bridge.space_headers("https://argilla.example.com") == {}
+    assert bridge.space_headers("https://evil.hf.space.example.com") == {}
+    monkeypatch.delenv("HF_TOKEN")
+    assert bridge.space_headers("https://team-argilla.hf.space") == {}
