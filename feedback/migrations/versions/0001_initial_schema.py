@@ -119,7 +119,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
-        batch_op.create_index('ix_tasks_claim', ['status', 'priority', 'id'], unique=False)
+        batch_op.create_index('ix_tasks_claim', ['status', sa.text('priority DESC'), 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_tasks_prompt_id'), ['prompt_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_tasks_round_id'), ['round_id'], unique=False)
 
