@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from prefloop.errors import DuplicateSubmission, NotAssigned, NotFoundError, QueueError
 
+from . import queue_sql as sql
 from .answers import validate_answer
 from .db import Store
 from .models import (
@@ -254,87 +256,62 @@ class Queue:
         return self._one_liner("edit", prompt, [output], **kw)
 
     # ------------------------------------------------------------------ claim
-    def _candidate_query(self, annotator_id: int, now: dt.datetime, round_id: int | None, kinds: list[str] | None, skip: list[int]):  # noqa: ANN202
-        others_leased = (
-            select(func.count())
-            .select_from(Lease)
-            .where(Lease.task_id == Task.id, Lease.expires_at > now, Lease.annotator_id != annotator_id)
-            .scalar_subquery()
-        )
-        answered = exists().where(Annotation.task_id == Task.id, Annotation.annotator_id == annotator_id)
-        q = select(Task.id).where(
-            Task.status == TaskStatus.OPEN.value,
-            Task.n_done + others_leased < Task.overlap,
-            ~answered,
-        )
-        if round_id is not None:
-            q = q.where(Task.round_id == round_id)
-        if kinds:
-            q = q.where(Task.kind.in_(kinds))
-        if skip:
-            q = q.where(Task.id.not_in(skip))
-        q = q.order_by(Task.priority.desc(), Task.id).limit(1)
-        if self._pg:
-            q = q.with_for_update(skip_locked=True, of=Task)
-        return q
-
-    def _slot_free(self, s: Session, task_id: int, annotator_id: int, now: dt.datetime) -> bool:
-        """Re-count a locked task's slots in a fresh statement (PostgreSQL READ COMMITTED)."""
-        n_done, k = s.execute(select(Task.n_done, Task.overlap).where(Task.id == task_id)).one()
-        leased = s.scalar(
-            select(func.count()).select_from(Lease)
-            .where(Lease.task_id == task_id, Lease.expires_at > now, Lease.annotator_id != annotator_id)
-        )
-        return n_done + leased < k
-
     def claim(
         self, annotator_id: int, *, round_id: int | None = None, kinds: list[str] | None = None
     ) -> ClaimedTask | None:
         """The next task for this annotator by priority, with a lease; ``None`` when none is left.
 
-        Claiming again while a lease is active returns the same task (a reloaded page keeps it).
+        Claiming again while a lease is active returns the same task (a reloaded page keeps it)
+        and renews the lease.
         """
         now = utcnow()
         expires = now + self.lease
-        with self.store.session() as s:
-            held = s.execute(
-                select(Lease.id, Lease.task_id)
-                .join(Task, Task.id == Lease.task_id)
-                .where(Lease.annotator_id == annotator_id, Lease.expires_at > now, Task.status == TaskStatus.OPEN.value)
-                .order_by(Lease.id)
-                .limit(1)
-            ).first()
-            if held is not None and (round_id is None or s.get(Task, held.task_id).round_id == round_id):
-                s.execute(update(Lease).where(Lease.id == held.id).values(expires_at=expires))
-                return self._claimed(s, held.task_id, expires)
-            tried: list[int] = []
-            for _ in range(64):
-                task_id = s.scalar(self._candidate_query(annotator_id, now, round_id, kinds, tried))
-                if task_id is None:
+        me = {"annotator": annotator_id, "now": now}
+        where = sql.ClaimFilter(round_id, _task_kinds(kinds))
+        with self.store.transaction() as conn:
+            row = sql.held_lease(where.shape).first(conn, {**me, **where.params})
+            if row is not None:
+                sql.RENEW_LEASE.run(conn, {**me, "task": row.id, "expires": expires})
+            else:
+                row = self._lock_next_task(conn, me, where)
+                if row is None:
                     return None
-                if self._pg and not self._slot_free(s, task_id, annotator_id, now):
-                    tried.append(task_id)
-                    continue
-                s.execute(delete(Lease).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id))
-                s.execute(insert(Lease).values(task_id=task_id, annotator_id=annotator_id, expires_at=expires, created_at=now))
-                return self._claimed(s, task_id, expires)
-            return None
+                sql.take_lease(self._pg).run(conn, {**me, "task": row.id, "expires": expires})
+            return self._claimed(conn, row, expires)
 
-    def _claimed(self, s: Session, task_id: int, expires: dt.datetime) -> ClaimedTask:
-        task = s.get(Task, task_id)
-        texts = dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(task.generation_ids))).all())
-        scale = (task.scale_min, task.scale_max) if task.scale_min is not None else None
+    def _lock_next_task(self, conn: Connection, me: dict[str, Any], where: sql.ClaimFilter) -> Any:  # noqa: ANN401
+        """The best task with a free slot for this annotator, locked until the transaction ends.
+
+        SQLite: ``BEGIN IMMEDIATE`` already serialises claims. PostgreSQL: ``SKIP LOCKED``
+        passes over rows other claimers hold, but the candidate query's snapshot may predate a
+        lease committed by whoever held the row before us (READ COMMITTED), so the slot is
+        counted again in a fresh statement once the row lock is ours.
+        """
+        tried: list[int] = []
+        for _ in range(64):
+            stmt = sql.next_task(self._pg, where.shape, len(tried))
+            row = stmt.first(conn, {**me, **where.params, **sql.numbered_values("tried", tried)})
+            if row is None or not self._pg or sql.SLOT_STILL_FREE.scalar(conn, {**me, "task": row.id}):
+                return row
+            tried.append(row.id)
+        return None
+
+    @staticmethod
+    def _claimed(conn: Connection, row: Any, expires: dt.datetime) -> ClaimedTask:  # noqa: ANN401
+        ids = row.generation_ids
+        texts = dict(sql.candidate_texts(len(ids)).all(conn, sql.numbered_values("g", ids)))
+        messages = row.prompt_messages or [{"role": "user", "content": row.prompt_text or ""}]
         return ClaimedTask(
-            task_id=task.id,
-            kind=task.kind,
-            prompt_id=task.prompt_id,
-            prompt_messages=task.prompt.as_messages(),
-            candidates=[Candidate(g, texts[g]) for g in task.generation_ids],
+            task_id=row.id,
+            kind=row.kind,
+            prompt_id=row.prompt_id,
+            prompt_messages=[dict(m) for m in messages],
+            candidates=[Candidate(g, texts[g]) for g in ids],
             lease_expires_at=expires,
-            round_id=task.round_id,
-            scale=scale,
-            allow_tie=bool(task.meta.get("allow_tie", True)),
-            meta={k: v for k, v in task.meta.items() if k != "allow_tie"},
+            round_id=row.round_id,
+            scale=(row.scale_min, row.scale_max) if row.scale_min is not None else None,
+            allow_tie=bool(row.meta.get("allow_tie", True)),
+            meta={k: v for k, v in row.meta.items() if k != "allow_tie"},
         )
 
     # ------------------------------------------------------------------ submit / skip / release
@@ -354,115 +331,59 @@ class Queue:
             return self._submit(annotator_id, task_id, value, idempotency_key, duration_s, rationale, meta)
         except IntegrityError:
             # A concurrent retry with the same key (or the same task) won the race: answer as a retry.
-            existing = self._existing_receipt(annotator_id, task_id, idempotency_key)
-            if existing is None:
+            if idempotency_key is None:
                 raise
-            return existing
-
-    def _existing_receipt(self, annotator_id: int, task_id: int, key: str | None) -> Receipt | None:
-        with self.store.session() as s:
-            if key is None:
-                return None
-            row = s.execute(
-                select(Annotation.id, Annotation.task_id, Annotation.annotator_id, Annotation.late)
-                .where(Annotation.idempotency_key == key)
-            ).first()
-            if row is None:
-                return None
-            if row.task_id != task_id or row.annotator_id != annotator_id:
-                raise QueueError(
-                    f"idempotency key {key!r} was already used for another submission (task {row.task_id})",
-                    hint="use a fresh key for each distinct answer",
-                )
-            return Receipt(row.id, row.task_id, late=row.late, duplicate=True)
+            with self.store.transaction() as conn:
+                used = sql.KEY_USE.first(conn, {"key": idempotency_key})
+            if used is None:
+                raise
+            return _retry_receipt(idempotency_key, task_id, annotator_id, used)
 
     def _submit(self, annotator_id, task_id, value, key, duration_s, rationale, meta) -> Receipt:  # noqa: ANN001
         now = utcnow()
-        with self.store.session() as s:
-            if key is not None:
-                row = s.execute(
-                    select(Annotation.id, Annotation.task_id, Annotation.annotator_id, Annotation.late)
-                    .where(Annotation.idempotency_key == key)
-                ).first()
-                if row is not None:
-                    if row.task_id != task_id or row.annotator_id != annotator_id:
-                        raise QueueError(
-                            f"idempotency key {key!r} was already used for another submission (task {row.task_id})",
-                            hint="use a fresh key for each distinct answer",
-                        )
-                    return Receipt(row.id, row.task_id, late=row.late, duplicate=True)
-            task = s.execute(
-                select(Task.kind, Task.generation_ids, Task.scale_min, Task.scale_max, Task.meta, Task.status)
-                .where(Task.id == task_id)
-            ).first()
-            if task is None:
+        mine = {"task": task_id, "annotator": annotator_id}
+        with self.store.transaction() as conn:
+            ctx = sql.SUBMIT_CONTEXT.first(conn, {**mine, "key": key, "now": now})
+            if ctx is None:
                 raise NotFoundError(f"task {task_id} does not exist")
-            lease = s.execute(
-                select(Lease.id, Lease.expires_at).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id)
-            ).first()
-            prior = s.scalar(
-                select(Annotation.status).where(Annotation.task_id == task_id, Annotation.annotator_id == annotator_id)
-            )
-            if prior == AnnotationStatus.SUBMITTED.value:
+            if ctx.keyed_id is not None:
+                used = _KeyUse(ctx.keyed_id, ctx.keyed_task_id, ctx.keyed_annotator_id, ctx.keyed_late)
+                return _retry_receipt(key, task_id, annotator_id, used)
+            if ctx.prior_status == sql.SUBMITTED:
                 raise DuplicateSubmission(
                     f"task {task_id} was already answered by this annotator",
                     hint="a retry must reuse the first submission's idempotency key",
                 )
-            if lease is None:
+            if ctx.lease_id is None:
                 raise NotAssigned(
                     f"task {task_id} is not assigned to this annotator (no claim, or it was skipped or released)",
                     hint="claim the next task first",
                 )
-            scale = (task.scale_min, task.scale_max) if task.scale_min is not None else None
             clean = validate_answer(
-                task.kind, list(task.generation_ids), value, scale=scale,
-                allow_tie=bool(task.meta.get("allow_tie", True)), task_id=task_id,
+                ctx.kind, list(ctx.generation_ids), value,
+                scale=(ctx.scale_min, ctx.scale_max) if ctx.scale_min is not None else None,
+                allow_tie=bool(ctx.meta.get("allow_tie", True)), task_id=task_id,
             )
-            late = lease.expires_at <= now
-            ann_id = s.execute(
-                insert(Annotation).values(
-                    task_id=task_id, annotator_id=annotator_id, status=AnnotationStatus.SUBMITTED.value,
-                    value=clean, rationale=rationale, duration_s=duration_s, late=late,
-                    idempotency_key=key, meta=dict(meta or {}), history=[], created_at=now, updated_at=now,
-                ).returning(Annotation.id)
-            ).scalar_one()
-            s.execute(delete(Lease).where(Lease.id == lease.id))
-            self._count_human_label(s, task_id)
+            late = bool(ctx.lease_expired)
+            ann_id = sql.INSERT_ANNOTATION.scalar(conn, _annotation(
+                task_id, annotator_id, sql.SUBMITTED, clean, now, rationale=rationale, duration_s=duration_s,
+                late=late, idempotency_key=key, meta=dict(meta or {}),
+            ))
+            sql.DROP_LEASE_BY_ID.run(conn, {"lease": ctx.lease_id})
+            sql.COUNT_HUMAN_LABEL.run(conn, mine)
             return Receipt(ann_id, task_id, late=late)
-
-    @staticmethod
-    def _count_human_label(s: Session, task_id: int) -> None:
-        s.execute(
-            update(Task)
-            .where(Task.id == task_id)
-            .values(n_done=Task.n_done + 1)
-        )
-        s.execute(
-            update(Task)
-            .where(Task.id == task_id, Task.n_done >= Task.overlap, Task.status == TaskStatus.OPEN.value)
-            .values(status=TaskStatus.COMPLETE.value)
-        )
 
     def skip(self, annotator_id: int, task_id: int, *, reason: str | None = None) -> None:
         """Decline a claimed task: it is never served to this annotator again; the slot is freed."""
-        with self.store.session() as s:
-            lease = s.scalar(select(Lease.id).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id))
-            if lease is None:
+        with self.store.transaction() as conn:
+            if sql.DROP_LEASE.run(conn, {"task": task_id, "annotator": annotator_id}) == 0:
                 raise NotAssigned(f"task {task_id} is not assigned to this annotator", hint="claim it first")
-            s.execute(delete(Lease).where(Lease.id == lease))
-            now = utcnow()
-            s.execute(
-                insert(Annotation).values(
-                    task_id=task_id, annotator_id=annotator_id, status=AnnotationStatus.SKIPPED.value,
-                    value={}, rationale=reason, meta={}, history=[], created_at=now, updated_at=now, late=False,
-                )
-            )
+            sql.INSERT_ANNOTATION.run(conn, _annotation(task_id, annotator_id, sql.SKIPPED, {}, utcnow(), rationale=reason))
 
     def release(self, annotator_id: int, task_id: int) -> bool:
         """Give a claimed task back without answering (it may be served to you again later)."""
-        with self.store.session() as s:
-            res = s.execute(delete(Lease).where(Lease.task_id == task_id, Lease.annotator_id == annotator_id))
-            return res.rowcount > 0
+        with self.store.transaction() as conn:
+            return sql.DROP_LEASE.run(conn, {"task": task_id, "annotator": annotator_id}) > 0
 
     # ------------------------------------------------------------------ record (no lease)
     def record(
@@ -522,7 +443,7 @@ class Queue:
             s.add(row)
             s.flush()
             if annotator.kind == AnnotatorKind.HUMAN.value and status == AnnotationStatus.SUBMITTED.value:
-                self._count_human_label(s, task_id)
+                sql.COUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
             return row.id, True
         if existing.status == status and existing.value == clean and existing.rationale == rationale:
             return existing.id, False
@@ -535,7 +456,7 @@ class Queue:
         existing.meta = {**existing.meta, **(meta or {})}
         existing.updated_at = now
         if annotator.kind == AnnotatorKind.HUMAN.value and not was_counted and status == AnnotationStatus.SUBMITTED.value:
-            self._count_human_label(s, task_id)
+            sql.COUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
         return existing.id, True
 
     # ------------------------------------------------------------------ reporting
@@ -574,19 +495,48 @@ class Queue:
             if round_id is not None:
                 mine = mine.where(Task.round_id == round_id)
             counts = dict(s.execute(mine).all())
-            others_leased = (
-                select(func.count()).select_from(Lease)
-                .where(Lease.task_id == Task.id, Lease.expires_at > now, Lease.annotator_id != annotator_id)
-                .scalar_subquery()
-            )
-            answered = exists().where(Annotation.task_id == Task.id, Annotation.annotator_id == annotator_id)
             avail = select(func.count()).select_from(Task).where(
-                and_(Task.status == TaskStatus.OPEN.value, Task.n_done + others_leased < Task.overlap, ~answered)
+                Task.status == TaskStatus.OPEN.value, Task.n_done + sql.others_leased() < Task.overlap,
+                ~sql.answered_by_me(),
             )
             if round_id is not None:
                 avail = avail.where(Task.round_id == round_id)
             return {
                 "done": counts.get(AnnotationStatus.SUBMITTED.value, 0),
                 "skipped": counts.get(AnnotationStatus.SKIPPED.value, 0),
-                "remaining": int(s.scalar(avail) or 0),
+                "remaining": int(s.scalar(avail, {"annotator": annotator_id, "now": now}) or 0),
             }
+
+
+def _task_kinds(kinds: list[str] | None) -> tuple[str, ...]:
+    known = [k.value for k in TaskKind]
+    for k in kinds or ():
+        if k not in known:
+            raise QueueError(f"unknown task kind {k!r}", hint=f"use one of {', '.join(known)}")
+    return tuple(kinds or ())
+
+
+class _KeyUse(NamedTuple):
+    id: int
+    task_id: int
+    annotator_id: int
+    late: bool
+
+
+def _retry_receipt(key: str, task_id: int, annotator_id: int, used: _KeyUse) -> Receipt:
+    """The first receipt again when a key comes back for the same answer; an error otherwise."""
+    if (used.task_id, used.annotator_id) != (task_id, annotator_id):
+        raise QueueError(
+            f"idempotency key {key!r} was already used for another submission (task {used.task_id})",
+            hint="use a fresh key for each distinct answer",
+        )
+    return Receipt(used.id, task_id, late=bool(used.late), duplicate=True)
+
+
+def _annotation(task_id: int, annotator_id: int, status: str, value: dict, now: dt.datetime, **fields: Any) -> dict:
+    """Every column of a new annotation row, as the pre-compiled INSERT expects them."""
+    row = dict.fromkeys(sql.ANNOTATION_COLUMNS)
+    row.update(task_id=task_id, annotator_id=annotator_id, status=status, value=value, late=False, meta={},
+               history=[], created_at=now, updated_at=now)
+    row.update(fields)
+    return row
