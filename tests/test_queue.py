@@ -8,14 +8,17 @@ the same slots.
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
+import threading
 import time
 from collections import Counter
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
-from prefloop.feedback.db import Store
+from prefloop.feedback.db import Store, open_store
 from prefloop.feedback.models import Annotation, Lease, Task
 from prefloop.feedback.queue import Queue
 
@@ -150,6 +153,55 @@ def test_resubmit_with_the_same_key_is_idempotent(store: Store, queue: Queue) ->
     assert [len(_annotations(store, t)) for t in (t1, t2)] == [1, 1]
 
 
+def test_a_retry_racing_the_first_submit_gets_the_first_receipt(store: Store, queue: Queue) -> None:
+    """Another process's first submit is still in flight when the retry arrives."""
+    tid = queue.add_comparison("Q", ["a", "b"])
+    ann = queue.ensure_annotator("ann")
+    claimed = queue.claim(ann)
+    first = store.engine.connect()
+    tx = first.begin()  # SQLite: holds the write lock; PostgreSQL: the row is not yet visible
+    first_id = first.execute(
+        Annotation.__table__.insert().returning(Annotation.id),
+        {"task_id": tid, "annotator_id": ann, "status": "submitted", "value": _choice(claimed),
+         "late": False, "idempotency_key": "k", "meta": {}, "history": []},
+    ).scalar_one()
+    outcome: dict = {}
+
+    def retry() -> None:
+        try:
+            outcome["receipt"] = queue.submit(ann, tid, _choice(claimed), idempotency_key="k")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=retry)
+    worker.start()
+    time.sleep(0.3)
+    assert worker.is_alive(), "the retry must wait for the first submit's transaction"
+    tx.commit()
+    first.close()
+    worker.join(timeout=60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["receipt"].duplicate and outcome["receipt"].annotation_id == first_id
+    assert [a.id for a in _annotations(store, tid)] == [first_id]
+
+
+def test_sqlite_transactions_hold_the_write_lock_from_begin(sqlite_url: str) -> None:
+    """``BEGIN IMMEDIATE``: a read-then-write transaction cannot be overtaken by another writer."""
+    store = open_store(sqlite_url)
+    other = sqlite3.connect(make_url(sqlite_url).database, timeout=0, isolation_level=None)
+    try:
+        for opened in (store.transaction, store.session):
+            with opened() as conn:
+                conn.execute(select(func.count()).select_from(Task))  # a read: the lock is already ours
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
+        store.dispose()
+
+
 def test_invalid_answers_are_refused_with_the_reason(store: Store) -> None:
     q = Queue(store, overlap=1, lease_seconds=60, allow_ties=False, rating_scale=(1, 5))
     ann = q.ensure_annotator("ann")
@@ -238,7 +290,13 @@ def test_round_and_kind_filters(store: Store, queue: Queue) -> None:
     ann = queue.ensure_annotator("ann")
     assert queue.claim(ann, round_id=r2_id).task_id == in_r2
     assert queue.claim(ann, round_id=r1_id).task_id == in_r1, "a lease in another round does not block"
+    assert queue.claim(ann, round_id=r2_id).task_id == in_r2, "each round's held lease comes back"
+    assert queue.claim(ann, kinds=["rank"]) is None, "a held lease of another kind is not returned"
+    assert queue.claim(ann, kinds=["rate", "compare"]).task_id == in_r2, "the oldest held lease that fits"
+    assert queue.claim(ann, kinds=["compare"]).task_id == in_r1
     assert queue.progress(ann, round_id=r1_id)["remaining"] == 1
+    with pytest.raises(QueueError, match="unknown task kind 'judge'"):
+        queue.claim(ann, kinds=["judge"])
 
 
 # ---------------------------------------------------------------------------------------- record
