@@ -52,7 +52,7 @@ from prefloop.errors import (
 from . import activity
 from .auth import Principal, authenticate, list_annotators, principal_by_id
 from .db import Store
-from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind
+from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from .queue import ClaimedTask, Queue
 
 HERE = Path(__file__).parent
@@ -408,8 +408,6 @@ class _App:
             return [SuggestionOut(judge=n, value=v, rationale=r, confidence=c) for n, v, r, c in s.execute(q)]
 
     def shown_order(self, principal: Principal, task_id: int) -> list[int]:
-        from .models import Task
-
         with self.store.session() as s:
             ids = s.scalar(select(Task.generation_ids).where(Task.id == task_id))
         return display_order(principal.id, task_id, list(ids or []))
@@ -486,7 +484,9 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
         return response
 
     @app.get("/login", include_in_schema=False)
-    def login_form(request: Request) -> HTMLResponse:
+    def login_form(request: Request) -> Response:
+        if st.page_principal(request):
+            return RedirectResponse("/annotate", status_code=303)
         return login_page(request)
 
     @app.post("/login", include_in_schema=False)

@@ -204,6 +204,8 @@ def test_signin_is_rate_limited(sqlite_url, tmp_path) -> None:  # noqa: ANN001
         good = served.token("ria")
         c = served.client()
         assert _login(served, c, good).status_code == 303  # successes do not count
+        assert c.get("/login").status_code == 303  # signed in: the form sends you on to the page
+        c.cookies.clear()
         for _ in range(3):
             assert _login(served, c, "pfl_wrong").status_code == 401
         for _ in range(2):  # failed bearer tokens count too
