@@ -253,6 +253,7 @@ class _Client:
 async def _annotate(
     name: str, token: str, base_url: str, oracle: Oracle, accuracy: float, rng: random.Random, report: SimulationReport,
     *, max_tasks: int | None, think_s: float, skip_rate: float, retry_for: float, claim_body: dict[str, Any],
+    seconds: Callable[[SimTask, random.Random], float] | None = None,
 ) -> None:
     import httpx
 
@@ -281,7 +282,9 @@ async def _annotate(
             value = answer_like_human(task, best, accuracy, rng)
             key = f"{name}-{task.task_id}-{uuid.uuid4().hex}"
             started = time.monotonic()
-            body = {"value": value, "idempotency_key": key, "duration_s": round(started - claimed_at, 3)}
+            # ``seconds``: a simulated time on task (the demo prices human labels without sleeping).
+            spent = seconds(task, rng) if seconds is not None else started - claimed_at
+            body = {"value": value, "idempotency_key": key, "duration_s": round(spent, 3)}
             status, data, attempts, latency = await client.call(f"/api/tasks/{task.task_id}/submit", body)
             if status == 409:  # the task was taken from us (e.g. skipped elsewhere): move on
                 report.conflicts += 1
@@ -310,6 +313,7 @@ async def run_simulation(
     round_id: int | None = None,
     kinds: list[str] | None = None,
     report: SimulationReport | None = None,
+    seconds: Callable[[SimTask, random.Random], float] | None = None,
 ) -> SimulationReport:
     """Run one client per ``tokens`` entry (name → token) until the queue has nothing left for them
     (or each has answered ``max_tasks``). Pass ``report`` to watch it fill while the run goes on."""
@@ -324,7 +328,8 @@ async def run_simulation(
     start = time.monotonic()
     await asyncio.gather(*(
         _annotate(name, token, base_url, oracle, accuracy, random.Random(f"{seed}:{name}"), report,
-                  max_tasks=max_tasks, think_s=think_s, skip_rate=skip_rate, retry_for=retry_for, claim_body=claim_body)
+                  max_tasks=max_tasks, think_s=think_s, skip_rate=skip_rate, retry_for=retry_for, claim_body=claim_body,
+                  seconds=seconds)
         for name, token in tokens.items()
     ))
     report.elapsed_s = time.monotonic() - start
