@@ -1,0 +1,177 @@
+"""The demo: a support desk whose style guide a program can check.
+
+Acme's support replies must (1) greet the customer by name, (2) stay between 8 and 40 words,
+(3) end with a question, and (4) address the customer's issue (mention one of its keywords).
+The policy (SmolLM2-135M-Instruct) is never told the guide: it has to learn it from feedback.
+
+- :func:`support_desk_oracle` scores a reply: the share of the four rules it follows. It is the
+  *measurement* (eval oracle score) and what the scripted humans know — never a judge.
+- The scripted humans answer through the real annotation server (HTTP, tokens, leases) as
+  deliberately imperfect annotators: right with probability ``accuracy``, otherwise a plausible
+  mistake; their edits fix a reply the way a support lead would (and a careless one leaves it).
+- The judges are cheap and imperfect: the local SmolLM2 judge with the guide as its rubric, and a
+  rule judge that checks only the length and a greeting word.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+STYLE_GUIDE = (
+    "Acme's support style guide: greet the customer by name, answer in 8 to 40 words, "
+    "address their issue, and end with a question."
+)
+MIN_WORDS, MAX_WORDS = 8, 40
+CLOSING = "Is there anything else I can help you with?"
+#: simulated seconds a support lead spends per label (the ROI report prices them).
+HUMAN_SECONDS = {"compare": 25.0, "rate": 12.0, "rank": 40.0, "edit": 60.0}
+
+
+def data_path() -> Path:
+    """The demo prompts shipped with prefloop (48 train, 24 eval)."""
+    return Path(str(resources.files("prefloop.configs") / "data" / "support_desk.jsonl"))
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def checks(meta: dict[str, Any], text: str) -> dict[str, bool]:
+    """The four rules of the style guide, each passed or not."""
+    name = str(meta.get("customer", ""))
+    words = _words(text.strip())
+    lead = " ".join(words[:8])
+    keywords = [str(k).lower() for k in meta.get("keywords", [])]
+    max_words = int(meta.get("max_words", MAX_WORDS))
+    low = text.lower()
+    return {
+        "greets_by_name": bool(name) and re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", lead, re.I) is not None,
+        "length": MIN_WORDS <= len(words) <= max_words,
+        "ends_with_question": text.strip().endswith("?"),
+        "on_topic": any(k in low for k in keywords),
+    }
+
+
+def support_desk_oracle(meta: dict[str, Any], messages: list[dict[str, str]], text: str) -> float:
+    """The share of the style guide's rules a reply follows (0, 0.25, …, 1)."""
+    del messages
+    c = checks(meta, text)
+    return sum(c.values()) / len(c)
+
+
+def fix_reply(meta: dict[str, Any], text: str) -> str:
+    """What a support lead writes when asked to correct a reply: its statements, trimmed to fit,
+    with a greeting by name, a line on the issue if it had none, and a closing question."""
+    name = str(meta.get("customer") or "there")
+    keywords = [str(k) for k in meta.get("keywords", [])]
+    max_words = int(meta.get("max_words", MAX_WORDS))
+    body = re.sub(r"^(hi|hello|hey|dear)\b[^,.!?]*[,.!]?\s*", "", " ".join(text.split()), flags=re.I)
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", body) if s and not s.endswith("?")]
+    greeting = f"Hi {name}!"
+    topic = f"I'm sorry about the trouble with your {keywords[0]}." if keywords else ""
+    budget = max_words - len(_words(greeting)) - len(_words(topic)) - len(_words(CLOSING))
+    kept: list[str] = []
+    for s in sentences:
+        if len(_words(" ".join([*kept, s]))) > budget:
+            break
+        kept.append(s[0].upper() + s[1:] + ("" if s[-1] in ".!" else "."))
+    if any(k.lower() in " ".join(kept).lower() for k in keywords):
+        topic = ""
+    return " ".join(x for x in (greeting, topic, *kept, CLOSING) if x)
+
+
+# ------------------------------------------------------------------------------------------- humans
+def _prompt_meta_lookup(store: Any) -> Callable[[int], dict[str, Any]]:
+    from prefloop.feedback.models import Generation, Prompt
+
+    @functools.lru_cache(maxsize=4096)
+    def meta_of(generation_id: int) -> dict[str, Any]:
+        with store.session() as s:
+            row = s.execute(select(Prompt.meta).join(Generation, Generation.prompt_id == Prompt.id)
+                            .where(Generation.id == generation_id)).first()
+        return dict(row[0] or {}) if row else {}
+
+    return meta_of
+
+
+def scripted_humans(
+    *, n: int = 2, accuracy: float = 0.85, seed: int = 0, seconds: dict[str, float] | None = None,
+) -> Callable[[Any, int, list[int]], None]:
+    """A round hook: ``n`` scripted support leads label the waited-for tasks through the real HTTP API.
+
+    They claim by priority (active selection decides what they see), answer like the oracle with
+    probability ``accuracy``, and report ``seconds`` per label kind as their time on task.
+    """
+    seconds = dict(HUMAN_SECONDS if seconds is None else seconds)
+
+    def hook(project: Any, round_id: int, task_ids: list[int]) -> None:
+        import asyncio
+
+        from prefloop.feedback.server import create_app, serve_in_background
+        from prefloop.feedback.simulate import ScoreOracle, provision_annotators, run_simulation
+
+        if not task_ids:
+            return
+        meta_of = _prompt_meta_lookup(project.store)
+
+        def score(task: Any, gid: int, text: str) -> float:
+            return support_desk_oracle(meta_of(gid), [], text)
+
+        def reference(task: Any) -> str:
+            gid, text = task.candidates[0]
+            return fix_reply(meta_of(gid), text)
+
+        oracle = ScoreOracle(score, reference)
+        tokens = provision_annotators(project.store, n, prefix="support-lead")
+        def time_on_task(task: Any, rng: random.Random) -> float:
+            return seconds.get(task.kind, 20.0) * rng.uniform(0.7, 1.3)
+
+        with serve_in_background(create_app(project)) as url:
+            asyncio.run(run_simulation(
+                url, tokens, oracle, accuracy=accuracy, seed=seed + round_id, round_id=round_id,
+                max_tasks=-(-len(task_ids) // n), seconds=time_on_task,
+            ))
+
+    return hook
+
+
+# ------------------------------------------------------------------------------------------- run it
+def demo_config_text() -> str:
+    return (resources.files("prefloop.configs") / "demo.yaml").read_text()
+
+
+def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, console: Any = None,
+             humans: Callable[[Any, int, list[int]], None] | None = None) -> Any:
+    """Create (or continue) the demo project in ``directory`` and run rounds 0…``rounds``."""
+    from rich.console import Console
+
+    from prefloop.feedback.importer import import_prompts
+    from prefloop.project import CONFIG_NAME, Project, init_project
+
+    from .rounds import Orchestrator
+
+    console = console or Console(stderr=True)
+    root = Path(directory)
+    if not (root / CONFIG_NAME).is_file():
+        project = init_project(root, preset="demo")
+    else:
+        project = Project(root)
+    import_prompts(project.store, data_path())
+    orch = Orchestrator(project, progress=progress, console=console, humans=humans or scripted_humans())
+    start = time.perf_counter()
+    pending = orch.unfinished()
+    if pending is not None:
+        orch.resume(pending.number)
+    orch.ensure_baseline()
+    while max(r.number for r in orch.rounds()) < rounds:
+        orch.run_next()
+    return project, time.perf_counter() - start

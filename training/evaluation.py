@@ -1,0 +1,127 @@
+"""Evaluate a round's policy on the held-out ``eval`` prompts.
+
+- **Win rate** of round N against round N−1 and against round 0 (the base model): the same eval
+  prompts, sample k of one round against sample k of the other, judged by a pairwise judge in
+  both orders (position swap). A tie, or a verdict that flips with the order, counts half; a
+  failed judgement counts for nobody and is reported.
+- **Oracle score**: when the task defines a program that scores an answer in [0, 1]
+  (``training.evaluation.oracle``), its mean over the round's eval samples.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefloop.errors import ConfigError
+
+#: An oracle scores one answer to one prompt in [0, 1]: ``oracle(prompt_meta, messages, text)``.
+Oracle = Callable[[dict[str, Any], list[dict[str, str]], str], float]
+
+BUILTIN_ORACLES = {"support-desk": "prefloop.training.demo:support_desk_oracle"}
+
+
+def load_oracle(name: str) -> Oracle:
+    """A built-in oracle by name, or ``package.module:function``."""
+    target = BUILTIN_ORACLES.get(name, name)
+    if ":" not in target:
+        raise ConfigError(
+            f"unknown oracle {name!r}",
+            hint=f"use one of {', '.join(BUILTIN_ORACLES)} or 'package.module:function'",
+        )
+    module, attr = target.split(":", 1)
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load oracle {name!r}: {exc}", hint="check training.evaluation.oracle") from None
+    if not callable(fn):
+        raise ConfigError(f"oracle {name!r} is not callable")
+    return fn
+
+
+@dataclass
+class WinRate:
+    against: int  # the other round's number
+    wins: int = 0
+    losses: int = 0
+    ties: int = 0
+    inconsistent: int = 0  # verdicts that flipped with the order (counted as ties)
+    failed: int = 0
+    cost: float = 0.0
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def judged(self) -> int:
+        return self.wins + self.losses + self.ties
+
+    @property
+    def rate(self) -> float | None:
+        return (self.wins + 0.5 * self.ties) / self.judged if self.judged else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"against": self.against, "win_rate": self.rate, "wins": self.wins, "losses": self.losses,
+                "ties": self.ties, "inconsistent": self.inconsistent, "failed": self.failed, "judged": self.judged,
+                "cost": self.cost}
+
+
+def win_rate(
+    judge: Any,
+    prompts: dict[int, list[dict[str, str]]],
+    mine: dict[int, list[tuple[int, str]]],
+    theirs: dict[int, list[tuple[int, str]]],
+    against: int,
+    references: dict[int, str | None] | None = None,
+) -> WinRate:
+    """Round N's samples (``mine``: prompt → [(generation id, text)]) against another round's."""
+    keys: list[tuple[int, int, int, int]] = []  # (prompt, k, my gen, their gen)
+    msgs, a, b, refs = [], [], [], []
+    for pid in sorted(set(mine) & set(theirs)):
+        for k, ((ga, ta), (gb, tb)) in enumerate(zip(mine[pid], theirs[pid], strict=False)):
+            keys.append((pid, k, ga, gb))
+            msgs.append(prompts[pid])
+            a.append(ta)
+            b.append(tb)
+            refs.append((references or {}).get(pid))
+    out = WinRate(against)
+    if not keys:
+        return out
+    verdicts = judge.compare(msgs, a, b, references=refs)
+    for (pid, k, ga, gb), v in zip(keys, verdicts, strict=True):
+        out.cost += 0.0 if v.cached else float(v.cost or 0.0)
+        if not v.ok:
+            out.failed += 1
+            outcome = "failed"
+        elif v.winner == "A":
+            out.wins += 1
+            outcome = "win"
+        elif v.winner == "B":
+            out.losses += 1
+            outcome = "loss"
+        else:
+            out.ties += 1
+            outcome = "tie"
+        if v.ok and not v.consistent:
+            out.inconsistent += 1
+        out.details.append({"prompt_id": pid, "sample": k, "mine": ga, "theirs": gb, "outcome": outcome,
+                            "prob_mine": None if not v.ok else v.prob_a, "consistent": v.consistent, "error": v.error})
+    return out
+
+
+def oracle_scores(oracle: Oracle, metas: dict[int, dict[str, Any]], prompts: dict[int, list[dict[str, str]]],
+                  samples: dict[int, list[tuple[int, str]]]) -> dict[int, float]:
+    """generation id → oracle score."""
+    scores: dict[int, float] = {}
+    for pid, gens in samples.items():
+        for gid, text in gens:
+            value = float(oracle(metas[pid], prompts[pid], text))
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"the oracle returned {value} for generation {gid}; oracles must score in [0, 1]")
+            scores[gid] = value
+    return scores
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None

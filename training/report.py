@@ -1,0 +1,158 @@
+"""The per-round report: a table in the terminal and a PNG plot (win rate, oracle score, labels by
+source, cost), plus the ROI table — what each round cost and what a point of win rate cost, by source.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .roi import cost_per_point, round_cost
+
+
+@dataclass
+class RoundRow:
+    number: int
+    state: str
+    oracle: float | None
+    win_prev: float | None
+    win_base: float | None
+    human_labels: int
+    judge_labels: int
+    pairs: int
+    sft_rows: int
+    human_cost: float
+    judge_cost: float
+    compute_cost: float
+    compute_seconds: float
+    human_seconds: float
+    train_steps: int
+
+    @property
+    def total_cost(self) -> float:
+        return self.human_cost + self.judge_cost + self.compute_cost
+
+
+def collect(project: Any) -> list[RoundRow]:
+    """One row per round, from the store (metrics recorded by the orchestrator, costs recomputed)."""
+    from sqlalchemy import select
+
+    from prefloop.feedback.models import Round
+
+    with project.store.session() as s:
+        rounds = [(r.id, r.number, r.state, dict(r.metrics or {})) for r in s.scalars(select(Round).order_by(Round.number))]
+    rows = []
+    for rid, number, state, m in rounds:
+        ev = m.get("eval") or {}
+        cost = round_cost(project.store, rid, m, project.config.cost)
+        ds = m.get("datasets") or {}
+        phases = (m.get("training") or {}).get("phases") or {}
+        rows.append(RoundRow(
+            number=number, state=state, oracle=ev.get("oracle_score"),
+            win_prev=(ev.get("vs_previous") or {}).get("win_rate"), win_base=(ev.get("vs_base") or {}).get("win_rate"),
+            human_labels=cost.human_labels, judge_labels=cost.judge_labels,
+            pairs=int((ds.get("dpo") or {}).get("rows", 0)), sft_rows=int((ds.get("sft") or {}).get("rows", 0)),
+            human_cost=cost.human_cost, judge_cost=cost.judge_cost, compute_cost=cost.compute_cost,
+            compute_seconds=cost.compute_seconds, human_seconds=cost.human_seconds,
+            train_steps=sum(int(p.get("steps", 0)) for p in phases.values()),
+        ))
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _money(x: float | None, currency: str) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4f} {currency}" if x < 1 else f"{x:.2f} {currency}"
+
+
+def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
+    from rich.table import Table
+
+    t = Table(title="prefloop rounds", show_lines=False)
+    for col, just in (("round", "right"), ("state", "left"), ("oracle score", "right"), ("win vs prev", "right"),
+                      ("win vs round 0", "right"), ("human labels", "right"), ("judge labels", "right"),
+                      ("DPO pairs", "right"), ("SFT rows", "right"), ("steps", "right"), ("cost", "right")):
+        t.add_column(col, justify=just)
+    for r in rows:
+        t.add_row(str(r.number), r.state, _num(r.oracle), _pct(r.win_prev), _pct(r.win_base), str(r.human_labels),
+                  str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost, currency))
+    return t
+
+
+def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
+    """Cost by source per round, and per point of win rate gained over the previous round."""
+    from rich.table import Table
+
+    t = Table(title=f"cost by source ({currency}) and per point of win rate over the previous round")
+    for col in ("round", "human (time)", "judges", "compute (time)", "total", "per point: human", "per point: judges",
+                "per point: compute", "per point: total"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        if r.number == 0:
+            continue
+        t.add_row(
+            str(r.number),
+            f"{_money(r.human_cost, '')}({r.human_seconds / 60:.1f} min)",
+            _money(r.judge_cost, ""),
+            f"{_money(r.compute_cost, '')}({r.compute_seconds / 60:.1f} min)",
+            _money(r.total_cost, ""),
+            *[_money(cost_per_point(c, r.win_prev), "") for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)],
+        )
+    return t
+
+
+def plot(rows: list[RoundRow], path: str | Path, currency: str = "USD") -> Path:
+    """A 2×2 figure: win rates, oracle score, labels by source, cost by source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = [r.number for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    ax = axes[0][0]
+    for attr, label in (("win_prev", "vs previous round"), ("win_base", "vs round 0")):
+        pts = [(r.number, 100 * getattr(r, attr)) for r in rows if getattr(r, attr) is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    ax.set(title="judge win rate (position-swapped)", xlabel="round", ylabel="%", ylim=(0, 100))
+    ax.legend(loc="lower right")
+    ax = axes[0][1]
+    pts = [(r.number, r.oracle) for r in rows if r.oracle is not None]
+    if pts:
+        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:green")
+    ax.set(title="oracle score (eval prompts)", xlabel="round", ylabel="mean score", ylim=(0, 1))
+    ax = axes[1][0]
+    ax.bar(x, [r.human_labels for r in rows], label="human", color="tab:orange")
+    ax.bar(x, [r.judge_labels for r in rows], bottom=[r.human_labels for r in rows], label="judge", color="tab:blue")
+    ax.set(title="labels by source", xlabel="round", ylabel="labels")
+    ax.legend()
+    ax = axes[1][1]
+    bottom = [0.0] * len(rows)
+    for attr, label, color in (("human_cost", "human", "tab:orange"), ("judge_cost", "judges", "tab:blue"),
+                               ("compute_cost", "compute", "tab:grey")):
+        vals = [getattr(r, attr) for r in rows]
+        ax.bar(x, vals, bottom=bottom, label=label, color=color)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set(title="cost by source", xlabel="round", ylabel=currency)
+    ax.legend()
+    for a in axes.flat:
+        a.set_xticks(x)
+    fig.suptitle("prefloop: rounds of feedback and training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
