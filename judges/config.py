@@ -90,6 +90,7 @@ class JudgeSpec(StrictModel):
     max_rationale_tokens: int = Field(64, ge=1)
     # --- local
     batch_size: int = Field(8, ge=1)
+    share_prefix: bool = True  # run the inputs' common beginning once per call and reuse its KV cache
     max_length: int = Field(4096, ge=16)  # longer judge inputs fail with a recorded reason
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str | None = None

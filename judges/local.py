@@ -130,7 +130,7 @@ class LocalJudge(LLMJudge):
         shortest = min(len(s) for s in seqs)
         p = 0
         first = seqs[0]
-        while p < shortest - 1 and all(s[p] == first[p] for s in seqs):
+        while self.spec.share_prefix and p < shortest - 1 and all(s[p] == first[p] for s in seqs):
             p += 1
 
         with torch.inference_mode():
@@ -155,14 +155,13 @@ class LocalJudge(LLMJudge):
                 t1 = time.perf_counter()
                 b = len(idx)
                 width = max(len(seqs[i]) - p for i in idx)
+                # Right padding needs no attention mask: under the causal mask a real token only
+                # sees what comes before it, never the pads after it (and a mask would cost ~1.5×).
                 ids = torch.full((b, width), pad, dtype=torch.long)
-                mask = torch.zeros((b, p + width), dtype=torch.long)
-                mask[:, :p] = 1
                 last = torch.zeros(b, dtype=torch.long)
                 for r, i in enumerate(idx):
                     suffix = seqs[i][p:]
                     ids[r, : len(suffix)] = torch.tensor(suffix)
-                    mask[r, p : p + len(suffix)] = 1
                     last[r] = len(suffix) - 1
                 kw: dict[str, Any] = {}
                 if prefix_cache is not None:
@@ -173,15 +172,14 @@ class LocalJudge(LLMJudge):
                 else:
                     kw = {"use_cache": False}
                 positions = torch.arange(p, p + width).unsqueeze(0).expand(b, -1)
-                out = decoder(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=positions.to(device),
-                    **kw,
-                )
+                out = decoder(input_ids=ids.to(device), position_ids=positions.to(device), **kw)
                 self.model_calls += 1
                 hidden = out.last_hidden_state[torch.arange(b, device=device), last.to(device)]
-                logp = torch.log_softmax(head(hidden).float(), dim=-1)[:, flat].cpu()
+                logits = head(hidden).float()
+                cap = getattr(model.config, "final_logit_softcapping", None)
+                if cap:  # Gemma-style models squash their logits; the decoder alone does not
+                    logits = torch.tanh(logits / cap) * cap
+                logp = torch.log_softmax(logits, dim=-1)[:, flat].cpu()
                 spent = (time.perf_counter() - t1) / b
                 for r, i in enumerate(idx):
                     row = logp[r]
