@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from prefloop.errors import ConfigError, NotFoundError
 
@@ -191,7 +191,7 @@ def judge_round(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from prefloop.feedback.models import Annotation, AnnotatorKind
+    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind
 
     if isinstance(judge, str):
         from . import judges_from_config
@@ -211,6 +211,8 @@ def judge_round(
     except Exception as exc:  # a human already uses this name
         raise ConfigError(f"cannot record judge {judge.name!r}: {exc}", hint="give the judge another name") from None
 
+    with store.session() as s:  # the annotator shows the judge's current identity; each verdict keeps its own
+        s.execute(update(Annotator).where(Annotator.id == annotator_id).values(meta=identity))
     tasks = _load_tasks(store, round_id, task_ids)
     can_pair, can_score = isinstance(judge, PairwiseJudge), isinstance(judge, PointwiseJudge)
     runnable = []

@@ -34,6 +34,10 @@ def test_batched_verdicts_equal_one_by_one(judge) -> None:  # noqa: ANN001
         assert x.prob_a == pytest.approx(y.prob_a, abs=1e-5)
         assert x.orders == pytest.approx(y.orders, abs=1e-5)
         assert x.prompt_tokens == y.prompt_tokens > 0
+    # Without the shared-prefix cache (plain right-padded batches) the verdicts are the same too.
+    plain = build_judge({"name": "plain", "backend": "local", "model": TINY, "batch_size": 4, "share_prefix": False})
+    for x, y in zip(plain.compare(PROMPTS, A, B), batched, strict=True):
+        assert x.winner == y.winner and x.prob_a == pytest.approx(y.prob_a, abs=1e-5)
     scores = judge.score(PROMPTS, A)
     one = [judge.score([p], [a])[0] for p, a in zip(PROMPTS, A, strict=True)]
     for x, y in zip(scores, one, strict=True):
