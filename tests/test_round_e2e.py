@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,18 @@ def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path) -> None:
     png = plot(rows, tmp_path / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # The CLI, as a user runs it: the report (tables + PNG) and the rounds' states.
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    rep = subprocess.run([sys.executable, "-m", "prefloop.cli", "report", "-p", str(project.root), "--plot", str(tmp_path / "cli.png")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    for needle in ("oracle score", "win vs round 0", "human labels", "per point: total", "cli.png"):
+        assert needle in rep.stdout, needle
+    assert (tmp_path / "cli.png").read_bytes()[:4] == b"\x89PNG"
+    st = subprocess.run([sys.executable, "-m", "prefloop.cli", "round", "status", "-p", str(project.root)],
+                        capture_output=True, text=True, env=env, timeout=60)
+    assert st.returncode == 0 and st.stdout.count(" done ") == 3, st.stdout
+
     # wandb: one offline run per round, with its .wandb file, in WANDB_DIR.
     runs = sorted((wandb_offline / "wandb").glob("offline-run-*"))
     loop = rounds[0].metrics["loop_id"]
@@ -138,3 +152,26 @@ def test_round_refuses_a_second_start_while_one_is_unfinished(tmp_path: Path, wa
     orch._create_round(0)
     with pytest.raises(RoundError, match="round 0 is unfinished"):
         orch.run_next()
+
+
+def test_a_round_on_postgresql(tmp_path: Path, wandb_offline: Path) -> None:
+    """One round on PostgreSQL: the orchestrator's store work (claims, labels, datasets, artifacts)."""
+    from conftest import drop_postgres_schema, fresh_postgres_url
+
+    from prefloop.training.demo import scripted_humans
+    from prefloop.training.rounds import STATES, Orchestrator
+
+    url = fresh_postgres_url()
+    try:
+        project = make_project(tmp_path / "proj", url, prompts=3)
+        orch = Orchestrator(project, progress=False, humans=scripted_humans(n=2, accuracy=1.0))
+        orch.run_next()
+        r1 = next(r for r in orch.rounds() if r.number == 1)
+        assert r1.state == "done" and [t["state"] for t in r1.metrics["transitions"]] == list(STATES)
+        assert r1.metrics["datasets"]["sft"]["rows"] == 3  # the 3 edits, all corrected (accuracy 1)
+        assert set(r1.metrics["training"]["phases"]) == {"sft", "dpo"} and Path(r1.adapter_path).is_dir()
+        assert label_counts(project.store)["human/edit/submitted"] == 3
+        assert r1.metrics["eval"]["vs_base"]["judged"] == 3
+        project.store.dispose()
+    finally:
+        drop_postgres_schema(url)

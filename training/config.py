@@ -50,7 +50,8 @@ class GenerationSettings(StrictModel):
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.8, ge=0, description="0 = greedy")
     top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1)
+    #: sample among the k likeliest tokens before top-p (null: top-p alone, slower over a large vocabulary).
+    top_k: int | None = Field(50, ge=1)
     batch_size: int = Field(16, ge=1, description="sequences per generate call")
     #: ``auto``: vLLM when it is installed and a CUDA GPU is present, transformers otherwise.
     backend: Literal["auto", "transformers", "vllm"] = "auto"

@@ -150,13 +150,17 @@ def load_adapter_weights(model: Any, adapter_dir: Path) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    hint = "the previous round was trained with another model or LoRA config; keep them equal, or start a new project"
     weights = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
-    result = set_peft_model_state_dict(model, weights)
+    try:
+        result = set_peft_model_state_dict(model, weights)
+    except RuntimeError as exc:  # shape mismatch (another rank or model)
+        first = str(exc).strip().splitlines()[-1][:200]
+        raise TrainingError(f"adapter {adapter_dir} does not fit the model: {first}", hint=hint) from None
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise TrainingError(
-            f"adapter {adapter_dir} does not fit the model: {len(unexpected)} unexpected weights (e.g. {unexpected[0]})",
-            hint="the previous round was trained with another model or LoRA config; start a new project or keep them equal",
+            f"adapter {adapter_dir} does not fit the model: {len(unexpected)} unexpected weights (e.g. {unexpected[0]})", hint=hint,
         )
 
 
