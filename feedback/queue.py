@@ -262,39 +262,53 @@ class Queue:
         """The next task for this annotator by priority, with a lease; ``None`` when none is left.
 
         Claiming again while a lease is active returns the same task (a reloaded page keeps it)
-        and renews the lease.
+        and renews the lease. Each pass is one transaction; on PostgreSQL a pass may find its
+        candidate full after all (see :meth:`_candidate`), and the next pass excludes it.
         """
         now = utcnow()
-        expires = now + self.lease
         me = {"annotator": annotator_id, "now": now}
         where = sql.ClaimFilter(round_id, _task_kinds(kinds))
-        with self.store.transaction() as conn:
-            row = sql.held_lease(where.shape).first(conn, {**me, **where.params})
-            if row is not None:
-                sql.RENEW_LEASE.run(conn, {**me, "task": row.id, "expires": expires})
-            else:
-                row = self._lock_next_task(conn, me, where)
-                if row is None:
-                    return None
-                sql.take_lease(self._pg).run(conn, {**me, "task": row.id, "expires": expires})
-            return self._claimed(conn, row, expires)
-
-    def _lock_next_task(self, conn: Connection, me: dict[str, Any], where: sql.ClaimFilter) -> Any:  # noqa: ANN401
-        """The best task with a free slot for this annotator, locked until the transaction ends.
-
-        SQLite: ``BEGIN IMMEDIATE`` already serialises claims. PostgreSQL: ``SKIP LOCKED``
-        passes over rows other claimers hold, but the candidate query's snapshot may predate a
-        lease committed by whoever held the row before us (READ COMMITTED), so the slot is
-        counted again in a fresh statement once the row lock is ours.
-        """
         tried: list[int] = []
         for _ in range(64):
-            stmt = sql.next_task(self._pg, where.shape, len(tried))
-            row = stmt.first(conn, {**me, **where.params, **sql.numbered_values("tried", tried)})
-            if row is None or not self._pg or sql.SLOT_STILL_FREE.scalar(conn, {**me, "task": row.id}):
-                return row
-            tried.append(row.id)
+            with self.store.transaction() as conn:
+                claimed, full = self._claim_once(conn, me, where, now + self.lease, tried)
+            if full is None:
+                return claimed
+            tried.append(full)
         return None
+
+    def _claim_once(
+        self, conn: Connection, me: dict[str, Any], where: sql.ClaimFilter, expires: dt.datetime, tried: list[int]
+    ) -> tuple[ClaimedTask | None, int | None]:
+        """One pass of :meth:`claim`: ``(claimed or None, None)``, or ``(None, id of a task found full)``."""
+        row = sql.held_lease(where.shape).first(conn, {**me, **where.params})
+        if row is not None:
+            sql.RENEW_LEASE.run(conn, {**me, "task": row.id, "expires": expires})
+            return self._claimed(conn, row, expires), None
+        row = self._candidate(conn, {**me, **where.params, **sql.numbered_values("tried", tried)}, where, len(tried))
+        if row is None:
+            return None, None
+        if sql.take_slot(self._pg).run(conn, {**me, "task": row.id, "expires": expires}) == 0:
+            return None, row.id  # full after all (PostgreSQL only); ending this transaction releases the row
+        return self._claimed(conn, row, expires), None
+
+    def _candidate(self, conn: Connection, params: dict[str, Any], where: sql.ClaimFilter, n_tried: int) -> Any:  # noqa: ANN401
+        """The best task with a free slot for this annotator, locked until the transaction ends.
+
+        SQLite: ``BEGIN IMMEDIATE`` already serialises claims; the first match is ours.
+        PostgreSQL (READ COMMITTED): ``FOR UPDATE SKIP LOCKED`` lets concurrent claimers spread
+        over tasks. But a skipped row may be a claim or submit in flight on a task that still
+        has a slot for us, and a row that changed since the statement's snapshot is re-checked
+        against a lease count from that older snapshot. So when nothing comes back, a plain
+        read (fresh snapshot, no locks) names the best task that still has a slot, and we wait
+        for its lock. Either way the caller re-counts the slot once the lock is held, and never
+        waits while holding another task's lock (so claims cannot deadlock).
+        """
+        row = sql.next_task(self._pg, where.shape, n_tried).first(conn, params)
+        if row is not None or not self._pg:
+            return row
+        free = sql.next_task(False, where.shape, n_tried).first(conn, params)
+        return None if free is None else sql.LOCK_TASK.first(conn, {"task": free.id})
 
     @staticmethod
     def _claimed(conn: Connection, row: Any, expires: dt.datetime) -> ClaimedTask:  # noqa: ANN401

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, select, update
+from sqlalchemy import DateTime, Integer, and_, bindparam, case, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -63,16 +63,17 @@ class Fast:
         compiled = self.stmt.compile(dialect=dialect, column_keys=self.columns)
         if compiled.insert_prefetch or compiled.update_prefetch or any(b.expanding for b in compiled.bind_names):
             raise TypeError(f"{self.stmt} needs SQLAlchemy at execution time; pass every column and no IN lists")
-        binds = tuple(
-            (name, proc) for bp, name in compiled.bind_names.items()
-            if (proc := bp.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        )
+        binds: dict[str, Callable[[Any], Any]] = {}  # one converter per name, however often it appears
+        for bp, name in compiled.bind_names.items():
+            proc = bp.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                binds.setdefault(name, proc)
         cols = list(getattr(self.stmt, "exported_columns", ()))
         return _Compiled(
             sql=compiled.string,
             order=compiled.positiontup,
             defaults={name: bp.value for bp, name in compiled.bind_names.items() if not bp.required},
-            binds=binds,
+            binds=tuple(binds.items()),
             results=tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in cols),
             row=namedtuple("Row", [c.key for c in cols], rename=True) if cols else tuple,
         )
@@ -195,8 +196,9 @@ def held_lease(shape: tuple[bool, int]) -> Fast:
 
 
 @functools.cache
-def next_task(pg: bool, shape: tuple[bool, int], n_tried: int) -> Fast:
-    """The best task with a free slot the annotator has not seen; on PostgreSQL, row-locked.
+def next_task(lock: bool, shape: tuple[bool, int], n_tried: int) -> Fast:
+    """The best task with a free slot the annotator has not seen; with ``lock`` (PostgreSQL),
+    row-locked, passing over rows that others hold.
 
     Ordered by ``priority DESC, id`` so that the ``ix_tasks_claim`` index (status, priority
     DESC, id) yields candidates in order and the search stops at the first free one.
@@ -210,19 +212,28 @@ def next_task(pg: bool, shape: tuple[bool, int], n_tried: int) -> Fast:
     if n_tried:
         q = q.where(T.c.id.not_in(numbered("tried", n_tried)))
     q = q.order_by(T.c.priority.desc(), T.c.id).limit(1)
-    return Fast(q.with_for_update(skip_locked=True, of=T) if pg else q)
+    return Fast(q.with_for_update(skip_locked=True, of=T) if lock else q)
 
 
-#: PostgreSQL: is the locked task's slot still free, counted in a fresh snapshot?
-SLOT_STILL_FREE = Fast(select((T.c.n_done + others_leased() < T.c.overlap).label("free")).where(T.c.id == bindparam("task")))
-
+#: PostgreSQL: one task, row-locked, waiting for whoever holds it.
+LOCK_TASK = Fast(
+    select(*SHOWN).select_from(T.join(P, P.c.id == T.c.prompt_id)).where(T.c.id == bindparam("task")).with_for_update(of=T)
+)
 
 @functools.cache
-def take_lease(pg: bool) -> Fast:
-    """Lease a slot, replacing the annotator's own expired lease on the task if there is one."""
-    ins = (postgresql.insert if pg else sqlite.insert)(L).values(
-        task_id=bindparam("task"), annotator_id=bindparam("annotator"),
-        expires_at=bindparam("expires"), created_at=bindparam("now"),
+def take_slot(pg: bool) -> Fast:
+    """Lease a slot if the task still has one (changes 0 rows when it is full after all).
+
+    The count runs in this statement's own snapshot: on PostgreSQL, one taken after the row
+    lock is ours, so it sees every lease that earlier lock holders committed. An expired
+    lease of the annotator's own on the task is replaced.
+    """
+    values = select(
+        bindparam("task", type_=Integer), bindparam("annotator", type_=Integer),
+        bindparam("expires", type_=DateTime), bindparam("now", type_=DateTime),
+    ).where(T.c.id == bindparam("task"), T.c.n_done + others_leased() < T.c.overlap)
+    ins = (postgresql.insert if pg else sqlite.insert)(L).from_select(
+        ["task_id", "annotator_id", "expires_at", "created_at"], values
     )
     return Fast(ins.on_conflict_do_update(
         index_elements=[L.c.task_id, L.c.annotator_id],

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
@@ -183,6 +183,30 @@ def test_a_retry_racing_the_first_submit_gets_the_first_receipt(store: Store, qu
     assert "error" not in outcome, outcome.get("error")
     assert outcome["receipt"].duplicate and outcome["receipt"].annotation_id == first_id
     assert [a.id for a in _annotations(store, tid)] == [first_id]
+
+
+def test_a_claim_waits_for_a_busy_task_rather_than_report_an_empty_queue(store: Store) -> None:
+    """The only task with a slot left is row-locked by a submit still in flight (PostgreSQL:
+    ``SKIP LOCKED`` passes over it; SQLite: the whole database is locked). The claim must wait
+    and get it, not answer ``None``."""
+    q = Queue(store, overlap=2, lease_seconds=60)
+    tid = q.add_comparison("Q", ["a", "b"])
+    alice, bob = q.ensure_annotator("alice"), q.ensure_annotator("bob")
+    assert q.claim(alice).task_id == tid
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(claimed=q.claim(bob)))
+    with store.engine.connect() as busy:
+        tx = busy.begin()
+        try:
+            busy.execute(update(Task).where(Task.id == tid).values(priority=Task.priority))  # holds the row lock
+            worker.start()
+            time.sleep(0.3)
+            waited = worker.is_alive()
+        finally:
+            tx.commit()
+    worker.join(timeout=60)
+    assert waited, f"the claim answered {outcome.get('claimed')} instead of waiting for the busy task"
+    assert outcome["claimed"] is not None and outcome["claimed"].task_id == tid
 
 
 def test_sqlite_transactions_hold_the_write_lock_from_begin(sqlite_url: str) -> None:
