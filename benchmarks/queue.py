@@ -52,6 +52,7 @@ class RunResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_ms: float  # client (worker process) CPU per cycle: SQLite's own work included, PostgreSQL's not
     verified: str
 
     @property
@@ -87,7 +88,7 @@ def worker(url: str, index: int, overlap: int, barrier, results) -> None:  # noq
     receipts: list[tuple[int, int, int, bool]] = []
     cycles: list[float] = []
     barrier.wait(timeout=300)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while True:
         t0 = time.perf_counter()
         claimed = q.claim(me)
@@ -97,9 +98,9 @@ def worker(url: str, index: int, overlap: int, barrier, results) -> None:  # noq
         r = q.submit(me, claimed.task_id, {"choice": claimed.candidates[0].generation_id}, idempotency_key=key)
         cycles.append(time.perf_counter() - t0)
         receipts.append((claimed.task_id, me, r.annotation_id, r.duplicate))
-    end = time.perf_counter()
+    end, cpu = time.perf_counter(), time.process_time() - cpu
     store.dispose()
-    results.put((start, end, receipts, cycles))
+    results.put((start, end, receipts, cycles, cpu))
 
 
 def verify(store: Store, receipts: list[tuple[int, int, int, bool]], n_tasks: int, overlap: int) -> str:
@@ -144,12 +145,14 @@ def run(backend: str, url: str, n_workers: int, n_tasks: int, overlap: int) -> R
     end = max(o[1] for o in outcomes)
     receipts = [r for o in outcomes for r in o[2]]
     cycles = sorted(c for o in outcomes for c in o[3])
+    cpu = sum(o[4] for o in outcomes)
     verified = verify(store, receipts, n_tasks, overlap)
     store.dispose()
     p99 = cycles[min(len(cycles) - 1, int(0.99 * len(cycles)))] if cycles else 0.0
     return RunResult(
         backend, n_workers, len(receipts), end - start,
-        1000 * statistics.median(cycles) if cycles else 0.0, 1000 * p99, verified,
+        1000 * statistics.median(cycles) if cycles else 0.0, 1000 * p99,
+        1000 * cpu / max(1, len(receipts)), verified,
     )
 
 
@@ -164,6 +167,8 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 110)
     workers = [int(w) for w in args.workers.split(",")]
+    if args.overlap > min(workers):
+        parser.error(f"--overlap {args.overlap} needs at least that many workers in every run")
     backends = args.backends.split(",")
     if "postgresql" in backends and not args.postgres_url:
         console.print("[yellow]PostgreSQL skipped: no --postgres-url or PREFLOOP_TEST_POSTGRES_URL "
@@ -182,12 +187,15 @@ def main() -> None:
                 results.append(run(backend, url, n, args.tasks, args.overlap))
                 progress.advance(bar)
     table = Table(title=f"Queue throughput: {args.tasks} tasks, overlap {args.overlap}, one process per worker")
-    for col in ("database", "workers", "submits", "seconds", "claim+submit/s", "p50 ms", "p99 ms", "verified"):
+    for col in ("database", "workers", "submits", "seconds", "claim+submit/s", "p50 ms", "p99 ms", "CPU ms", "verified"):
         table.add_column(col, justify="left" if col in ("database", "verified") else "right")
     for r in results:
         table.add_row(r.backend, str(r.workers), str(r.submits), f"{r.seconds:.2f}", f"{r.per_second:,.0f}",
-                      f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", r.verified)
+                      f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.cpu_ms:.2f}", r.verified)
     console.print(table)
+    console.print("p50/p99: one claim + submit cycle as a worker saw it; CPU ms: worker-process CPU per cycle "
+                  "(includes SQLite's work, not the PostgreSQL server's); load average "
+                  + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     if any(r.verified != "ok" for r in results):
         raise SystemExit("verification failed: see the table")
 
