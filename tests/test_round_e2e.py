@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 def wandb_offline(tmp_path, monkeypatch):  # noqa: ANN001, ANN201
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # artifact staging, out of $HOME
     (tmp_path / "wandb-dir").mkdir()
     return tmp_path / "wandb-dir"
 
@@ -128,7 +129,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path) -> None:
     rep = subprocess.run([sys.executable, "-m", "prefloop.cli", "report", "-p", str(project.root), "--plot", str(tmp_path / "cli.png")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert rep.returncode == 0, rep.stderr
-    for needle in ("oracle score", "win vs round 0", "human labels", "per point: total", "cli.png"):
+    for needle in ("oracle", "win vs r0", "human labels", "per point: human", "cli.png"):
         assert needle in rep.stdout, needle
     assert (tmp_path / "cli.png").read_bytes()[:4] == b"\x89PNG"
     st = subprocess.run([sys.executable, "-m", "prefloop.cli", "round", "status", "-p", str(project.root)],

@@ -20,7 +20,8 @@ PREFLOOP = [sys.executable, "-m", "prefloop.cli"]
 
 def _env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), OMP_NUM_THREADS="1", PREFLOOP_DEBUG="1")
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_DATA_DIR=str(tmp_path / "wandb-data"),
+               OMP_NUM_THREADS="1", PREFLOOP_DEBUG="1")
     env.pop("WANDB_API_KEY", None)
     return env
 

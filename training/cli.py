@@ -52,6 +52,8 @@ def _print_report(project, plot_path: Optional[Path] = None) -> Path:  # noqa: A
     from .report import collect, plot, roi_table, rounds_table
 
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=140)  # a log file or a pipe: don't squeeze the tables into 80 columns
     rows = collect(project)
     currency = project.config.cost.currency
     console.print(rounds_table(rows, currency))
@@ -129,8 +131,7 @@ def cmd_demo(
     rounds: int = typer.Option(3, min=1, help="Rounds after the baseline."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """3 rounds on CPU, offline: SmolLM2-135M learns a support desk's style guide from scripted
-    humans (through the real annotation server) and LLM/rule judges."""
+    """3 rounds on CPU, offline: SmolLM2-135M learns a support desk's style guide from scripted humans and a judge."""
     os.environ.setdefault("WANDB_MODE", "offline")
     _quiet_libraries()
     _threads()

@@ -69,44 +69,43 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _money(x: float | None, currency: str) -> str:
+def _money(x: float | None) -> str:
     if x is None:
         return "–"
-    return f"{x:.4f} {currency}" if x < 1 else f"{x:.2f} {currency}"
+    if x == 0:
+        return "0"
+    return f"{x:.4f}" if abs(x) < 1 else f"{x:.2f}"
 
 
 def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
+    """Per round: oracle score, win rates, labels by source, training data and steps, cost."""
     from rich.table import Table
 
-    t = Table(title="prefloop rounds", show_lines=False)
-    for col, just in (("round", "right"), ("state", "left"), ("oracle score", "right"), ("win vs prev", "right"),
-                      ("win vs round 0", "right"), ("human labels", "right"), ("judge labels", "right"),
-                      ("DPO pairs", "right"), ("SFT rows", "right"), ("steps", "right"), ("cost", "right")):
-        t.add_column(col, justify=just)
+    t = Table(title="rounds")
+    for col in ("round", "state", "oracle", "win vs prev", "win vs r0", "human labels", "judge labels",
+                "DPO pairs", "SFT rows", "steps", f"cost {currency}"):
+        t.add_column(col, justify="left" if col == "state" else "right")
     for r in rows:
         t.add_row(str(r.number), r.state, _num(r.oracle), _pct(r.win_prev), _pct(r.win_base), str(r.human_labels),
-                  str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost, currency))
+                  str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
     return t
 
 
 def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
-    """Cost by source per round, and per point of win rate gained over the previous round."""
+    """Cost by source per round, and what one point of win rate over the previous round cost, by source."""
     from rich.table import Table
 
-    t = Table(title=f"cost by source ({currency}) and per point of win rate over the previous round")
-    for col in ("round", "human (time)", "judges", "compute (time)", "total", "per point: human", "per point: judges",
-                "per point: compute", "per point: total"):
+    t = Table(title=f"cost by source ({currency}); per point = per point of win rate above 50 % vs the previous round")
+    for col in ("round", "human min", "human", "judges", "compute min", "compute", "total",
+                "per point: human", "judges", "compute", "total"):
         t.add_column(col, justify="right")
     for r in rows:
         if r.number == 0:
             continue
         t.add_row(
-            str(r.number),
-            f"{_money(r.human_cost, '')}({r.human_seconds / 60:.1f} min)",
-            _money(r.judge_cost, ""),
-            f"{_money(r.compute_cost, '')}({r.compute_seconds / 60:.1f} min)",
-            _money(r.total_cost, ""),
-            *[_money(cost_per_point(c, r.win_prev), "") for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)],
+            str(r.number), f"{r.human_seconds / 60:.1f}", _money(r.human_cost), _money(r.judge_cost),
+            f"{r.compute_seconds / 60:.1f}", _money(r.compute_cost), _money(r.total_cost),
+            *[_money(cost_per_point(c, r.win_prev)) for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)],
         )
     return t
 

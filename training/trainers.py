@@ -8,8 +8,8 @@ One function, :func:`train_phase`, runs either phase so that both share the same
   of the model in memory, and no drift of the reference from round to round);
 - **resumability**: checkpoints every ``save_steps`` under ``<out>/checkpoints``; a killed run
   resumes from the last *complete* checkpoint (one whose ``trainer_state.json`` — written last —
-  exists); a finished phase leaves ``<out>/adapter`` and ``<out>/result.json`` and is never
-  trained again;
+  exists); a finished phase leaves ``<out>/adapter`` and ``<out>/result.json``, drops its
+  checkpoints, and is never trained again;
 - **CPU-safe settings**: TRL defaults to bf16 and gradient checkpointing; both are off on CPU.
 """
 
@@ -253,4 +253,6 @@ def train_phase(
     tmp_result.write_text(json.dumps(result.to_json(), indent=2))
     os.replace(tmp_result, done)
     del trainer
+    # The phase is finished: its checkpoints (optimizer state, tens of MB each) are no longer needed.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
