@@ -130,9 +130,11 @@ def verify(store: Store, receipts: list[tuple[int, int, int, bool]], n_tasks: in
     return "ok" if not problems else "; ".join(problems)
 
 
-def run(backend: str, url: str, n_workers: int, n_tasks: int, overlap: int) -> RunResult:
+def run(backend: str, url: str, n_workers: int, n_tasks: int, overlap: int, analyze: bool) -> RunResult:
     store = open_store(url)
     fill(store, n_tasks, overlap)
+    if analyze:
+        store.analyze()
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n_workers), ctx.Queue()
     procs = [ctx.Process(target=worker, args=(url, i, overlap, barrier, results)) for i in range(n_workers)]
@@ -164,6 +166,9 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=os.environ.get("PREFLOOP_TEST_POSTGRES_URL"),
                         help="PostgreSQL server (default: $PREFLOOP_TEST_POSTGRES_URL)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="which databases (default both)")
+    parser.add_argument("--analyze", action="store_true",
+                        help="call Store.analyze() after filling (PostgreSQL planner statistics, as an import "
+                             "should; default: measure straight after the import, without statistics)")
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 110)
     workers = [int(w) for w in args.workers.split(",")]
@@ -184,9 +189,10 @@ def main() -> None:
                     url = f"sqlite:///{Path(tmp) / f'queue-{n}.db'}"
                 else:
                     url = fresh_postgres(args.postgres_url)
-                results.append(run(backend, url, n, args.tasks, args.overlap))
+                results.append(run(backend, url, n, args.tasks, args.overlap, args.analyze))
                 progress.advance(bar)
-    table = Table(title=f"Queue throughput: {args.tasks} tasks, overlap {args.overlap}, one process per worker")
+    stats = ", PostgreSQL analysed" if args.analyze else ""
+    table = Table(title=f"Queue throughput: {args.tasks} tasks, overlap {args.overlap}, one process per worker{stats}")
     for col in ("database", "workers", "submits", "seconds", "claim+submit/s", "p50 ms", "p99 ms", "CPU ms", "verified"):
         table.add_column(col, justify="left" if col in ("database", "verified") else "right")
     for r in results:

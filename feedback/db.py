@@ -107,6 +107,17 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
+    def analyze(self) -> None:
+        """Refresh PostgreSQL's planner statistics; call it after a bulk import of tasks.
+
+        Until autovacuum first analyses a freshly filled table (a minute or so), PostgreSQL
+        assumes few open tasks and plans a claim as a sort of all of them rather than a walk
+        of the claim index that stops at the first free one. SQLite needs nothing here.
+        """
+        if self.dialect == "postgresql":
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE tasks, leases, annotations, generations, prompts")
+
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest Alembic revision."""
         from alembic import command

@@ -5,12 +5,14 @@ Guarantees, on SQLite and PostgreSQL alike:
 - a task is served to ``overlap`` distinct humans, never twice to the same one;
 - a claim holds a lease; an expired lease frees its slot for someone else;
 - two concurrent claimers never get the same slot (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
-  ``FOR UPDATE SKIP LOCKED`` and a re-count of the slot once the row is locked);
+  ``FOR UPDATE SKIP LOCKED`` and a re-count of the slot once the row is locked), and a claim
+  never answers "nothing left" while a task with a free slot is merely busy;
 - ``submit`` validates the answer against the task and is idempotent by key: a retried submit
   returns the first receipt and never writes a second annotation;
 - a late submit (lease expired) is kept, flagged ``late``: an annotator's work is never lost.
 
 Judges, imports and the Argilla bridge write through :meth:`Queue.record`, which needs no lease.
+Claim and submit run pre-compiled statements from :mod:`.queue_sql` (a few per call, no ORM).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 
 from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
 from prefloop.feedback.db import Store, open_store
-from prefloop.feedback.models import Annotation, Lease, Task
+from prefloop.feedback import queue_sql
+from prefloop.feedback.models import Annotation, Lease, Task, utcnow
 from prefloop.feedback.queue import Queue
 
 
@@ -321,6 +322,31 @@ def test_round_and_kind_filters(store: Store, queue: Queue) -> None:
     assert queue.progress(ann, round_id=r1_id)["remaining"] == 1
     with pytest.raises(QueueError, match="unknown task kind 'judge'"):
         queue.claim(ann, kinds=["judge"])
+
+
+def test_a_claim_walks_the_claim_index_instead_of_sorting_open_tasks(store: Store, queue: Queue) -> None:
+    """The query plan behind :meth:`Queue.claim`: ordered by the (status, priority DESC, id)
+    index, so that a claim stops at the first free task however many are open."""
+    with store.session() as s:
+        for i in range(300):
+            queue.add_task("compare", queue.add_generations(f"p{i}", ["a", "b"], session=s), session=s)
+    ann = queue.ensure_annotator("ann")
+    store.analyze()
+    pg = store.dialect == "postgresql"
+    compiled = queue_sql.next_task(pg, (False, 0), 0)._compiled(store.engine.dialect)
+    values = {"status_1": "open", "now": utcnow(), "annotator": ann, "param_1": 1, "param_2": 0}
+    with store.transaction() as conn:
+        cursor = conn.connection.cursor()
+        if pg:
+            cursor.execute("EXPLAIN " + compiled.sql, values)
+            plan = "\n".join(r[0] for r in cursor.fetchall())
+        else:
+            values["now"] = values["now"].isoformat(" ")
+            cursor.execute("EXPLAIN QUERY PLAN " + compiled.sql, [values[n] for n in compiled.order])
+            plan = "\n".join(r[-1] for r in cursor.fetchall())
+    assert "ix_tasks_claim" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+    assert queue.claim(ann).task_id == 1
 
 
 # ---------------------------------------------------------------------------------------- record
