@@ -193,7 +193,8 @@ def main() -> None:
                 progress.advance(bar)
     stats = ", PostgreSQL analysed" if args.analyze else ""
     table = Table(title=f"Queue throughput: {args.tasks} tasks, overlap {args.overlap}, one process per worker{stats}")
-    for col in ("database", "workers", "submits", "seconds", "claim+submit/s", "p50 ms", "p99 ms", "CPU ms", "verified"):
+    columns = ("database", "workers", "submits", "seconds", "claim+submit/s", "p50 ms", "p99 ms", "CPU ms", "verified")
+    for col in columns:
         table.add_column(col, justify="left" if col in ("database", "verified") else "right")
     for r in results:
         table.add_row(r.backend, str(r.workers), str(r.submits), f"{r.seconds:.2f}", f"{r.per_second:,.0f}",

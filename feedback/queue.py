@@ -294,7 +294,9 @@ class Queue:
             return None, row.id  # full after all (PostgreSQL only); ending this transaction releases the row
         return self._claimed(conn, row, expires), None
 
-    def _candidate(self, conn: Connection, params: dict[str, Any], where: sql.ClaimFilter, n_tried: int) -> Any:  # noqa: ANN401
+    def _candidate(  # noqa: ANN401 - a result row
+        self, conn: Connection, params: dict[str, Any], where: sql.ClaimFilter, n_tried: int
+    ) -> Any:
         """The best task with a free slot for this annotator, locked until the transaction ends.
 
         SQLite: ``BEGIN IMMEDIATE`` already serialises claims; the first match is ours.
@@ -394,7 +396,8 @@ class Queue:
         with self.store.transaction() as conn:
             if sql.DROP_LEASE.run(conn, {"task": task_id, "annotator": annotator_id}) == 0:
                 raise NotAssigned(f"task {task_id} is not assigned to this annotator", hint="claim it first")
-            sql.INSERT_ANNOTATION.run(conn, _annotation(task_id, annotator_id, sql.SKIPPED, {}, utcnow(), rationale=reason))
+            skipped = _annotation(task_id, annotator_id, sql.SKIPPED, {}, utcnow(), rationale=reason)
+            sql.INSERT_ANNOTATION.run(conn, skipped)
 
     def release(self, annotator_id: int, task_id: int) -> bool:
         """Give a claimed task back without answering (it may be served to you again later)."""
