@@ -102,6 +102,7 @@ def queue_add(
                 q.add_task(task_kind, ids, overlap=overlap, priority=float(task_priority), session=s)
             except (PrefloopError, ValueError) as exc:
                 raise DataError(f"{where}: {exc}") from None
+    project.store.analyze()  # PostgreSQL: claims walk the claim index only once statistics exist
     console.print(f"[green]queued[/] {len(parsed)} task(s)")
 
 

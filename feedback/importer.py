@@ -163,4 +163,5 @@ def import_prompts(
             )
             created += new
             existing += not new
+    store.analyze()  # PostgreSQL: fresh planner statistics after a bulk insert
     return ImportResult(created, existing)

@@ -474,8 +474,12 @@ class Queue:
         existing.history = [*existing.history, snapshot]
         existing.meta = {**existing.meta, **(meta or {})}
         existing.updated_at = now
-        if annotator.kind == AnnotatorKind.HUMAN.value and not was_counted and status == AnnotationStatus.SUBMITTED.value:
-            sql.COUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
+        if annotator.kind == AnnotatorKind.HUMAN.value:
+            counted_now = status == AnnotationStatus.SUBMITTED.value
+            if counted_now and not was_counted:
+                sql.COUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
+            elif was_counted and not counted_now:
+                sql.UNCOUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
         return existing.id, True
 
     # ------------------------------------------------------------------ reporting

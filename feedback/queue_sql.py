@@ -305,4 +305,14 @@ COUNT_HUMAN_LABEL = Fast(
     )
 )
 
+#: A human answer withdrawn (submitted → skipped, e.g. discarded in Argilla): the slot reopens.
+UNCOUNT_HUMAN_LABEL = Fast(
+    update(T)
+    .where(T.c.id == bindparam("task"), T.c.n_done > 0)
+    .values(
+        n_done=T.c.n_done - 1,
+        status=case((and_(T.c.status == COMPLETE, T.c.n_done - 1 < T.c.overlap), OPEN), else_=T.c.status),
+    )
+)
+
 SUBMITTED, SKIPPED = AnnotationStatus.SUBMITTED.value, AnnotationStatus.SKIPPED.value

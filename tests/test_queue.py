@@ -436,3 +436,22 @@ def test_real_processes_claiming_at_once_get_different_slots(store: Store, db_ur
     assert all((t.n_done, t.status) == (overlap, "complete") for t in tasks)
     assert not any(r.late for r in rows)
     assert leases == 0
+
+
+def test_a_withdrawn_human_answer_reopens_its_slot(store):
+    """submitted → skipped through record() (e.g. discarded in Argilla) gives the slot back."""
+    from prefloop.feedback.models import Task
+
+    q = Queue(store, overlap=1)
+    task = q.add_comparison("p", ["a", "b"])
+    human = q.ensure_annotator("argilla:ann")
+    first = q.record(human, task, {"choice": "tie"})
+    with store.session() as s:
+        assert (s.get(Task, task).n_done, s.get(Task, task).status) == (1, "complete")
+    q.record(human, task, None, status="skipped")
+    with store.session() as s:
+        t = s.get(Task, task)
+        assert (t.n_done, t.status) == (0, "open")
+    assert q.record(human, task, {"choice": "tie"})[0] == first[0]
+    with store.session() as s:
+        assert (s.get(Task, task).n_done, s.get(Task, task).status) == (1, "complete")
