@@ -60,7 +60,7 @@ class ProjectConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora")
+PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora", "demo")
 
 
 def _allowed_keys(model: type[StrictModel], loc: tuple[Any, ...]) -> list[str]:
