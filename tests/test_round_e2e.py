@@ -26,7 +26,7 @@ def wandb_offline(tmp_path, monkeypatch):  # noqa: ANN001, ANN201
     return tmp_path / "wandb-dir"
 
 
-def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path) -> None:
+def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from datasets import load_from_disk
 
     from prefloop.feedback.export import dataset_hash
@@ -36,6 +36,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path) -> None:
     from prefloop.training.rounds import BASELINE_STATES, STATES, Orchestrator
 
     project = make_project(tmp_path / "proj", prompts=6)
+    monkeypatch.setenv("OPENAI_API_KEY", "s3cret-test-key")  # an API key in the environment never reaches wandb
     calls: list[tuple[int, list[int]]] = []
     humans = scripted_humans(n=2, accuracy=0.9, seed=1)
 
@@ -142,7 +143,15 @@ def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path) -> None:
     assert {p.name.split("-", 3)[3] for p in runs} == {f"{loop}-r0", f"{loop}-r1", f"{loop}-r2"}
     for p in runs:
         assert list(p.glob("run-*.wandb")), p
-    assert not os.environ.get("WANDB_API_KEY")
+    r2 = next(p for p in runs if p.name.endswith(f"{loop}-r2"))
+    log = next(r2.glob("run-*.wandb")).read_bytes()
+    for key in (b"sft/loss", b"dpo/rewards/margins", b"round/oracle_score", b"round/win_rate_vs_base",
+                b"round/labels/human", b"round/cost/human_cost", b"dpo-dataset-round-2", b"adapter-round-2"):
+        assert key in log, key  # TRL's metrics, the round's metrics, the artifacts
+    table = json.loads(next((r2 / "files" / "media" / "table").glob("samples_*.table.json")).read_text())
+    assert table["columns"][:3] == ["prompt", "candidate_a", "candidate_b"] and "chosen" in table["columns"]
+    assert len(table["data"]) == 8  # the round's compare tasks
+    assert b"s3cret-test-key" not in log
 
 
 def test_round_refuses_a_second_start_while_one_is_unfinished(tmp_path: Path, wandb_offline: Path) -> None:

@@ -23,6 +23,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_DATA_DIR=str(tmp_path / "wandb-data"),
                OMP_NUM_THREADS="1", PREFLOOP_DEBUG="1")
     env.pop("WANDB_API_KEY", None)
+    env.pop("WANDB_SERVICE", None)  # each CLI process gets its own wandb service, as from a shell
     return env
 
 

@@ -90,12 +90,20 @@ class RoundTracker:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(
+        kwargs = dict(
             project=self.settings.project, entity=self.settings.entity, group=self.group,
-            name=f"round-{self.round_number}", id=self.run_id, resume="allow", job_type="round",
+            name=f"round-{self.round_number}", resume="allow", job_type="round",
             dir=str(self.run_dir), mode=self.mode, config=self.config, reinit="finish_previous",
             settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
         )
+        try:
+            self.run = wandb.init(id=self.run_id, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - wandb raises its own service errors
+            if "in use" not in str(exc):
+                raise
+            # A killed process's run is still open in a shared wandb service: continue in a sibling run.
+            self.run_id = f"{self.run_id}-{os.getpid()}"
+            self.run = wandb.init(id=self.run_id, **kwargs)
 
     def define_phase(self, phase: str) -> None:
         if self.run is not None:

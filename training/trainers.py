@@ -164,6 +164,20 @@ def load_adapter_weights(model: Any, adapter_dir: Path) -> None:
         )
 
 
+def _skip_final_checkpoint() -> Any:
+    """A callback that cancels the checkpoint transformers writes after the last step: the phase
+    saves its adapter itself, and a checkpoint of a finished phase is dead weight (time and disk)."""
+    from transformers import TrainerCallback
+
+    class SkipFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_save = False
+            return control
+
+    return SkipFinalCheckpoint()
+
+
 def build_trainer(
     phase: Phase,
     cfg: TrainingConfig,
@@ -184,6 +198,7 @@ def build_trainer(
     tok.padding_side = "right"
     base = model if model is not None else load_base(cfg, device)
     args = _common_args(cfg, s, out, device, len(dataset))
+    callbacks = [*(callbacks or []), _skip_final_checkpoint()]
     if phase == "sft":
         from trl import SFTConfig, SFTTrainer
 
