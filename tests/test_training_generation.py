@@ -74,3 +74,11 @@ def test_support_desk_oracle_and_the_human_fix() -> None:
     assert len(set(names)) == len(names)  # eval customers never seen in training
     for r in rows:
         assert r["meta"]["customer"] in r["messages"][-1]["content"]
+
+
+def test_an_unloadable_model_is_a_one_line_error(tmp_path) -> None:  # noqa: ANN001
+    from prefloop.training.generation import Policy
+
+    with pytest.raises(ConfigError, match="cannot load model") as err:
+        Policy(ModelSettings(source=str(tmp_path / "no-such-model"), device="cpu")).load()
+    assert "offline:smollm2-135m-instruct" in err.value.hint

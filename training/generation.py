@@ -55,6 +55,15 @@ class Sampling:
         }
 
 
+def model_load_error(source: str, exc: Exception) -> ConfigError:
+    """A one-line error for a model that cannot be loaded (offline hub name, wrong folder…)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(
+        f"cannot load model {source!r}: {first}",
+        hint="a hub name needs internet once; offline, use offline:smollm2-135m-instruct (preset offline-cpu) or a local folder",
+    )
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -113,9 +122,12 @@ class Policy:
             from .models import load_causal_lm, load_tokenizer
 
             device = resolve_device(self.settings)
-            self._tok = load_tokenizer(self.settings.source)
-            model = load_causal_lm(self.settings.source, dtype=self.settings.dtype, quantization=self.settings.quantization,
-                                   device=None if self.settings.quantization else device)
+            try:
+                self._tok = load_tokenizer(self.settings.source)
+                model = load_causal_lm(self.settings.source, dtype=self.settings.dtype, quantization=self.settings.quantization,
+                                       device=None if self.settings.quantization else device)
+            except OSError as exc:
+                raise model_load_error(self.settings.source, exc) from None
             if self.adapter is not None:
                 from peft import PeftModel
 

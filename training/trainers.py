@@ -27,7 +27,7 @@ from typing import Any, Literal
 from prefloop.errors import ConfigError, PrefloopError
 
 from .config import DPOSettings, SFTSettings, TrainingConfig
-from .generation import resolve_device
+from .generation import model_load_error, resolve_device
 
 Phase = Literal["sft", "dpo"]
 RESULT = "result.json"
@@ -142,7 +142,10 @@ def load_base(cfg: TrainingConfig, device: str) -> Any:
         model = load_causal_lm(cfg.model.source, dtype=cfg.model.dtype, quantization=cfg.model.quantization, device="cuda:0")
         gc = cfg.trainer.gradient_checkpointing if cfg.trainer.gradient_checkpointing is not None else True
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc)
-    return load_causal_lm(cfg.model.source, dtype=cfg.model.dtype, device=device)
+    try:
+        return load_causal_lm(cfg.model.source, dtype=cfg.model.dtype, device=device)
+    except OSError as exc:
+        raise model_load_error(cfg.model.source, exc) from None
 
 
 def load_adapter_weights(model: Any, adapter_dir: Path) -> None:
