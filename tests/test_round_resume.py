@@ -125,3 +125,47 @@ def _poll_targets(project, round_id: int, timeout: float = 30.0):  # noqa: ANN00
             return m["wait_tasks"]
         time.sleep(0.1)
     raise AssertionError("the round never recorded its waited-for tasks")
+
+
+def test_generation_interrupted_midway_resumes_without_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash between two generation batches: the stored batch stays, only the rest is generated."""
+    from collections import Counter
+
+    from prefloop.feedback.models import Generation, Round
+    from prefloop.training import generation as gen_mod
+    from prefloop.training.rounds import Orchestrator
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    project = make_project(tmp_path / "proj", prompts=4,
+                           patch={"training": {"generation": {"batch_size": 6}, "wait": {"enabled": False},
+                                               "evaluation": {"enabled": False}, "sft": {"enabled": False},
+                                               "dpo": {"enabled": False}}})
+    real = gen_mod.generate
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("power cut")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen_mod, "generate", flaky)
+    orch = Orchestrator(project, progress=False)
+    orch.ensure_baseline()
+    rid = orch._create_round(1)
+    with pytest.raises(RuntimeError, match="power cut"):
+        orch.run(rid)
+    with project.store.session() as s:
+        r = s.get(Round, rid)
+        assert r.state == "generating" and "power cut" in r.error
+        first = Counter(g.prompt_id for g in s.scalars(select(Generation).where(Generation.round_id == rid)))
+    assert sorted(first.values()) == [3, 3]  # one batch = 2 prompts × 3 candidates, stored whole
+    summary = orch.resume(1)
+    assert summary.state == "done"
+    with project.store.session() as s:
+        after = Counter(g.prompt_id for g in s.scalars(select(Generation).where(Generation.round_id == rid)))
+        assert s.get(Round, rid).error is None
+    assert sorted(after.values()) == [3, 3, 3, 3] and all(after[p] == 3 for p in first)
+    assert calls["n"] == 3  # the resumed round generated only the missing batch
+    states = [t["state"] for t in summary.metrics["transitions"]]
+    assert states.count("generating") == 2 and summary.metrics["transitions"][2].get("resumed")
