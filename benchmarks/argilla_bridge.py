@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# This folder holds benchmarks/queue.py, which would shadow the standard library's ``queue``.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from rich.console import Console

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# This folder holds benchmarks/queue.py, which would shadow the standard library's queue module.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 
 TOPICS = ["photosynthesis", "the French revolution", "binary search", "tides", "vaccines", "inflation", "volcanoes", "TCP handshakes"]
 EXAMPLES = [

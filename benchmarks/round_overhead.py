@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# benchmarks/queue.py would shadow the standard library's queue module for a script run from here.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")

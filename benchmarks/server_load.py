@@ -19,9 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and benchmarks/queue.py would shadow the
-# standard library's ``queue`` (which asyncio's thread pool imports): take the folder off the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from rich.console import Console

@@ -6,7 +6,7 @@ annotators (or several server processes) would. After each run the store is chec
 task got exactly ``overlap`` answers, no (task, annotator) pair twice, every receipt matches one
 stored row with its own idempotency key, nothing lost, nothing duplicated.
 
-    python benchmarks/queue.py --tasks 2000 --workers 1,8,32 --postgres-url postgresql+psycopg://...
+    python benchmarks/queue_throughput.py --tasks 2000 --workers 1,8,32 --postgres-url postgresql+psycopg://...
 
 PostgreSQL comes from ``--postgres-url`` or ``PREFLOOP_TEST_POSTGRES_URL``
 (``bash scripts/start-postgres.sh`` starts one); without it only SQLite runs.
@@ -18,9 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# standard library's ``queue`` (which multiprocessing imports): take the folder off the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
