@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
-from prefloop.feedback.db import Store, open_store
+from prefloop.feedback.db import Store, open_store, postgres_schema_url
 from prefloop.feedback.models import Annotation, Lease, Task
 from prefloop.feedback.queue import Queue
 
@@ -56,16 +55,6 @@ class RunResult:
     def per_second(self) -> float:
         return self.submits / self.seconds
 
-
-def fresh_postgres(url: str) -> str:
-    """Empty the benchmark's own schema and return a URL whose connections use it."""
-    base = make_url(url)
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{BENCH_SCHEMA}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{BENCH_SCHEMA}"'))
-    admin.dispose()
-    return base.update_query_dict({"options": f"-csearch_path={BENCH_SCHEMA}"}).render_as_string(hide_password=False)
 
 
 def fill(store: Store, n_tasks: int, overlap: int) -> None:
@@ -185,7 +174,7 @@ def main() -> None:
                 if backend == "sqlite":
                     url = f"sqlite:///{Path(tmp) / f'queue-{n}.db'}"
                 else:
-                    url = fresh_postgres(args.postgres_url)
+                    url = postgres_schema_url(args.postgres_url, BENCH_SCHEMA)
                 results.append(run(backend, url, n, args.tasks, args.overlap, args.analyze))
                 progress.advance(bar)
     stats = ", PostgreSQL analysed" if args.analyze else ""

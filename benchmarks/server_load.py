@@ -24,23 +24,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from prefloop.feedback.db import postgres_schema_url
 from prefloop.feedback.loadtest import LoadResult, run_load_test
 
 BENCH_SCHEMA = "bench_server_load"
 
-
-def postgres_schema_url(url: str) -> str:
-    """Empty this benchmark's own schema and return a URL whose connections use it."""
-    base = make_url(url)
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{BENCH_SCHEMA}" CASCADE'))
-        conn.execute(text(f'CREATE SCHEMA "{BENCH_SCHEMA}"'))
-    admin.dispose()
-    return base.update_query_dict({"options": f"-csearch_path={BENCH_SCHEMA}"}).render_as_string(hide_password=False)
 
 
 def ms(seconds: float) -> str:
@@ -71,7 +60,7 @@ def main() -> None:
             for i, (name, kill_at) in enumerate(scenarios.items()):
                 progress.update(bar, description=f"{backend}, {name}")
                 project = Path(tmp) / f"{backend}-{i}"
-                url = f"sqlite:///{project / 'store.db'}" if backend == "sqlite" else postgres_schema_url(args.postgres_url)
+                url = f"sqlite:///{project / 'store.db'}" if backend == "sqlite" else postgres_schema_url(args.postgres_url, BENCH_SCHEMA)
                 result = run_load_test(url, project, annotators=args.annotators, compare_tasks=compare,
                                        rate_tasks=args.tasks - compare, overlap=args.overlap, kill_at=kill_at)
                 rows.append((backend, name, result))

@@ -149,3 +149,20 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     if migrate:
         store.migrate()
     return store
+
+
+def postgres_schema_url(url: str, schema: str, *, recreate: bool = True) -> str:
+    """A URL whose connections use ``schema`` (created, emptied first when ``recreate``).
+
+    Lets several stores (test runs, benchmarks, projects) share one PostgreSQL database.
+    """
+    from sqlalchemy import text
+
+    base = make_url(url)
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        if recreate:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    admin.dispose()
+    return base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from prefloop.feedback.db import Store, open_store
+from prefloop.feedback.db import Store, open_store, postgres_schema_url
 from prefloop.feedback.queue import Queue
 
 POSTGRES_URL = os.environ.get("PREFLOOP_TEST_POSTGRES_URL")
@@ -48,14 +48,7 @@ def postgres_url_or_skip() -> str:
 
 def fresh_postgres_url() -> str:
     """A URL whose connections use a new, empty schema: isolation without CREATE DATABASE."""
-    base = make_url(postgres_url_or_skip())
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    admin.dispose()
-    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
+    return postgres_schema_url(postgres_url_or_skip(), f"t_{uuid.uuid4().hex[:12]}", recreate=False)
 
 
 def drop_postgres_schema(url: str) -> None:
