@@ -1,0 +1,109 @@
+"""One text policy for every entry point: what text prefloop accepts, stores and trains on.
+
+Prompts, model outputs, answers, rationales, names and keys arrive from files, HTTP bodies,
+terminals, judges and Argilla. Whatever the path, a string is accepted only if
+
+- it is valid Unicode: no lone UTF-16 surrogate (``"\\ud800"`` decodes from JSON but cannot be
+  encoded as UTF-8, so one such answer would break every later export);
+- it holds no NUL (U+0000): PostgreSQL cannot store it in text or JSON, so it is refused on
+  SQLite too, and both databases behave the same;
+
+and a JSON value is accepted only if its numbers are finite (PostgreSQL refuses NaN/Infinity in
+JSON). Refused input raises the caller's error class with a message naming the field and the
+position, and nothing is stored: prefloop never silently alters a record.
+
+Other control characters (ANSI escapes, bidi overrides) are stored as they are, so that what
+is trained on is what was written; the page and the terminal show them visibly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Any
+
+from prefloop.errors import DataError, PrefloopError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Characters that render as nothing: an edit made only of these (and spaces) is empty.
+INVISIBLE = frozenset("\u0000\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e\u200f"
+                      "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069"
+                      "\u206a\u206b\u206c\u206d\u206e\u206f\u3164\ufeff\uffa0")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored, or ``None`` when it can."""
+    m = _SURROGATE.search(value)
+    if m is not None:
+        return f"holds an invalid character (lone surrogate U+{ord(m.group()):04X}) at position {m.start()}"
+    i = value.find("\x00")
+    if i >= 0:
+        return f"holds a NUL character (U+0000) at position {i}, which cannot be stored"
+    return None
+
+
+def check_text(
+    value: Any,
+    field: str,
+    *,
+    error: type[PrefloopError] = DataError,
+    allow_blank: bool = True,
+    max_length: int | None = None,
+) -> str:
+    """``value`` if it is storable text, else ``error`` naming ``field``.
+
+    ``allow_blank=False`` also refuses text that is empty once whitespace and invisible
+    characters (zero-width, BOM, bidi marks) are removed.
+    """
+    if not isinstance(value, str):
+        raise error(f"{field}: expected text, got {type(value).__name__}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise error(f"{field} {problem}")
+    if not allow_blank and is_blank(value):
+        raise error(f"{field} is empty (only spaces or invisible characters)")
+    if max_length is not None and len(value) > max_length:
+        raise error(f"{field} is {len(value)} characters long; at most {max_length} are allowed")
+    return value
+
+
+def is_blank(value: str) -> bool:
+    """True when nothing visible remains after removing whitespace and invisible characters."""
+    return all(ch.isspace() or ch in INVISIBLE or unicodedata.category(ch) == "Cf" for ch in value)
+
+
+def check_json(value: Any, field: str, *, error: type[PrefloopError] = DataError) -> Any:
+    """``value`` if every string in it (keys too) is storable text and every number is finite."""
+    _walk(value, field, error)
+    return value
+
+
+def _walk(value: Any, where: str, error: type[PrefloopError]) -> None:
+    if isinstance(value, str):
+        check_text(value, where, error=error)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise error(f"{where} is {value!r}; only finite numbers can be stored")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise error(f"{where}: keys must be text, got {type(k).__name__}")
+            check_text(k, f"{where} key {k[:40]!r}", error=error)
+            _walk(v, f"{where}.{k}", error)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _walk(v, f"{where}[{i}]", error)
+    elif value is not None and not isinstance(value, (bool, int)):
+        raise error(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+def finite_or_none(value: Any) -> Any:
+    """Metrics computed by prefloop: an undefined number (NaN, ±inf) becomes ``None`` (shown as n/a)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
