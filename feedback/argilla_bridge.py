@@ -741,7 +741,9 @@ def _spec_for(name: str, rows: list[_TaskRow], options: tuple[Any, ...], existin
 
 
 def _has_responses(client: Any, model: Any) -> bool:
-    return any(m.responses for m in _iter_record_models(client, model.id, with_responses=True))
+    ds = _load_dataset(client, model)
+    with _quiet():
+        return any(len(r.responses) > 0 for r in ds.records(with_suggestions=False, with_responses=True))
 
 
 def _existing_k(existing: Any, rows: list[_TaskRow]) -> int:
