@@ -10,8 +10,8 @@ Mapping (one Argilla dataset per round and task kind, named ``<prefix>-round-<n>
 - questions: compare → ``preference`` label A / B / tie; rank → ``ranking`` over the candidates;
   rate → ``rating`` over the task's scale; edit → ``corrected`` text prefilled with the output;
   every kind also gets an optional ``comment`` (stored as the annotation's rationale);
-- judge verdicts travel as suggestions (type model, score = confidence, agent = judge name) when
-  ``annotation.show_judge_suggestions`` is on; the task overlap k becomes
+- judge verdicts travel as suggestions (type model, score = confidence, one per ranked item for a
+  ranking, agent = judge name) when ``annotation.show_judge_suggestions`` is on; the task overlap k becomes
   ``TaskDistribution(min_submitted=k)``; guidelines come from ``annotation.guidelines``;
 - record metadata carries the prefloop task id, round and generation ids (the external id is
   ``prefloop-task-<id>``), so a pull maps labels back to generation ids without guessing.
@@ -20,8 +20,13 @@ Pull is keyed by (Argilla user, record): each Argilla user becomes the human ann
 ``argilla:<username>`` and each record one task, and :meth:`Queue.record` upserts per
 (task, annotator), so pulling twice writes nothing new and a changed response updates the
 annotation with its previous value kept in ``history``. Drafts are not imported; a discarded
-record becomes a skip. Everything is fetched before anything is written: a failing server
-leaves the store untouched.
+record becomes a skip, and so does a submitted answer later taken back to draft or deleted
+(withdrawn: the task's slot reopens). Everything is fetched before anything is written: a failing
+server leaves the store untouched.
+
+Push builds and checks every record (:mod:`.argilla_rules`) before its first write; a push that
+is interrupted anyway (connection lost) is completed by the next one: records already there are
+not sent again, and a dataset left unpublished is created again.
 
 The ``argilla`` SDK is imported inside functions: ``prefloop --help`` stays fast.
 """
@@ -43,6 +48,14 @@ from sqlalchemy import func, select
 from prefloop.errors import ConfigError, InvalidAnswer, NotFoundError, PrefloopError
 
 from .answers import TIE
+from .argilla_rules import (
+    Hint,
+    RecordPayload,
+    agent_name,
+    chat_problem,
+    record_problems,
+    suggestion_score,
+)
 from .models import (
     Annotation,
     AnnotationStatus,
@@ -193,6 +206,14 @@ def settings_differences(spec: DatasetSpec, dataset: Any) -> list[str]:
             diffs.append(f"question {name!r} has options {list(got or [])}, expected {list(options)}")
     for name in sorted(set(have_q) - set(spec.questions())):
         diffs.append(f"question {name!r} is not one prefloop creates")
+    from argilla import IntegerMetadataProperty
+
+    have_meta = {m.name: m for m in dataset.settings.metadata}
+    for name in ("task_id", "round"):
+        if name in have_meta and not isinstance(have_meta[name], IntegerMetadataProperty):
+            diffs.append(f"metadata property {name!r} is a {type(have_meta[name]).__name__}, expected an integer property")
+    if not dataset.settings.allow_extra_metadata and "generation_ids" not in have_meta:
+        diffs.append("extra metadata is not allowed (prefloop keeps each record's generation_ids there)")
     k = getattr(dataset.settings.distribution, "min_submitted", None)
     if k != spec.min_submitted:
         diffs.append(f"task distribution min_submitted is {k}, expected {spec.min_submitted} (queue overlap)")
@@ -265,9 +286,18 @@ def connect(config: Any) -> Any:
         ) from None
 
 
+@dataclass
+class _Writing:
+    """What a push is writing right now, so that a refused write names its dataset and records."""
+
+    dataset: str | None = None
+    batch: list[RecordPayload] = field(default_factory=list)
+
+
 @contextlib.contextmanager
-def _talking_to(url: str):  # noqa: ANN202
-    """Turn transport and HTTP failures after connecting into one-line errors that can be retried."""
+def _talking_to(url: str, writing: _Writing | None = None):  # noqa: ANN202
+    """Turn transport and HTTP failures after connecting into one-line errors that say whose fault
+    it is: the connection, the key (401/403), or a value Argilla refuses (400/422)."""
     import httpx
     from argilla._exceptions import ArgillaAPIError
 
@@ -280,10 +310,71 @@ def _talking_to(url: str):  # noqa: ANN202
         ) from None
     except (ArgillaAPIError, httpx.HTTPStatusError) as exc:
         code = getattr(exc, "status_code", None) or exc.response.status_code  # type: ignore[union-attr]
-        raise ArgillaBridgeError(
-            f"Argilla at {url} refused a request (HTTP {code}): {exc}",
+        raise _refusal(url, code, exc, writing or _Writing()) from None
+
+
+def _refusal(url: str, code: int, exc: Exception, writing: _Writing) -> ArgillaBridgeError:
+    reasons = _server_reasons(exc)
+    if code == 401:
+        return ArgillaBridgeError(
+            f"Argilla at {url} no longer accepts the API key in {API_KEY_ENV} (HTTP 401)",
+            hint="check the key under 'My settings' in the Argilla UI (a key belongs to one server)",
+        )
+    if code == 403:
+        return ArgillaBridgeError(
+            f"Argilla at {url} refused a request (HTTP 403): the user of {API_KEY_ENV} may not do this",
             hint="an owner's API key (or an admin's in that workspace) can do everything prefloop needs",
-        ) from None
+        )
+    if code in (400, 422):
+        where = f"dataset {writing.dataset}" if writing.dataset else "a request"
+        lines = []
+        for position, place, reason in reasons:
+            rec = writing.batch[position].id if position is not None and position < len(writing.batch) else None
+            lines.append(", ".join(x for x in (f"record {rec}" if rec else "", place and f"field {place}", reason) if x))
+        return ArgillaBridgeError(
+            f"Argilla at {url} refused a value in {where} (HTTP {code}): " + "; ".join(lines or ["no reason given"]),
+            hint="this dataset breaks a rule of the Argilla server that prefloop does not check before writing "
+            "(e.g. bounds set by hand on a metadata property): fix that dataset, or set a new argilla.dataset_prefix, "
+            "then push again (records already there are not sent twice)",
+        )
+    return ArgillaBridgeError(
+        f"Argilla at {url} failed a request (HTTP {code}): " + "; ".join(r for _, _, r in reasons),
+        hint="check the Argilla server's log, then run the command again (push and pull are safe to repeat)",
+    )
+
+
+_POSITION = re.compile(r"^Record at position (\d+) is not valid because (.*)$", re.DOTALL)
+
+
+def _server_reasons(exc: Exception) -> list[tuple[int | None, str, str]]:
+    """(record position in the batch, field, reason) for each complaint in an Argilla error body."""
+    import json
+
+    response = getattr(exc, "response", None) or getattr(exc.__context__, "response", None)
+    try:
+        body = response.json() if response is not None else json.loads(str(exc).split("Details: ", 1)[1])
+    except (ValueError, IndexError):
+        return [(None, "", _one_line(str(exc)))]
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, str):
+        m = _POSITION.match(detail)
+        return [(int(m[1]), "", _one_line(m[2]))] if m else [(None, "", _one_line(detail))]
+    errors = (detail or {}).get("params", {}).get("errors") if isinstance(detail, dict) else None
+    if not errors:
+        return [(None, "", _one_line(json.dumps(detail)))]
+    out: list[tuple[int | None, str, str]] = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", []) if x != "body"]
+        position = int(loc[1]) if len(loc) > 1 and loc[0] == "items" and loc[1].isdigit() else None
+        place = ".".join(loc[2:] if position is not None else loc)
+        out.append((position, place, _one_line(str(e.get("msg", "")))))
+    return out
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Server text for a one-line error: control characters escaped, whitespace collapsed, cut short."""
+    text = " ".join("".join(c if c.isprintable() or c.isspace() else ascii(c)[1:-1] for c in text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _workspace(client: Any, name: str, url: str) -> Any:
@@ -320,10 +411,14 @@ def _existing_datasets(client: Any, workspace: Any) -> dict[str, Any]:
     return {m.name: m for m in client.api.datasets.list(workspace_id=workspace.id)}
 
 
-def _load_dataset(client: Any, model: Any) -> Any:
+def _dataset_from_model(client: Any, model: Any) -> Any:
     from argilla import Dataset
 
-    ds = Dataset.from_model(model=model, client=client)
+    return Dataset.from_model(model=model, client=client)
+
+
+def _load_dataset(client: Any, model: Any) -> Any:
+    ds = _dataset_from_model(client, model)
     with _quiet():
         return ds.get()
 
@@ -462,9 +557,9 @@ def _check_rating_scale(name: str, opts: tuple[int, ...]) -> None:
         )
 
 
-def _record_for(t: _TaskRow, spec: DatasetSpec) -> Any:
-    import argilla as rg
-
+def _payload_for(t: _TaskRow, spec: DatasetSpec) -> RecordPayload:
+    """The record for a task: fields, metadata and its suggestion in the shape Argilla takes for
+    the dataset's main question (a ranking: a list of values and one score per value)."""
     if spec.chat_prompt:
         prompt: Any = t.messages or [{"role": "user", "content": t.prompt_text}]
     elif t.messages and len(t.messages) > 1:
@@ -472,38 +567,44 @@ def _record_for(t: _TaskRow, spec: DatasetSpec) -> Any:
     else:
         prompt = t.prompt_text
     fields = {"prompt": prompt, **dict(zip(spec.candidate_fields, t.texts, strict=True))}
-    suggestions = []
+    hints = []
     if t.kind == "edit":
         if t.texts[0].strip():  # the prefill; an empty output has nothing to prefill
-            suggestions.append(rg.Suggestion(
-                Q_CORRECTED, t.texts[0], agent=t.models[0] or "original output", type="model",
-            ))
+            hints.append(Hint(Q_CORRECTED, t.texts[0], None, agent_name(t.models[0], "original output")))
     elif t.judge is not None:
         value = _judge_value(t, spec)
         if value is not None:
-            score = t.judge["confidence"]
-            suggestions.append(rg.Suggestion(
-                MAIN_QUESTION[t.kind], value, score=float(score) if score is not None else None,
-                agent=t.judge["agent"], type="model",
+            hints.append(Hint(
+                MAIN_QUESTION[t.kind], value, suggestion_score(t.judge["confidence"], value), agent_name(t.judge["agent"], "judge"),
             ))
-    metadata = {"task_id": t.task_id, "generation_ids": t.generation_ids}
+    metadata: dict[str, Any] = {"task_id": t.task_id, "generation_ids": t.generation_ids}
     if t.round_number is not None:
         metadata["round"] = t.round_number
-    return rg.Record(id=f"{EXTERNAL_ID_PREFIX}{t.task_id}", fields=fields, metadata=metadata, suggestions=suggestions)
+    return RecordPayload(id=f"{EXTERNAL_ID_PREFIX}{t.task_id}", fields=fields, metadata=metadata, hints=hints)
 
 
 def _judge_value(t: _TaskRow, spec: DatasetSpec) -> Any:
     """A judge's stored answer as the value of the dataset's main question (None: not showable)."""
     v = t.judge["value"] if t.judge else {}
+    gids = t.generation_ids
     if t.kind == "compare" and "choice" in v:
         if v["choice"] == TIE:
             return TIE if TIE in spec.question_options else None
-        return LABEL_A if int(v["choice"]) == t.generation_ids[0] else LABEL_B
+        choice = _as_int(v["choice"])
+        return {gids[0]: LABEL_A, gids[1]: LABEL_B}.get(choice) if choice is not None else None
     if t.kind == "rate" and "rating" in v:
-        return int(v["rating"]) if int(v["rating"]) in spec.question_options else None
-    if t.kind == "rank" and "ranking" in v:
-        return [spec.candidate_fields[t.generation_ids.index(int(g))] for g in v["ranking"]]
+        rating = _as_int(v["rating"])
+        return rating if rating in spec.question_options else None
+    if t.kind == "rank" and isinstance(v.get("ranking"), list):
+        order = [_as_int(g) for g in v["ranking"]]
+        if sorted(order, key=str) != sorted(gids, key=str):  # only a complete ranking of this task's outputs
+            return None
+        return [spec.candidate_fields[gids.index(g)] for g in order]  # type: ignore[arg-type]
     return None
+
+
+def _as_int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
 def _round_number(project: Project, round_id: int | None) -> int | None:
@@ -538,41 +639,54 @@ def push(project: Project, *, round_id: int | None = None) -> PushReport:
 
     client = connect(cfg.argilla)
     url = cfg.argilla.api_url.rstrip("/")
-    with _talking_to(url):
-        return _push(client, url, cfg, groups, options)
+    writing = _Writing()
+    with _talking_to(url, writing):
+        return _push(client, url, cfg, groups, options, writing)
 
 
-def _push(client: Any, url: str, cfg: Any, groups: dict[str, list[_TaskRow]], options: dict[str, tuple[Any, ...]]) -> PushReport:
+@dataclass
+class _Plan:
+    """One dataset of a push: its settings, the dataset if it exists, the records to add."""
+
+    spec: DatasetSpec
+    existing: Any | None  # the published dataset, or None when it is to be created
+    draft: Any | None  # an unpublished dataset of this name (an interrupted create): replaced
+    payloads: list[RecordPayload]
+    n_tasks: int
+
+
+def _push(
+    client: Any, url: str, cfg: Any, groups: dict[str, list[_TaskRow]], options: dict[str, tuple[Any, ...]], writing: _Writing
+) -> PushReport:
     ws = _workspace(client, cfg.argilla.workspace, url)
     report = PushReport(url=url, workspace=ws.name)
     existing_models = _existing_datasets(client, ws)
 
-    # 1. plan and check everything before writing anything
-    plans: list[tuple[DatasetSpec, Any | None, list[_TaskRow]]] = []
+    # 1. plan, build and check every record before writing anything
+    plans: list[_Plan] = []
     problems: list[str] = []
+    bad_records: list[str] = []
     for name in sorted(groups):
         rows = groups[name]
-        first = rows[0]
-        existing = _load_dataset(client, existing_models[name]) if name in existing_models else None
-        # A chat field when some prompt is a conversation; an existing dataset keeps its own choice.
-        chat = any(r.messages for r in rows)
-        if existing is not None:
-            types = {f.name: f.type for f in existing.settings.fields}
-            chat = types.get("prompt", "chat" if chat else "text") == "chat"
-        spec = DatasetSpec(
-            name=name,
-            kind=first.kind,
-            round_number=first.round_number,
-            candidate_fields=_candidate_fields(first.kind, len(first.generation_ids)),
-            question_options=options[name],
-            min_submitted=max(r.overlap for r in rows) if existing is None else _existing_k(existing, rows),
-            chat_prompt=chat,
-        )
+        model = existing_models.get(name)
+        # A dataset that was never published is what an interrupted create leaves (Argilla creates
+        # a draft, then its fields, questions and metadata, then publishes): it is created again.
+        draft = model if model is not None and getattr(model, "status", "ready") != "ready" else None
+        if draft is not None and _has_responses(client, draft):
+            problems.append(f"{name}: an unpublished dataset whose records have responses")
+        existing = _load_dataset(client, model) if model is not None and draft is None else None
+        spec = _spec_for(name, rows, options[name], existing)
         if existing is not None:
             diffs = settings_differences(spec, existing)
             if diffs:
                 problems.append(f"{name}: " + "; ".join(diffs))
-        plans.append((spec, existing, rows))
+                continue
+        present = {m.external_id for m in _iter_record_models(client, existing.id, with_responses=False)} if existing else set()
+        payloads = [_payload_for(r, spec) for r in rows if f"{EXTERNAL_ID_PREFIX}{r.task_id}" not in present]
+        field_types = {f: ("chat" if spec.chat_prompt and f == "prompt" else "text") for f in spec.fields()}
+        for p in payloads:
+            bad_records.extend(f"{name} record {p.id}: {why}" for why in record_problems(p, field_types, spec.questions()))
+        plans.append(_Plan(spec, existing, draft, payloads, len(rows)))
     if problems:
         raise ArgillaBridgeError(
             "Argilla dataset(s) exist with settings that differ from what prefloop expects, and Argilla settings "
@@ -580,27 +694,56 @@ def _push(client: Any, url: str, cfg: Any, groups: dict[str, list[_TaskRow]], op
             hint="set a new argilla.dataset_prefix in prefloop.yaml to push into fresh datasets, or delete the listed "
             "dataset(s) in Argilla (pull first: their responses go with them) and push again",
         )
+    if bad_records:
+        shown = bad_records[:20] + ([f"… and {len(bad_records) - 20} more"] if len(bad_records) > 20 else [])
+        raise ArgillaBridgeError(
+            f"Argilla would refuse {len(bad_records)} value(s); nothing was written:\n  " + "\n  ".join(shown),
+            hint="a new dataset shows prompts that cannot be a chat as plain text: set a new argilla.dataset_prefix "
+            "in prefloop.yaml and push again",
+        )
 
-    # 2. create what is missing, then log only the new records
-    for spec, existing, rows in plans:
-        created = existing is None
-        if created:
-            ds = _create_dataset(client, ws, spec, cfg.annotation.guidelines)
-            present: set[str] = set()
-        else:
-            ds = existing
-            if cfg.annotation.guidelines.strip() and ds.settings.guidelines != cfg.annotation.guidelines:
-                ds.settings.guidelines = cfg.annotation.guidelines
-                with _quiet():
-                    ds.update()  # guidelines are the one setting Argilla lets change
-            present = {m.external_id for m in _iter_record_models(client, ds.id, with_responses=False)}
-        new = [r for r in rows if f"{EXTERNAL_ID_PREFIX}{r.task_id}" not in present]
-        for i in range(0, len(new), _LOG_BATCH):
-            batch = [_record_for(r, spec) for r in new[i : i + _LOG_BATCH]]
+    # 2. replace interrupted drafts, create what is missing, then log only the new records
+    for plan in plans:
+        writing.dataset, writing.batch = plan.spec.name, []
+        if plan.draft is not None:
+            _dataset_from_model(client, plan.draft).delete()
+        ds = plan.existing
+        if ds is None:
+            ds = _create_dataset(client, ws, plan.spec, cfg.annotation.guidelines)
+        elif cfg.annotation.guidelines.strip() and ds.settings.guidelines != cfg.annotation.guidelines:
+            ds.settings.guidelines = cfg.annotation.guidelines
             with _quiet():
-                ds.records.log(batch, batch_size=len(batch))
-        report.datasets.append(DatasetPush(spec.name, created, len(new), len(rows) - len(new)))
+                ds.update()  # guidelines are the one setting Argilla lets change
+        for i in range(0, len(plan.payloads), _LOG_BATCH):
+            writing.batch = plan.payloads[i : i + _LOG_BATCH]
+            with _quiet():
+                ds.records.log([p.to_argilla() for p in writing.batch], batch_size=len(writing.batch))
+        report.datasets.append(DatasetPush(plan.spec.name, plan.existing is None, len(plan.payloads), plan.n_tasks - len(plan.payloads)))
+    writing.dataset, writing.batch = None, []
     return report
+
+
+def _spec_for(name: str, rows: list[_TaskRow], options: tuple[Any, ...], existing: Any | None) -> DatasetSpec:
+    first = rows[0]
+    if existing is not None:  # an existing dataset keeps its own prompt field type
+        chat = {f.name: f.type for f in existing.settings.fields}.get("prompt") == "chat"
+    else:  # a chat field when some prompt is a conversation and Argilla can show every one as such
+        chat = any(r.messages for r in rows) and all(chat_problem(r.messages) is None for r in rows if r.messages)
+    return DatasetSpec(
+        name=name,
+        kind=first.kind,
+        round_number=first.round_number,
+        candidate_fields=_candidate_fields(first.kind, len(first.generation_ids)),
+        question_options=options,
+        min_submitted=max(r.overlap for r in rows) if existing is None else _existing_k(existing, rows),
+        chat_prompt=chat,
+    )
+
+
+def _has_responses(client: Any, model: Any) -> bool:
+    ds = _load_dataset(client, model)
+    with _quiet():
+        return any(len(r.responses) > 0 for r in ds.records(with_suggestions=False, with_responses=True))
 
 
 def _existing_k(existing: Any, rows: list[_TaskRow]) -> int:
@@ -624,6 +767,8 @@ def _create_dataset(client: Any, workspace: Any, spec: DatasetSpec, guidelines: 
             hint="use the API key of an owner, or of an admin who is a member of that workspace",
         ) from None
     except ArgillaError as exc:
+        if isinstance(exc.__cause__, Exception):
+            raise exc.__cause__ from None  # publishing failed: the connection, or a setting Argilla refused
         raise ArgillaBridgeError(f"Argilla refused to create dataset {spec.name!r}: {exc}") from None
     return ds
 
@@ -654,6 +799,7 @@ class PullReport:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0  # discarded in Argilla → recorded as skips
+    withdrawn: int = 0  # submitted, then taken back to draft or deleted in Argilla → skips
     drafts: int = 0  # not imported
     new_annotators: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # responses that could not be imported, and why
@@ -689,8 +835,9 @@ def _argilla_value(kind: str, values: dict[str, Any], generation_ids: list[int],
     return {"text": main}
 
 
-def _fetch(project: Project, round_id: int | None) -> tuple[PullReport, list[_Item], dict[str, str]]:
-    """Every response in prefloop's datasets (of one round, or all) and the users who gave them."""
+def _fetch(project: Project, round_id: int | None) -> tuple[PullReport, list[_Item], dict[str, str], set[str]]:
+    """Every response in prefloop's datasets (of one round, or all), the users who gave them, and
+    the ids of every record listed."""
     cfg = project.config
     round_number = _round_number(project, round_id)
     client = connect(cfg.argilla)
@@ -699,10 +846,13 @@ def _fetch(project: Project, round_id: int | None) -> tuple[PullReport, list[_It
         return _fetch_all(client, url, cfg, round_id, round_number)
 
 
-def _fetch_all(client: Any, url: str, cfg: Any, round_id: int | None, round_number: int | None) -> tuple[PullReport, list[_Item], dict[str, str]]:
+def _fetch_all(
+    client: Any, url: str, cfg: Any, round_id: int | None, round_number: int | None
+) -> tuple[PullReport, list[_Item], dict[str, str], set[str]]:
     ws = _workspace(client, cfg.argilla.workspace, url)
     report = PullReport(url=url, workspace=ws.name)
     items: list[_Item] = []
+    listed: set[str] = set()
     for name, model in sorted(_existing_datasets(client, ws).items()):
         parsed = _parse_name(cfg.argilla.dataset_prefix, name)
         if parsed is None or (round_id is not None and parsed[0] != round_number):
@@ -711,6 +861,7 @@ def _fetch_all(client: Any, url: str, cfg: Any, round_id: int | None, round_numb
         kind = parsed[1]
         for rec in _iter_record_models(client, model.id, with_responses=True):
             report.records += 1
+            listed.add(str(rec.id))
             meta = {m.name: m.value for m in rec.metadata or []}
             task_id = meta.get("task_id")
             gids = meta.get("generation_ids")
@@ -725,7 +876,7 @@ def _fetch_all(client: Any, url: str, cfg: Any, round_id: int | None, round_numb
     usernames: dict[str, str] = {}
     for uid in sorted({i.user_id for i in items}):
         usernames[uid] = _username(client, uid)
-    return report, items, usernames
+    return report, items, usernames, listed
 
 
 def _username(client: Any, user_id: str) -> str:
@@ -740,8 +891,9 @@ def _username(client: Any, user_id: str) -> str:
 
 
 def pull(project: Project, *, round_id: int | None = None) -> PullReport:
-    """Import submitted (and discarded) Argilla responses as prefloop annotations; idempotent."""
-    report, items, usernames = _fetch(project, round_id)
+    """Import submitted (and discarded) Argilla responses as prefloop annotations, and withdraw
+    those whose response went back to draft or was deleted; idempotent."""
+    report, items, usernames, listed = _fetch(project, round_id)
     queue = project.queue
     relevant = [i for i in items if i.status in ("submitted", "discarded")]
     report.drafts = sum(1 for i in items if i.status == "draft")
@@ -805,7 +957,37 @@ def pull(project: Project, *, round_id: int | None = None) -> PullReport:
                 report.updated += 1
             else:
                 report.created += 1
+        report.withdrawn = _withdraw_retracted(
+            queue, s, {aid: uid for uid, aid in by_uid.items() if uid}, listed,
+            answered={(i.record_id, i.user_id) for i in relevant}, now={(i.record_id, i.user_id): i.status for i in items},
+        )
     return report
+
+
+def _withdraw_retracted(
+    queue: Any, s: Any, argilla_uid: dict[int, str], listed: set[str],
+    *, answered: set[tuple[str, str]], now: dict[tuple[str, str], str],
+) -> int:
+    """A submitted annotation whose Argilla response went back to draft, or was deleted, while its
+    record is still there, is withdrawn like a discarded one: it becomes a skip (the answer stays
+    in its history) and the task's slot opens again. Returns how many were withdrawn."""
+    if not argilla_uid:
+        return 0
+    submitted = list(s.scalars(select(Annotation).where(
+        Annotation.annotator_id.in_(list(argilla_uid)), Annotation.status == AnnotationStatus.SUBMITTED.value,
+    )))
+    withdrawn = 0
+    for a in submitted:
+        source = dict((a.meta or {}).get("argilla") or {})
+        key = (str(source.get("record_id")), argilla_uid[a.annotator_id])
+        if key[0] not in listed or key in answered:
+            continue  # a record of a dataset not pulled now (or deleted with its dataset), or still answered
+        source.update(response_status=now.get(key, "deleted"), withdrawn=True)
+        _, changed = queue.record(
+            a.annotator_id, a.task_id, None, status=AnnotationStatus.SKIPPED.value, meta={"argilla": source}, session=s,
+        )
+        withdrawn += changed
+    return withdrawn
 
 
 # ---------------------------------------------------------------------------------------------

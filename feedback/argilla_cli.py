@@ -51,7 +51,8 @@ def cmd_push(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path]
 
 @argilla_app.command("pull")
 def cmd_pull(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path] = ProjectOpt) -> None:
-    """Import submitted responses as annotations (discarded → skip; drafts wait). Safe to repeat."""
+    """Import submitted responses as annotations (discarded → skip; drafts wait; an answer taken back
+    to draft or deleted is withdrawn). Safe to repeat."""
     from .argilla_bridge import pull
 
     project = Project.find(project_dir)
@@ -73,6 +74,7 @@ def _print_pull(report) -> None:  # noqa: ANN001 - PullReport
         ("changed (history kept)", report.updated),
         ("unchanged", report.unchanged),
         ("discarded → skips", report.skipped),
+        ("withdrawn (back to draft or deleted) → skips", report.withdrawn),
         ("drafts (not imported)", report.drafts),
         ("not importable", len(report.problems)),
     ):

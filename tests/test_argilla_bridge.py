@@ -148,9 +148,9 @@ def task_of(record: dict) -> int:
     return int(record["external_id"].removeprefix(bridge.EXTERNAL_ID_PREFIX))
 
 
-def pushed_round(tmp_path: Path, server, owner, number: int, n: int = 2):  # noqa: ANN001, ANN201
+def pushed_round(tmp_path: Path, server, owner, number: int, n: int = 2, db_url: str | None = None):  # noqa: ANN001, ANN201
     """A project whose round ``number`` has ``n`` compare tasks (k=1), pushed: (project, round id, task ids, dataset)."""
-    project = make_project(tmp_path, server, queue__overlap=1)
+    project = make_project(tmp_path, server, db_url, queue__overlap=1)
     rid = add_round(project, number)
     tasks = [add_compare(project, rid, i)[0] for i in range(n)]
     bridge.push(project, round_id=rid)
@@ -569,3 +569,219 @@ def test_hf_token_goes_only_to_hugging_face_spaces(monkeypatch):
     assert bridge.space_headers("https://evil.hf.space.example.com") == {}
     monkeypatch.delenv("HF_TOKEN")
     assert bridge.space_headers("https://team-argilla.hf.space") == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 9 item 10: every kind's suggestions are accepted, pushes complete, drafts withdraw answers.
+def test_judge_suggestions_of_every_kind_are_accepted(tmp_path, db_url, argilla_server, owner, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project = make_project(tmp_path, argilla_server, db_url, queue__overlap=1)
+    rid = add_round(project, 4)
+    q = project.queue
+    # A judge name Argilla's agent pattern refuses, and a confidence outside its 0–1 score range.
+    odd = q.ensure_annotator("judge:gpt-4o (t=0) ✓", kind="judge")
+    calibrated = q.ensure_annotator("judge:panel", kind="judge")
+    tc, gc = add_compare(project, rid, 1)
+    with project.store.session() as s:
+        gk = q.add_generations("Sort: 3 1 2", ["1 2 3", "3 2 1", "2 1 3"], round_id=rid, session=s)
+        tk = q.add_task("rank", gk, round_id=rid, session=s)
+        gr = q.add_generations("Rate me", ["fine"], round_id=rid, session=s)
+        tr = q.add_task("rate", gr, round_id=rid, session=s)
+        ge = q.add_generations("Fix: teh cat", ["teh cat"], round_id=rid, model="org/model@rev 2 (beta)", session=s)
+        te = q.add_task("edit", ge, round_id=rid, session=s)
+    q.record(calibrated, tc, {"choice": gc[1]}, confidence=0.8)
+    q.record(calibrated, tk, {"ranking": [gk[0], gk[2], gk[1]]}, confidence=0.7)
+    q.record(odd, tr, {"rating": 4}, confidence=1.7)
+    q.record(odd, te, {"text": "the cat"}, confidence=0.9)
+
+    report = bridge.push(project, round_id=rid)
+    assert sorted((d.name.split("-", 1)[1], d.added) for d in report.datasets) == [
+        ("round-4-compare", 1), ("round-4-edit", 1), ("round-4-rank-3", 1), ("round-4-rate", 1),
+    ]
+
+    def suggestion(name: str, question: str):  # noqa: ANN202
+        (rec,) = list(dataset_of(owner, project, name).records(with_suggestions=True))
+        return rec.suggestions[question]
+
+    s = suggestion("round-4-compare", "preference")
+    assert (s.value, s.score, s.agent) == ("B", pytest.approx(0.8), "judge:panel")
+    s = suggestion("round-4-rank-3", "ranking")  # a list of values takes a list of scores
+    assert (s.value, s.score, s.agent) == (["response_1", "response_3", "response_2"], [pytest.approx(0.7)] * 3, "judge:panel")
+    s = suggestion("round-4-rate", "rating")  # 1.7 is not a score Argilla takes: the hint goes without one
+    assert (s.value, s.score) == (4, None)
+    assert s.agent.startswith("judge:gpt-4o") and "✓" not in s.agent and "(" not in s.agent
+    s = suggestion("round-4-edit", "corrected")  # the prefill is the output, by its model
+    assert s.value == "teh cat" and s.agent.startswith("org/model") and "@" not in s.agent
+
+
+def _record_ids(owner, project: Project, name: str) -> list[str]:  # noqa: ANN001
+    return [r.id for r in dataset_of(owner, project, name).records(with_suggestions=False, with_responses=False)]
+
+
+@pytest.mark.parametrize(("cut_at", "nth", "added"), [
+    ("records/bulk", 2, 3),  # the first dataset half filled, the second not created
+    ("records/bulk", 3, 2),  # the first dataset complete, the second created and empty
+    ("/questions", 3, 2),  # the second dataset created without its questions (a draft)
+    ("/publish", 2, 2),  # the second dataset with all its settings, never published (a draft)
+])
+def test_interrupted_push_is_completed_by_the_next_push(tmp_path, db_url, argilla_server, owner, monkeypatch, cut_at, nth, added):
+    """The connection dies in the middle of a push; the next push completes it, with no duplicates
+    and every dataset published (Argilla accepts records into a draft dataset that nobody can see)."""
+    import httpx
+
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    monkeypatch.setattr(bridge, "_LOG_BATCH", 2)  # compare: 2 writes (2 + 1 records); rate: 1 write
+    project = make_project(tmp_path, argilla_server, db_url, queue__overlap=1)
+    rid = add_round(project, 6)
+    compare = [add_compare(project, rid, i)[0] for i in range(3)]
+    with project.store.session() as s:
+        g = project.queue.add_generations("Rate me", ["ok", "fine"], round_id=rid, session=s)
+        rate = [project.queue.add_task("rate", [x], round_id=rid, session=s) for x in g]
+
+    send = httpx.Client.send
+    seen = {"n": 0, "down": False}
+
+    def flaky_send(self, request, **kw):  # noqa: ANN001, ANN202 - the network goes down at one request, for good
+        if cut_at in request.url.path and request.method in ("PUT", "POST"):
+            seen["n"] += 1
+            seen["down"] = seen["down"] or seen["n"] == nth
+        if seen["down"]:
+            raise httpx.ConnectError("connection lost (test)", request=request)
+        return send(self, request, **kw)
+
+    monkeypatch.setattr(httpx.Client, "send", flaky_send)
+    with pytest.raises(bridge.ArgillaBridgeError) as exc:
+        bridge.push(project, round_id=rid)
+    assert "Traceback" not in str(exc.value) and "safe to repeat" in (exc.value.hint or "")
+    monkeypatch.setattr(httpx.Client, "send", send)
+
+    report = bridge.push(project, round_id=rid)
+    assert sum(d.added + d.already_there for d in report.datasets) == 5
+    assert report.added == added
+    for name, tasks in (("round-6-compare", compare), ("round-6-rate", rate)):
+        ids = _record_ids(owner, project, name)
+        assert sorted(ids) == sorted(f"prefloop-task-{t}" for t in tasks), name
+    assert bridge.push(project, round_id=rid).added == 0
+    prefix = project.config.argilla.dataset_prefix
+    assert sorted((m.name, m.status) for m in owner.api.datasets.list() if m.name.startswith(prefix)) == [
+        (f"{prefix}-round-6-compare", "ready"), (f"{prefix}-round-6-rate", "ready"),
+    ]
+
+
+def test_push_checks_every_record_before_writing(tmp_path, db_url, argilla_server, owner, monkeypatch):
+    """A prompt Argilla's chat field cannot hold (a message over 20,000 characters, an empty one):
+    a new dataset shows prompts as text instead; an existing chat dataset refuses the push, which
+    names dataset, record and field and writes nothing anywhere."""
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project = make_project(tmp_path, argilla_server, db_url, queue__overlap=1)
+    rid = add_round(project, 8)
+    q = project.queue
+    add_compare(project, rid, 1, chat=True)
+    bridge.push(project, round_id=rid)  # a chat dataset now exists
+    long_chat = [{"role": "system", "content": ""}, {"role": "user", "content": "x" * 20_001}]
+    tid, _ = add_compare(project, rid, 2)
+    with project.store.session() as s:
+        g = q.add_generations(long_chat, ["a", "b"], round_id=rid, session=s)
+        bad = q.add_task("compare", g, round_id=rid, session=s)
+        gr = q.add_generations(long_chat, ["ok"], round_id=rid, session=s)
+        rate = q.add_task("rate", gr, round_id=rid, session=s)
+    before = _prefix_datasets(owner, project)
+
+    with pytest.raises(bridge.ArgillaBridgeError) as exc:
+        bridge.push(project, round_id=rid)
+    msg = exc.value.message
+    name = f"{project.config.argilla.dataset_prefix}-round-8-compare"
+    assert name in msg and f"prefloop-task-{bad}" in msg and "prompt" in msg and "20000" in msg
+    assert _prefix_datasets(owner, project) == before  # the rate dataset was not created
+    assert len(_record_ids(owner, project, "round-8-compare")) == 1  # the good new task was not sent either
+
+    with project.store.session() as s:  # without the bad task, the push goes through
+        s.get(Task, bad).status = "cancelled"
+    report = bridge.push(project, round_id=rid)
+    assert sorted((d.name.split("-", 1)[1], d.added) for d in report.datasets) == [("round-8-compare", 1), ("round-8-rate", 1)]
+    ds_rate = dataset_of(owner, project, "round-8-rate")
+    assert {f.name: f.type for f in ds_rate.settings.fields}["prompt"] == "text"  # shown as text, in full
+    (rec,) = list(ds_rate.records)
+    assert rec.fields["prompt"].endswith("x" * 20_001) and "[system]" in rec.fields["prompt"]
+    assert tid and rate
+
+
+def test_payload_refusal_names_dataset_record_and_field_not_the_key(tmp_path, db_url, argilla_server, owner, monkeypatch):
+    """A hand-made dataset with prefloop's name bounds the round metadata: Argilla answers 422,
+    and prefloop says which record and field, without blaming the API key."""
+    import argilla as rg
+
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project = make_project(tmp_path, argilla_server, db_url, queue__overlap=1)
+    rid = add_round(project, 5)
+    tid, _ = add_compare(project, rid, 1)
+    spec = bridge.DatasetSpec(
+        name=f"{project.config.argilla.dataset_prefix}-round-5-compare", kind="compare", round_number=5,
+        candidate_fields=("response_a", "response_b"), question_options=("A", "B", "tie"), min_submitted=1, chat_prompt=False,
+    )
+    settings = bridge.build_settings(spec, project.config.annotation.guidelines)
+    settings.metadata = [rg.IntegerMetadataProperty("round", min=1, max=3)]
+    rg.Dataset(name=spec.name, workspace=argilla_server.workspace, settings=settings, client=owner).create()
+
+    with pytest.raises(bridge.ArgillaBridgeError) as exc:
+        bridge.push(project, round_id=rid)
+    text = f"{exc.value.message} {exc.value.hint}"
+    assert "HTTP 422" in text and spec.name in text and f"prefloop-task-{tid}" in text and "round" in text
+    assert "key" not in text.lower() and "owner" not in text.lower()
+
+
+def test_response_moved_back_to_draft_or_deleted_is_withdrawn(tmp_path, db_url, argilla_server, owner, annotators, monkeypatch):
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
+    project, rid, tasks, ds = pushed_round(tmp_path, argilla_server, owner, 9, db_url=db_url)
+    alice, bob = annotators["alice"], annotators["bob"]
+    ra, rb = sorted(queue_of(alice, ds.id), key=task_of)
+    answer(alice, ra["id"], {"preference": "A", "comment": "short and right"})
+    answer(bob, rb["id"], {"preference": "B"})
+    first = bridge.pull(project, round_id=rid)
+    assert (first.created, first.withdrawn) == (2, 0) and bridge.tasks_short_of_labels(project, rid) == []
+    a_value = ann(project, tasks[0], "argilla:alice").value
+
+    def my_response(client, record_id: str) -> dict:  # noqa: ANN001
+        (rec,) = [r for r in queue_of(client, ds.id, status="submitted") if r["id"] == record_id]
+        (resp,) = [x for x in rec["responses"] if x["user_id"] == str(client.me.id)]
+        return resp
+
+    # alice takes her answer back to draft (the UI's "save as draft" on a submitted record); bob deletes his
+    r = alice.http_client.put(
+        f"/api/v1/responses/{my_response(alice, ra['id'])['id']}", json={"values": {"preference": {"value": "A"}}, "status": "draft"}
+    )
+    assert r.status_code == 200, r.text
+    r = bob.http_client.delete(f"/api/v1/responses/{my_response(bob, rb['id'])['id']}")
+    assert r.status_code == 200, r.text
+
+    second = bridge.pull(project, round_id=rid)
+    assert (second.withdrawn, second.created, second.updated) == (2, 0, 0)
+    for tid, who in ((tasks[0], "alice"), (tasks[1], "bob")):
+        a = ann(project, tid, f"argilla:{who}")
+        assert a.status == "skipped" and a.value == {} and a.meta["argilla"]["withdrawn"] is True
+        assert a.history[-1]["status"] == "submitted" and a.history[-1]["value"]
+    assert ann(project, tasks[0], "argilla:alice").history[-1]["rationale"] == "short and right"
+    assert bridge.tasks_short_of_labels(project, rid) == tasks  # both slots are open again
+    with project.store.session() as s:
+        assert [(s.get(Task, t).status, s.get(Task, t).n_done) for t in tasks] == [("open", 0), ("open", 0)]
+
+    again = bridge.pull(project, round_id=rid)  # idempotent
+    assert (again.withdrawn, again.created, again.updated) == (0, 0, 0)
+    assert len(ann(project, tasks[0], "argilla:alice").history) == 1
+
+    # alice submits again, now choosing B: the annotation counts again, both earlier states in its history
+    r = alice.http_client.put(
+        f"/api/v1/responses/{_draft_response_id(alice, ds.id, ra['id'])}", json={"values": {"preference": {"value": "B"}}, "status": "submitted"}
+    )
+    assert r.status_code == 200, r.text
+    third = bridge.pull(project, round_id=rid)
+    assert (third.updated, third.withdrawn) == (1, 0)
+    a = ann(project, tasks[0], "argilla:alice")
+    assert a.status == "submitted" and a.value != a_value and [h["status"] for h in a.history] == ["submitted", "skipped"]
+    assert bridge.tasks_short_of_labels(project, rid) == [tasks[1]]
+
+
+def _draft_response_id(client, dataset_id, record_id: str) -> str:  # noqa: ANN001
+    (rec,) = [r for r in queue_of(client, dataset_id, status="draft") if r["id"] == record_id]
+    (resp,) = [x for x in rec["responses"] if x["user_id"] == str(client.me.id)]
+    return resp["id"]
