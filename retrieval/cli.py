@@ -159,5 +159,26 @@ def kb_eval(
     console.print(table)
 
 
+@kb_app.command("delete")
+def kb_delete(
+    name: str = typer.Argument(..., help="The knowledge base to delete, with its documents and chunks."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    project_dir: Path | None = ProjectOpt,
+) -> None:
+    """Delete a knowledge base with its documents, chunks and index files."""
+    from .display import visible
+    from .indexes import drop_indexes
+    from .kb import delete_kb, kb_info
+
+    project = _project(project_dir)
+    info = kb_info(project.store, name)
+    if not yes and not typer.confirm(f"delete knowledge base {name!r} ({info.documents} documents, {info.chunks} chunks)?"):
+        raise typer.Exit(1)
+    delete_kb(project.store, name)
+    drop_indexes(index_dir(project), info.id)
+    msg = visible(f"deleted knowledge base {name!r}: {info.documents} document(s), {info.chunks} chunk(s)")
+    console.print(msg)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(kb_app, name="kb")

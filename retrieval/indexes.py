@@ -107,3 +107,12 @@ def _remove_stale(current: Path, kb: KbInfo) -> None:
             shutil.rmtree(p, ignore_errors=True)
         elif p.suffix == ".lock":
             p.unlink(missing_ok=True)
+
+
+def drop_indexes(root: Path, kb_id: int) -> None:
+    """Remove every index folder of knowledge base ``kb_id`` under ``root`` (after deleting it)."""
+    for p in Path(root).glob(f"*/kb{kb_id}-*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

@@ -257,7 +257,8 @@ def _apply(
             for r in unchanged:
                 stale_ids.append(existing[r.key][0])
                 rewrite.append((existing[r.key][0], r.text, spans[r.key]))
-            others = [doc_id for key, (doc_id, _) in existing.items() if key not in imported and doc_id not in set(gone)]
+            gone_ids = set(gone)
+            others = [doc_id for key, (doc_id, _) in existing.items() if key not in imported and doc_id not in gone_ids]
             for ids in _batches(others):
                 for doc_id, text in s.execute(select(KbDocument.id, KbDocument.text).where(KbDocument.id.in_(ids))):
                     stale_ids.append(doc_id)

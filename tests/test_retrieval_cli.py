@@ -72,3 +72,10 @@ def test_bad_input_is_one_line_and_changes_nothing(project):
     proc = run("kb", "search", "x", "--kb", "nope", cwd=root, env_extra=env, check=False)
     assert proc.returncode == 1 and "no knowledge base named 'nope'" in proc.stderr
     assert run("kb", "list", cwd=root, env_extra=env).stdout == before
+    run("kb", "search", "refunds", cwd=root, env_extra=env)
+    indexes = list((root / ".prefloop" / "index").glob("*/kb*"))
+    assert bool(indexes) == env["PREFLOOP_DATABASE_URL"].startswith("sqlite")  # bm25 files on SQLite only
+    out = run("kb", "delete", "default", "--yes", cwd=root, env_extra=env).stdout
+    assert "deleted knowledge base 'default': 2 document(s), 2 chunk(s)" in out
+    assert "no knowledge bases yet" in run("kb", "list", cwd=root, env_extra=env).stdout
+    assert not list((root / ".prefloop" / "index").glob("*/kb*"))
