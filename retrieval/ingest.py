@@ -220,7 +220,7 @@ def import_kb(
         if not spans[rec.key]:
             raise DataError(f"{rec.where}: field 'text' has no {chunking.unit} to index")
     try:
-        return _apply(store, kb, records, spans, chunking, current, prune, tokenizer)
+        return _apply(store, kb, records, spans, chunking, prune, tokenizer)
     except IntegrityError:
         raise DataError(
             f"knowledge base {kb!r} was changed by another import at the same time; nothing was imported",
@@ -230,12 +230,17 @@ def import_kb(
 
 def _apply(
     store: Store, kb: str, records: list[DocumentRecord], spans: dict[str, list[Span]], chunking: Chunking,
-    current: Chunking | None, prune: bool, tokenizer: Any,
+    prune: bool, tokenizer: Any,
 ) -> KbImportResult:
+    current: Chunking | None = None
     chunking_json = chunking.model_dump(mode="json")
     with store.session() as s:
-        kb_row = s.scalars(select(KnowledgeBase).where(KnowledgeBase.name == kb)).first()
-        if kb_row is None:
+        # One import of a knowledge base at a time: on PostgreSQL a second one waits here and then
+        # reads the first one's result (SQLite's BEGIN IMMEDIATE already serialises writers).
+        kb_row = s.scalars(select(KnowledgeBase).where(KnowledgeBase.name == kb).with_for_update()).first()
+        if kb_row is not None:
+            current = Chunking.model_validate(kb_row.chunking)
+        else:
             kb_row = KnowledgeBase(name=kb, chunking=chunking_json, content_hash="", revision=uuid.uuid4().hex, meta={})
             s.add(kb_row)
             s.flush()

@@ -244,3 +244,41 @@ def test_token_windows_follow_the_tokenizer():
 def test_bad_chunking_is_refused(fields, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Chunking(**fields)
+
+
+def test_concurrent_import_waits_for_the_other_and_leaves_no_stale_chunks(store, folder):
+    """PostgreSQL (READ COMMITTED): an import that runs while another transaction rewrites the
+    same document must not keep that transaction's chunks beside its own."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE); the race exists on PostgreSQL only")
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    import_kb(store, folder)
+    (folder / "refunds.md").write_text("# Refunds\nRefunds are paid within 30 days.\n")
+    with store.engine.connect() as other:
+        tx = other.begin()
+        # another import in flight: it holds the knowledge base and has rewritten refunds.md
+        other.execute(text("SELECT id FROM knowledge_bases WHERE name = 'default' FOR UPDATE"))
+        doc_id = other.execute(text("SELECT id FROM kb_documents WHERE key = 'policies/refunds.md'")).scalar()
+        other.execute(text("UPDATE kb_documents SET content_hash = 'x', text = 'other' WHERE id = :d"), {"d": doc_id})
+        other.execute(text("DELETE FROM kb_chunks WHERE document_id = :d"), {"d": doc_id})
+        other.execute(text("INSERT INTO kb_chunks (kb_id, document_id, position, char_start, char_end, n_units, text, content_hash) "
+                           "SELECT kb_id, id, 0, 0, 5, 1, 'other', 'x' FROM kb_documents WHERE id = :d"), {"d": doc_id})
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(r=import_kb(store, folder)))
+        worker.start()
+        deadline = time.monotonic() + 60
+        with store.engine.connect() as probe:  # wait until the import blocks on the other transaction
+            while not probe.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND datname = current_database() AND (query ILIKE '%knowledge_bases%' OR query ILIKE '%kb_chunks%')")).scalar():
+                assert time.monotonic() < deadline, "the import never waited for the other transaction"
+                assert worker.is_alive(), "the import finished without waiting for the other transaction"
+                probe.rollback()
+        tx.commit()
+    worker.join(timeout=120)
+    assert result["r"].changed == 1
+    refunds = [row for row in chunks(store) if row[0] == "policies/refunds.md"]
+    assert [row[3] for row in refunds] == ["# Refunds\nRefunds are paid within 30 days."]
