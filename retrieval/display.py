@@ -31,9 +31,9 @@ def visible(text: str, *, max_chars: int | None = None, one_line: bool = True) -
     (``one_line``), cut to ``max_chars`` characters with "…"."""
     if one_line:
         text = _WHITESPACE.sub(" ", text).strip()
-    cut = max_chars is not None and len(text) > max_chars
-    if cut:
-        text = text[: max_chars - 1]
+    cut = False
+    if max_chars is not None and len(text) > max_chars:
+        text, cut = text[: max_chars - 1], True
     out = Text()
     plain: list[str] = []
     for ch in text:

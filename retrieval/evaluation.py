@@ -98,7 +98,7 @@ def score_results(queries: list[LabelledQuery], results: list[list[Passage]]) ->
         first = 0
         for rank, p in enumerate(passages, 1):
             if is_hit(p, q.relevant):
-                found |= {p.document_key, p.source} & q.relevant
+                found |= {label for label in (p.document_key, p.source) if label in q.relevant}
                 first = first or rank
         recall += len(found) / len(q.relevant)  # labels satisfied by at least one passage
         mrr += 1.0 / first if first else 0.0
