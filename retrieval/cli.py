@@ -30,7 +30,9 @@ def index_dir(project) -> Path:
 def open_retriever(project, name: str, kb: str):
     from .retrievers import build_retriever
 
-    return build_retriever(name, project.store, kb, index_dir=index_dir(project), dense_model=project.config.rag.dense_model)
+    # Building a missing or stale index (or loading the dense model) can take a while: say so on stderr.
+    with Console(stderr=True).status(f"opening the {name} retriever (an index is built if the knowledge base changed)…"):
+        return build_retriever(name, project.store, kb, index_dir=index_dir(project), dense_model=project.config.rag.dense_model)
 
 
 @kb_app.command("import")
