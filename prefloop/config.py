@@ -27,6 +27,7 @@ from prefloop.feedback.config import (
     StoreConfig,
 )
 from prefloop.judges.config import JudgesConfig
+from prefloop.retrieval.config import RagConfig
 from prefloop.strict import StrictModel
 from prefloop.training.config import TrainingConfig
 
@@ -50,6 +51,7 @@ class ProjectConfig(StrictModel):
     training: TrainingConfig = TrainingConfig()
     server: ServerConfig = ServerConfig()
     argilla: ArgillaConfig = ArgillaConfig()
+    rag: RagConfig = RagConfig()
 
     def fingerprint(self) -> str:
         """A stable hash of the settings (recorded on each round)."""

@@ -30,7 +30,9 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
     assert {t for t in tops if not t.endswith(".dist-info")} == {"prefloop"}
     for needed in ("prefloop/feedback/queue.py", "prefloop/judges/__init__.py", "prefloop/training/models.py",
                    "prefloop/configs/default.yaml", "prefloop/feedback/migrations/versions/0001_initial_schema.py",
-                   "prefloop/feedback/migrations/env.py"):
+                   "prefloop/feedback/migrations/env.py", "prefloop/retrieval/bm25.py",
+                   "prefloop/feedback/migrations/versions/0004_knowledge_base.py", "prefloop/configs/data/support_kb/refunds.md",
+                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl"):
         assert needed in names
 
 
@@ -53,5 +55,5 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(wheel, tmp_path):
     init = subprocess.run([str(env_dir / "bin" / "prefloop"), "init", "p"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "p" / "prefloop.db").exists()
-    for generic in ("feedback", "training", "judges", "configs"):
+    for generic in ("feedback", "training", "judges", "configs", "retrieval"):
         assert not Path(site, generic).exists()
