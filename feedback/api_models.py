@@ -5,7 +5,7 @@ names the field rather than a crash further in:
 
 - every string (and every string inside a JSON answer) follows the project's text policy
   (:mod:`prefloop.text`: valid Unicode, no NUL), so nothing accepted can break an export;
-- every number is finite, and every id fits the databases' signed 64-bit integers;
+- every number is finite, and every id fits the id columns of both databases (below 2^31);
 - unknown keys are refused.
 
 Answers are typed too (the admin statistics included), so the OpenAPI document at
@@ -19,13 +19,14 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from prefloop.errors import DataError
 from prefloop.text import check_json, text_problem
 
-#: the largest id either database can store (SQLite and PostgreSQL bigint are signed 64-bit).
-DB_INT_MAX = 2**63 - 1
+#: the largest id the API takes: ids are ``integer`` columns, 32-bit on PostgreSQL (SQLAlchemy
+#: binds them as ``::INTEGER``, so a larger number is an error there, and SQLite overflows at 2^63).
+MAX_ID = 2**31 - 1
 TaskKindName = Literal["rate", "compare", "rank", "edit"]
 
 
@@ -43,12 +44,39 @@ def _storable_json(value: Any) -> Any:
         raise ValueError(exc.message) from None
 
 
+#: what the schema says of every accepted string (lone surrogates are refused too, but a JSON
+#: Schema pattern cannot name them portably).
+NO_NUL_PATTERN = "^[^\\x00]*$"
 #: text the store can hold on both databases and every export can encode.
-SafeText = Annotated[str, AfterValidator(_storable_text)]
-#: a JSON object whose strings are storable and whose numbers are finite.
-SafeJson = Annotated[dict[str, Any], AfterValidator(_storable_json)]
-TaskIdPath = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="a task id")]
-RoundIdQuery = Annotated[int | None, Query(ge=1, le=DB_INT_MAX, description="only this round (its id)")]
+SafeText = Annotated[str, AfterValidator(_storable_text), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
+
+
+def _answer(key: str, schema: dict[str, Any], title: str) -> dict[str, Any]:
+    return {"type": "object", "title": title, "properties": {key: schema}, "required": [key],
+            "additionalProperties": False}
+
+
+#: the four answer shapes; which one a task takes (and which ids, which scale) depends on the task.
+ANSWER_SCHEMA = {"anyOf": [
+    _answer("rating", {"type": "number", "description": "an integer on the task's scale"}, "rate"),
+    _answer("choice", {"anyOf": [{"type": "integer"}, {"const": "tie"}], "description": "a shown generation_id"},
+            "compare"),
+    _answer("ranking", {"type": "array", "items": {"type": "integer"}, "description": "generation_ids, best first"},
+            "rank"),
+    _answer("text", {"type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN}, "edit"),
+]}
+#: an answer: a JSON object whose strings are storable and whose numbers are finite.
+SafeJson = Annotated[dict[str, Any], AfterValidator(_storable_json), WithJsonSchema(ANSWER_SCHEMA)]
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+#: a moment sent to clients: the store keeps naive UTC, the API says so (``…+00:00``).
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_utc)]
+TaskIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="a task id")]
+RoundIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description="only this round (its id)")]
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -112,7 +140,7 @@ class TaskOut(BaseModel):
     candidates: list[CandidateOut] = Field(description="in display order (randomised per annotator)")
     scale: list[int] | None = Field(None, description="[low, high] for rate tasks")
     allow_tie: bool
-    lease_expires_at: dt.datetime
+    lease_expires_at: UtcDateTime
     suggestions: list[SuggestionOut] | None = Field(
         None, description="judge verdicts, only when annotation.show_judge_suggestions is on"
     )
@@ -120,7 +148,7 @@ class TaskOut(BaseModel):
 
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    round_id: int | None = Field(None, ge=1, le=DB_INT_MAX)
+    round_id: int | None = Field(None, ge=1, le=MAX_ID)
     kinds: list[TaskKindName] | None = None
 
 
@@ -197,7 +225,7 @@ class AnnotatorThroughputOut(BaseModel):
 
 
 class ThroughputOut(BaseModel):
-    hours: list[dt.datetime] = Field(description="the start of each hour (UTC), oldest first")
+    hours: list[UtcDateTime] = Field(description="the start of each hour (UTC), oldest first")
     annotators: list[AnnotatorThroughputOut]
 
 

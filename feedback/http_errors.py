@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException
 
 #: seconds a client should wait before retrying when the database was busy.
 BUSY_RETRY_AFTER_S = 1
+#: what FastAPI raises (400) for a body it cannot even decode; answered as the 422 it is.
+FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
 #: PostgreSQL error classes that mean "not now" rather than "never": connection exception (08),
 #: transaction rollback (40: serialization failure, deadlock), insufficient resources (53),
 #: lock not available (55), operator intervention (57: canceled, shutting down).
@@ -93,6 +95,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_UNPARSABLE_BODY:  # e.g. not UTF-8
+            problem = {"loc": ["body"], "msg": "the body is not valid JSON in UTF-8"}
+            return JSONResponse(invalid_request([problem]), status_code=422)
         body = error_body(str(exc.detail), "see /api/openapi.json for the API's paths and methods")
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 

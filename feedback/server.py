@@ -32,7 +32,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Form, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -217,6 +218,25 @@ def _status_for(exc: PrefloopError) -> int:
     return 400
 
 
+def _query_names(dependant: Any) -> set[str]:
+    names = {f.alias for f in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _no_unknown_query_parameters(request: Request) -> None:
+    """Refuse a query parameter the operation does not declare, as bodies refuse unknown keys:
+    a misspelt ``round_id`` must not silently mean "all rounds"."""
+    route = request.scope.get("route")
+    known = _query_names(route.dependant) if route is not None else set()
+    unknown = sorted(k for k in request.query_params if k not in known)
+    if unknown:
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": ("query", k), "msg": "unknown query parameter"} for k in unknown]
+        )
+
+
 def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -375,7 +395,11 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
             headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
-        return JSONResponse(http_errors.error_body(exc.message, exc.hint), status_code=code, headers=headers)
+        extra = {}
+        if isinstance(exc, InvalidAnswer):  # the answer does not fit its task
+            extra["fields"] = [{"loc": ["body", "value"], "msg": http_errors.printable(exc.message, 500)}]
+        body = http_errors.error_body(exc.message, exc.hint, **extra)
+        return JSONResponse(body, status_code=code, headers=headers)
 
     bearer = HTTPBearer(auto_error=False, description="a token from `prefloop annotators add NAME`")
 
@@ -467,13 +491,14 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
         return render("admin.html", principal=principal, csrf=csrf, **dashboard_context(st.store, st.queue))
 
     # -------------------------------------------------------------- annotator API
+    api = APIRouter(dependencies=[Depends(_no_unknown_query_parameters)])
     # Every operation can meet a bad token (401), a cookie without its CSRF token on a write or a
     # non-admin on admin data (403), an oversized body (413), an invalid field (422), a sign-in
     # flood (429) and a busy database (503).
     common = (401, 403, 413, 422, 429, 503)
     task_refusals = error_responses(*common, 404, 409)
 
-    @app.get("/api/me", response_model=MeOut, tags=["annotator"], responses=error_responses(*common))
+    @api.get("/api/me", response_model=MeOut, tags=["annotator"], responses=error_responses(*common))
     def api_me(principal: Principal = Depends(me)) -> MeOut:
         """Who the token belongs to, and the guidelines to show."""
         return MeOut(
@@ -481,12 +506,12 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
             show_judge_suggestions=config.annotation.show_judge_suggestions,
         )
 
-    @app.get("/api/me/progress", response_model=ProgressOut, tags=["annotator"], responses=error_responses(*common))
+    @api.get("/api/me/progress", response_model=ProgressOut, tags=["annotator"], responses=error_responses(*common))
     def api_progress(round_id: RoundIdQuery = None, principal: Principal = Depends(me)) -> ProgressOut:
         """Your own counts: answered, skipped, still available to you, and your current streak."""
         return st.progress(principal, round_id)
 
-    @app.post(
+    @api.post(
         "/api/tasks/next", response_model=TaskOut, tags=["annotator"],
         responses={204: {"description": "no task is left for you"}, **error_responses(*common)},
     )
@@ -498,7 +523,7 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
             return Response(status_code=204)
         return st.task_out(principal, claimed)
 
-    @app.post("/api/tasks/{task_id}/submit", response_model=ReceiptOut, tags=["annotator"], responses=task_refusals)
+    @api.post("/api/tasks/{task_id}/submit", response_model=ReceiptOut, tags=["annotator"], responses=task_refusals)
     def api_submit(task_id: TaskIdPath, body: SubmitIn, request: Request, principal: Principal = Depends(me)) -> ReceiptOut:
         """Answer a task you claimed. Send an ``idempotency_key``: a retry with it never duplicates."""
         meta = {
@@ -511,13 +536,13 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
         )
         return ReceiptOut(annotation_id=r.annotation_id, task_id=r.task_id, late=r.late, duplicate=r.duplicate)
 
-    @app.post("/api/tasks/{task_id}/skip", response_model=OkOut, tags=["annotator"], responses=task_refusals)
+    @api.post("/api/tasks/{task_id}/skip", response_model=OkOut, tags=["annotator"], responses=task_refusals)
     def api_skip(task_id: TaskIdPath, body: SkipIn | None = None, principal: Principal = Depends(me)) -> OkOut:
         """Decline a task you claimed; it is never served to you again."""
         st.queue.skip(principal.id, task_id, reason=(body.reason if body else None))
         return OkOut()
 
-    @app.post("/api/tasks/{task_id}/release", response_model=OkOut, tags=["annotator"], responses=task_refusals)
+    @api.post("/api/tasks/{task_id}/release", response_model=OkOut, tags=["annotator"], responses=task_refusals)
     def api_release(task_id: TaskIdPath, principal: Principal = Depends(me)) -> OkOut:
         """Give a claimed task back unanswered (it may come back to you later)."""
         if not st.queue.release(principal.id, task_id):
@@ -527,14 +552,14 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
     # -------------------------------------------------------------- admin API
     admin_refusals = error_responses(*common)
 
-    @app.get("/api/admin/queue", response_model=QueueOut, tags=["admin"], responses=admin_refusals)
+    @api.get("/api/admin/queue", response_model=QueueOut, tags=["admin"], responses=admin_refusals)
     def api_queue(_: Principal = Depends(admin)) -> Any:
         """Queue state overall and progress per round."""
         from .dashboard import queue_json
 
         return queue_json(st.store, st.queue)
 
-    @app.get("/api/admin/throughput", response_model=ThroughputOut, tags=["admin"], responses=admin_refusals)
+    @api.get("/api/admin/throughput", response_model=ThroughputOut, tags=["admin"], responses=admin_refusals)
     def api_throughput(hours: int = Query(24, ge=1, le=168, description="how many hours back (1–168)"),
                        _: Principal = Depends(admin)) -> Any:
         """Submitted labels per annotator per hour over the last ``hours`` hours."""
@@ -547,19 +572,19 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
             ],
         }
 
-    @app.get("/api/admin/annotators", response_model=list[AnnotatorOut], tags=["admin"], responses=admin_refusals)
+    @api.get("/api/admin/annotators", response_model=list[AnnotatorOut], tags=["admin"], responses=admin_refusals)
     def api_annotators(_: Principal = Depends(admin)) -> Any:
         """Every annotator (human and judge) with their counts; never a token."""
         return [a.__dict__ for a in list_annotators(st.store)]
 
-    @app.get("/api/admin/agreement", response_model=AgreementOut, tags=["admin"], responses=admin_refusals)
+    @api.get("/api/admin/agreement", response_model=AgreementOut, tags=["admin"], responses=admin_refusals)
     def api_agreement(round_id: RoundIdQuery = None, _: Principal = Depends(admin)) -> Any:
         """Inter-annotator agreement and judge–human agreement."""
         from .dashboard import agreement_json
 
         return agreement_json(st.store, round_id)
 
-    @app.get(
+    @api.get(
         "/api/admin/export/{dataset}.jsonl", tags=["admin"], response_class=Response,
         responses={200: {"description": "one JSON object per line", "content": {"application/x-ndjson": {
             "schema": {"type": "string"}}}}, **admin_refusals},
@@ -574,6 +599,7 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
         return Response(body, media_type="application/x-ndjson",
                         headers={"content-disposition": f'attachment; filename="{dataset}.jsonl"'})
 
+    app.include_router(api)
     return app
 
 

@@ -11,12 +11,15 @@ import pytest
 from serverkit import serve_project
 
 BIG = 10**30
-I64 = 2**63
+I64 = 2**63  # over the API bound (2^31 - 1) and over SQLite's int64
 CASES: list[tuple[str, str, str, bytes | None, str]] = [
     # (name, method, path, raw JSON body, the field the answer must name)
     ("task id 2^63 in path", "POST", f"/api/tasks/{I64}/submit", b'{"value": {"text": "x"}}', "task_id"),
     ("task id 10^30 skip", "POST", f"/api/tasks/{BIG}/skip", None, "task_id"),
     ("task id -2^63-1 release", "POST", f"/api/tasks/-{I64 + 1}/release", None, "task_id"),
+    ("round_id 2^31 progress (PostgreSQL ids are 32-bit)", "GET", f"/api/me/progress?round_id={2**31}", None,
+     "round_id"),
+    ("unknown query parameter", "GET", "/api/me/progress?round=2", None, "round"),
     ("round_id 10^30 progress", "GET", f"/api/me/progress?round_id={BIG}", None, "round_id"),
     ("round_id 10^30 agreement", "GET", f"/api/admin/agreement?round_id={BIG}", None, "round_id"),
     ("round_id 2^63 export", "GET", f"/api/admin/export/dpo.jsonl?round_id={I64}", None, "round_id"),
