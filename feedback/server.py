@@ -360,15 +360,21 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
     """The FastAPI app over a :class:`~prefloop.project.Project` or a :class:`Store` and a ``ProjectConfig``."""
     store, config = _source(source, config)
     st = _App(store, config)
-    store.set_busy_timeout(config.server.busy_timeout_seconds)
     threads = _worker_threads(config, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        """While serving: no more request threads than pooled connections, and a short wait for
+        a busy database (then 503) rather than the bulk writers' long one."""
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        yield
+        before = store.busy_timeout_s
+        store.set_busy_timeout(config.server.busy_timeout_seconds)
+        try:
+            yield
+        finally:
+            store.set_busy_timeout(before)
 
     app = _PrefloopAPI(
         title="prefloop annotation API",
