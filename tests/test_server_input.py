@@ -97,3 +97,13 @@ def test_unknown_paths_and_bad_bodies_answer_in_the_error_shape(served) -> None:
     assert r.status_code == 404 and set(r.json()) == {"error", "hint"}
     r = c.post("/api/tasks/1/submit", content=b'{"value": ', headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["fields"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize("token", [b"%00", b"%ED%A0%80", b"%FF%FE", b"a&token=b"], ids=["NUL", "surrogate", "not UTF-8", "twice"])
+def test_the_sign_in_form_refuses_odd_tokens_with_401(sqlite_url, tmp_path, token) -> None:  # noqa: ANN001
+    with serve_project(tmp_path / "proj", sqlite_url) as served:
+        c = served.client()
+        csrf = c.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+        r = c.post("/login", content=b"token=" + token + b"&csrf_token=" + csrf.encode(),
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 401 and "Unknown or revoked token" in r.text
