@@ -3,7 +3,7 @@
 A token is 256 random bits (``secrets.token_urlsafe``): a hash without salt is enough, since
 nobody can guess such a token from its hash, and it lets a request find its annotator with one
 indexed lookup. Revoking clears the hash, which also ends every browser session signed with it
-(sessions carry a fingerprint of the hash, see :mod:`.server`).
+(sessions keep a fingerprint of the hash, see :mod:`.sessions`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from prefloop.errors import AuthError, NotFoundError, QueueError
+from prefloop.text import text_problem
 
 from .db import Store
 from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Role
@@ -118,17 +119,9 @@ def list_annotators(store: Store) -> list[AnnotatorInfo]:
 
 def authenticate(store: Store, token: str) -> Principal:
     """The active human annotator holding ``token``, or :class:`AuthError`."""
-    if not token or len(token) > 200:
+    if not token or len(token) > 200 or text_problem(token) is not None:
         raise AuthError("missing or malformed token")
     return _principal_where(store, Annotator.token_hash == hash_token(token))
-
-
-def principal_by_id(store: Store, annotator_id: int, token_fingerprint: str) -> Principal:
-    """The annotator of a browser session, if their token has not been revoked or rotated since."""
-    p = _principal_where(store, Annotator.id == annotator_id)
-    if not secrets.compare_digest(p.token_hash[: len(token_fingerprint)], token_fingerprint):
-        raise AuthError("this session's token was revoked or replaced", hint="sign in again")
-    return p
 
 
 def _principal_where(store: Store, condition) -> Principal:  # noqa: ANN001

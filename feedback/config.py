@@ -51,20 +51,28 @@ class AggregationConfig(StrictModel):
 
 
 class ServerConfig(StrictModel):
-    """The annotation server. The session secret is never here: set ``PREFLOOP_SESSION_SECRET``
-    to keep people signed in across restarts (otherwise each process makes its own)."""
+    """The annotation server. Browser sessions live in the store (signing out ends them; they
+    survive a restart)."""
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)
     #: requests with a larger body are refused (413) before they are read.
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    #: failed sign-ins (form or bearer token) allowed per client address per window; then 429.
+    #: failed sign-ins (form or bearer token) allowed per client address, and per token prefix,
+    #: per window; then a failing attempt gets 429. A valid token is never refused.
     signin_attempts: int = Field(10, ge=1)
+    #: failed sign-ins allowed from all clients together per window (a flood from many addresses).
+    signin_overall_attempts: int = Field(1000, ge=1)
     signin_window_seconds: float = Field(60, gt=0)
     #: how long a browser session lasts.
     session_hours: float = Field(12, gt=0)
     #: mark cookies Secure (set this when an HTTPS proxy sits in front of the server).
     secure_cookies: bool = False
+    #: requests served at once (worker threads); capped at the store's connection pool (50).
+    threads: int = Field(40, ge=1, le=1000)
+    #: how long a request waits for a busy database (SQLite's write lock, a PostgreSQL row or
+    #: table lock) before the server answers 503 with Retry-After.
+    busy_timeout_seconds: float = Field(5, gt=0, le=600)
 
 
 class ArgillaConfig(StrictModel):

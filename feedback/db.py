@@ -4,6 +4,11 @@ SQLite transactions start with ``BEGIN IMMEDIATE`` so that a transaction that re
 writes (a claim) holds the write lock from its first statement: two processes can never both
 read a free slot and then both take it, and there is no deferred-lock upgrade deadlock.
 PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead (see :mod:`.queue`).
+
+Both databases get the same pool (``POOL_SIZE`` + ``POOL_OVERFLOW`` connections, more than the
+annotation server's request threads) and the same notion of "busy": a statement waits at most
+``busy_timeout_s`` for a lock (SQLite's ``busy_timeout``, PostgreSQL's ``lock_timeout``), then
+fails with an error the server turns into 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from prefloop.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+POOL_SIZE, POOL_OVERFLOW = 10, 40
+#: seconds a statement waits for a lock by default (bulk writers); the server sets its own.
+DEFAULT_BUSY_TIMEOUT_S = 60.0
 
 
 class ImmediateSQLiteDialect(SQLiteDialect_pysqlite):
@@ -47,7 +55,6 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -55,7 +62,7 @@ def _configure_sqlite(engine: Engine) -> None:
 class Store:
     """Owns the engine and hands out sessions; ``Store(url).migrate()`` makes the schema current."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         try:
             parsed = make_url(url)
         except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
@@ -67,7 +74,11 @@ class Store:
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"unsupported database {self.dialect!r}", hint="prefloop supports SQLite and PostgreSQL")
+        self.busy_timeout_s = busy_timeout_s
         kwargs: dict = {"echo": echo, "future": True}
+        in_memory = self.dialect == "sqlite" and parsed.database in (None, "", ":memory:")
+        if not in_memory:  # an in-memory SQLite database lives in one connection per thread
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         engine_url = parsed
         if self.dialect == "sqlite":
             if parsed.get_driver_name() != "pysqlite":
@@ -76,14 +87,34 @@ class Store:
                 )
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
             engine_url = parsed.set(drivername="sqlite+prefloop_immediate")
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=40)
+            kwargs.update(pool_pre_ping=True)
         self.engine = create_engine(engine_url, **kwargs)
+        #: connections that can be open at once (the server runs no more request threads than this).
+        self.pool_capacity = POOL_SIZE + POOL_OVERFLOW if not in_memory else 1
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        event.listen(self.engine, "checkout", self._apply_busy_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """From now on, statements wait at most ``seconds`` for a lock (connections adopt it at checkout)."""
+        self.busy_timeout_s = seconds
+
+    def _apply_busy_timeout(self, dbapi_connection, record, _proxy) -> None:  # noqa: ANN001
+        ms = max(1, int(self.busy_timeout_s * 1000))
+        if record.info.get("busy_timeout_ms") == ms:
+            return
+        cur = dbapi_connection.cursor()
+        if self.dialect == "sqlite":
+            cur.execute(f"PRAGMA busy_timeout={ms}")
+        else:
+            cur.execute(f"SET lock_timeout = {ms}")
+            dbapi_connection.commit()  # a session setting survives only a committed transaction
+        cur.close()
+        record.info["busy_timeout_ms"] = ms
 
     @property
     def safe_url(self) -> str:

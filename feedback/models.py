@@ -255,3 +255,21 @@ class JudgeCache(Base):
     judge: Mapped[str] = mapped_column(String(200), index=True)
     verdict: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class BrowserSession(Base):
+    """A signed-in browser: the cookie holds a random secret, the store only its sha256.
+
+    Kept server-side so that signing out ends the session for good (a copied cookie stops
+    working) and sessions survive a server restart.
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's secret
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    #: the first characters of the token hash signed in with: rotating or revoking the token ends the session.
+    token_fingerprint: Mapped[str] = mapped_column(String(16))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)

@@ -7,36 +7,37 @@ Safety, in order of the threats:
   DOM with ``textContent`` only; templates autoescape; a Content-Security-Policy forbids inline
   script, plugins, framing and foreign origins;
 - identity: scripts send ``Authorization: Bearer TOKEN``; browsers sign in once and get an
-  HttpOnly, SameSite=Strict session cookie, and every state-changing request made with that
-  cookie must carry the session's CSRF token; repeated failed sign-ins are rate-limited;
+  HttpOnly, SameSite=Strict session cookie (kept server-side: signing out ends it), and every
+  state-changing request made with that cookie must carry the session's CSRF token; floods of
+  failed sign-ins are slowed down, never a valid token (:mod:`.signin_limiter`);
 - isolation: an annotator only ever sees the task the queue leased to them, and every write
   names the caller's own id, so another annotator's token reaches nothing of theirs;
-- request bodies larger than ``server.max_body_bytes`` are refused before they are read;
+- input: request bodies larger than ``server.max_body_bytes`` are refused before they are read;
+  every field is validated against :mod:`.api_models` (storable text, finite numbers, 64-bit ids)
+  and every failure answers in one JSON shape (:mod:`.http_errors`); every response, a 500
+  included, carries the security headers;
 - SQL goes through SQLAlchemy with bound parameters only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
-import os
 import random
 import secrets
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from prefloop.errors import (
@@ -49,11 +50,34 @@ from prefloop.errors import (
     QueueError,
 )
 
-from . import activity
-from .auth import Principal, authenticate, list_annotators, principal_by_id
+from . import activity, http_errors
+from .api_models import (
+    AgreementOut,
+    AnnotatorOut,
+    CandidateOut,
+    ClaimIn,
+    MeOut,
+    MessageOut,
+    OkOut,
+    ProgressOut,
+    PromptOut,
+    QueueOut,
+    ReceiptOut,
+    RoundIdQuery,
+    SkipIn,
+    SubmitIn,
+    SuggestionOut,
+    TaskIdPath,
+    TaskOut,
+    ThroughputOut,
+    error_responses,
+)
+from .auth import Principal, authenticate, list_annotators
 from .db import Store
 from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from .queue import ClaimedTask, Queue
+from .sessions import end_session, find_session, open_session
+from .signin_limiter import SignInLimiter
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "prefloop_session"
@@ -157,34 +181,10 @@ def _replay(messages: list[dict], receive: Any) -> Any:
     return replayed
 
 
-class FailureLimiter:
-    """At most ``limit`` failed sign-ins per client address in a sliding ``window`` (seconds)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self._fails: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, key: str) -> float:
-        """Seconds until this client may try again; 0 when it may now."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._fails.get(key)
-            while q and now - q[0] > self.window:
-                q.popleft()
-            if not q or len(q) < self.limit:
-                return 0.0
-            return max(0.1, self.window - (now - q[0]))
-
-    def fail(self, key: str) -> None:
-        with self._lock:
-            self._fails.setdefault(key, deque()).append(time.monotonic())
-
-
 class RateLimited(PrefloopError):
     def __init__(self, seconds: float) -> None:
-        super().__init__("too many failed sign-ins from this address", hint=f"wait {seconds:.0f} s and try again")
-        self.seconds = seconds
+        super().__init__("too many failed sign-ins", hint=f"wait {seconds:.0f} s and try again")
+        self.retry_after = max(1, int(seconds + 0.999))
 
 
 class Forbidden(PrefloopError):
@@ -193,93 +193,6 @@ class Forbidden(PrefloopError):
 
 class _SignInFirst(Exception):
     """A page was asked for without a valid session: the answer is a redirect to /login."""
-
-
-# ---------------------------------------------------------------------------------------- API models
-class MessageOut(BaseModel):
-    role: str
-    content: str
-
-
-class PromptOut(BaseModel):
-    text: str
-    messages: list[MessageOut]
-
-
-class CandidateOut(BaseModel):
-    generation_id: int
-    label: str = Field(description="A, B, … in the order this annotator is shown them")
-    text: str
-
-
-class SuggestionOut(BaseModel):
-    judge: str
-    value: dict[str, Any]
-    rationale: str | None = None
-    confidence: float | None = None
-
-
-class TaskOut(BaseModel):
-    task_id: int
-    kind: Literal["rate", "compare", "rank", "edit"]
-    round_id: int | None
-    prompt: PromptOut
-    candidates: list[CandidateOut] = Field(description="in display order (randomised per annotator)")
-    scale: list[int] | None = Field(None, description="[low, high] for rate tasks")
-    allow_tie: bool
-    lease_expires_at: dt.datetime
-    suggestions: list[SuggestionOut] | None = Field(
-        None, description="judge verdicts, only when annotation.show_judge_suggestions is on"
-    )
-
-
-class ClaimIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    round_id: int | None = None
-    kinds: list[Literal["rate", "compare", "rank", "edit"]] | None = None
-
-
-class SubmitIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    value: dict[str, Any] = Field(
-        description='rate {"rating": int}; compare {"choice": generation_id | "tie"}; '
-        'rank {"ranking": [generation_id, …]} best first; edit {"text": str}'
-    )
-    idempotency_key: str | None = Field(
-        None, min_length=8, max_length=200, description="one per answer: a retry with the same key never duplicates"
-    )
-    duration_s: float | None = Field(None, ge=0, le=86400, description="time spent on the task")
-    rationale: str | None = Field(None, max_length=20000)
-
-
-class SkipIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(None, max_length=2000)
-
-
-class ReceiptOut(BaseModel):
-    annotation_id: int
-    task_id: int
-    late: bool
-    duplicate: bool
-
-
-class OkOut(BaseModel):
-    ok: bool = True
-
-
-class MeOut(BaseModel):
-    name: str
-    role: str
-    guidelines: str
-    show_judge_suggestions: bool
-
-
-class ProgressOut(BaseModel):
-    done: int
-    skipped: int
-    remaining: int
-    streak: int = Field(description="answers in the current sitting (no pause over 15 minutes)")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -305,46 +218,51 @@ def _status_for(exc: PrefloopError) -> int:
     return 400
 
 
-def _client_key(request: Request) -> str:
+def _query_names(dependant: Any) -> set[str]:
+    names = {f.alias for f in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _no_unknown_query_parameters(request: Request) -> None:
+    """Refuse a query parameter the operation does not declare, as bodies refuse unknown keys:
+    a misspelt ``round_id`` must not silently mean "all rounds"."""
+    route = request.scope.get("route")
+    known = _query_names(route.dependant) if route is not None else set()
+    unknown = sorted(k for k in request.query_params if k not in known)
+    if unknown:
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": ("query", k), "msg": "unknown query parameter"} for k in unknown]
+        )
+
+
+def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
 class _App:
-    """The state behind one app: the store, the queue, the config, the session signer."""
+    """The state behind one app: the store, the queue, the config, the sign-in limiter."""
 
-    def __init__(self, store: Store, config: Any, session_secret: str | None) -> None:
+    def __init__(self, store: Store, config: Any) -> None:
         self.store = store
         self.config = config
         self.queue = Queue.from_config(store, config.queue)
-        secret = session_secret or os.environ.get("PREFLOOP_SESSION_SECRET") or secrets.token_urlsafe(32)
-        self.signer = URLSafeTimedSerializer(secret, salt="prefloop-session")
-        self.limiter = FailureLimiter(config.server.signin_attempts, config.server.signin_window_seconds)
-        self.session_seconds = int(config.server.session_hours * 3600)
+        srv = config.server
+        self.limiter = SignInLimiter(srv.signin_attempts, srv.signin_overall_attempts, srv.signin_window_seconds)
+        self.session_seconds = int(srv.session_hours * 3600)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
 
     # -------------------------------------------------------------- identity
-    def check_limit(self, request: Request) -> None:
-        wait = self.limiter.retry_after(_client_key(request))
-        if wait:
-            raise RateLimited(wait)
-
     def sign_in(self, request: Request, token: str) -> Principal:
-        self.check_limit(request)
+        """The token's annotator. A valid token always passes; only failures are counted and limited."""
         try:
             return authenticate(self.store, token)
         except AuthError:
-            self.limiter.fail(_client_key(request))
+            wait = self.limiter.failed(_client_address(request), token)
+            if wait:
+                raise RateLimited(wait) from None
             raise
-
-    def session(self, request: Request) -> dict[str, Any] | None:
-        raw = request.cookies.get(SESSION_COOKIE)
-        if not raw:
-            return None
-        try:
-            data = self.signer.loads(raw, max_age=self.session_seconds)
-        except BadSignature:
-            return None
-        return data if isinstance(data, dict) and {"a", "f", "c"} <= set(data) else None
 
     def principal(self, request: Request) -> Principal:
         """The caller of an API request: bearer token, or session cookie plus CSRF token."""
@@ -354,23 +272,18 @@ class _App:
             if scheme.lower() != "bearer":
                 raise AuthError("unsupported authorization scheme", hint="send `Authorization: Bearer TOKEN`")
             return self.sign_in(request, token.strip())
-        data = self.session(request)
-        if data is None:
+        found = find_session(self.store, request.cookies.get(SESSION_COOKIE))
+        if found is None:
             raise AuthError("not signed in", hint="sign in at /login, or send `Authorization: Bearer TOKEN`")
+        principal, csrf = found
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not secrets.compare_digest(sent.encode(), str(data["c"]).encode()):
+            if not secrets.compare_digest(sent.encode(), csrf.encode()):
                 raise Forbidden("missing or wrong CSRF token", hint=f"send the page's token in the {CSRF_HEADER} header")
-        return principal_by_id(self.store, int(data["a"]), str(data["f"]))
+        return principal
 
     def page_principal(self, request: Request) -> tuple[Principal, str] | None:
-        data = self.session(request)
-        if data is None:
-            return None
-        try:
-            return principal_by_id(self.store, int(data["a"]), str(data["f"])), str(data["c"])
-        except AuthError:
-            return None
+        return find_session(self.store, request.cookies.get(SESSION_COOKIE))
 
     def set_cookie(self, request: Request, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(
@@ -428,24 +341,57 @@ def _source(source: Any, config: Any) -> tuple[Store, Any]:
     return store, config if config is not None else source.config
 
 
+class _PrefloopAPI(FastAPI):
+    """FastAPI with the security headers outside everything, its own error middleware included,
+    so that a 500 carries them too (a plain middleware sits inside Starlette's error layer)."""
+
+    def build_middleware_stack(self) -> Any:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+def _worker_threads(config: Any, store: Store) -> int:
+    """Request threads: ``server.threads``, never more than the store's pool can serve at once
+    (each request thread holds at most one connection at a time, so none waits for the pool)."""
+    return max(1, min(config.server.threads, store.pool_capacity))
+
+
 # ---------------------------------------------------------------------------------------- the app
-def create_app(source: Any, config: Any = None, *, session_secret: str | None = None) -> FastAPI:
+def create_app(source: Any, config: Any = None) -> FastAPI:
     """The FastAPI app over a :class:`~prefloop.project.Project` or a :class:`Store` and a ``ProjectConfig``."""
     store, config = _source(source, config)
-    st = _App(store, config, session_secret)
-    app = FastAPI(
+    st = _App(store, config)
+    threads = _worker_threads(config, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        """While serving: no more request threads than pooled connections, and a short wait for
+        a busy database (then 503) rather than the bulk writers' long one."""
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        before = store.busy_timeout_s
+        store.set_busy_timeout(config.server.busy_timeout_seconds)
+        try:
+            yield
+        finally:
+            store.set_busy_timeout(before)
+
+    app = _PrefloopAPI(
         title="prefloop annotation API",
         version="1",
         description="Claim a task, answer it, skip it, see your progress; admins read queue and agreement statistics. "
-        "Authenticate with `Authorization: Bearer TOKEN` (from `prefloop annotators add NAME`).",
+        "Authenticate with `Authorization: Bearer TOKEN` (from `prefloop annotators add NAME`). Every refusal is "
+        'JSON `{"error", "hint"}` (422 adds `fields`); 429 and 503 carry `Retry-After`.',
         docs_url=None,  # the interactive docs load scripts from a CDN: the schema is at /api/openapi.json
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        lifespan=lifespan,
     )
     app.state.prefloop = st
+    app.state.threads = threads
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)
-    app.add_middleware(SecurityHeaders)
+    http_errors.install(app)
 
     @app.exception_handler(PrefloopError)
     async def _prefloop_error(request: Request, exc: PrefloopError) -> JSONResponse:
@@ -454,10 +400,16 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
         if code == 401:
             headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, RateLimited):
-            headers["Retry-After"] = str(int(exc.seconds + 1))
-        return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=code, headers=headers)
+            headers["Retry-After"] = str(exc.retry_after)
+        extra = {}
+        if isinstance(exc, InvalidAnswer):  # the answer does not fit its task
+            extra["fields"] = [{"loc": ["body", "value"], "msg": http_errors.printable(exc.message, 500)}]
+        body = http_errors.error_body(exc.message, exc.hint, **extra)
+        return JSONResponse(body, status_code=code, headers=headers)
 
-    def me(request: Request) -> Principal:
+    bearer = HTTPBearer(auto_error=False, description="a token from `prefloop annotators add NAME`")
+
+    def me(request: Request, _: Any = Depends(bearer)) -> Principal:
         return st.principal(request)
 
     def admin(principal: Principal = Depends(me)) -> Principal:
@@ -477,9 +429,11 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    def login_page(request: Request, error: str | None = None, status_code: int = 200) -> HTMLResponse:
+    def login_page(request: Request, error: str | None = None, status_code: int = 200,
+                   headers: dict[str, str] | None = None) -> HTMLResponse:
         csrf = secrets.token_urlsafe(24)
         response = render("login.html", status_code, csrf=csrf, error=error)
+        response.headers.update(headers or {})
         st.set_cookie(request, response, LOGIN_CSRF_COOKIE, csrf, 3600)
         return response
 
@@ -497,20 +451,23 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
         try:
             principal = st.sign_in(request, token.strip())
         except RateLimited as exc:
-            return login_page(request, f"Too many failed sign-ins. Wait {exc.seconds:.0f} s and try again.", 429)
+            return login_page(request, f"Too many failed sign-ins. Wait {exc.retry_after} s and try again.", 429,
+                              headers={"Retry-After": str(exc.retry_after)})
         except AuthError:
             return login_page(request, "Unknown or revoked token.", 401)
-        session = st.signer.dumps({"a": principal.id, "f": principal.token_hash[:16], "c": secrets.token_urlsafe(24)})
+        cookie, _ = open_session(st.store, principal, st.session_seconds)
         response = RedirectResponse("/annotate", status_code=303)
-        st.set_cookie(request, response, SESSION_COOKIE, session, st.session_seconds)
+        st.set_cookie(request, response, SESSION_COOKIE, cookie, st.session_seconds)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
         return response
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request, csrf_token: str = Form("", max_length=200)) -> Response:
-        data = st.session(request)
-        if data is not None and not secrets.compare_digest(csrf_token.encode(), str(data["c"]).encode()):
+        cookie = request.cookies.get(SESSION_COOKIE)
+        found = find_session(st.store, cookie)
+        if found is not None and not secrets.compare_digest(csrf_token.encode(), found[1].encode()):
             return Response("missing or wrong CSRF token", status_code=403, media_type="text/plain")
+        end_session(st.store, cookie)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -540,7 +497,14 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
         return render("admin.html", principal=principal, csrf=csrf, **dashboard_context(st.store, st.queue))
 
     # -------------------------------------------------------------- annotator API
-    @app.get("/api/me", response_model=MeOut, tags=["annotator"])
+    api = APIRouter(dependencies=[Depends(_no_unknown_query_parameters)])
+    # Every operation can meet a bad token (401), a cookie without its CSRF token on a write or a
+    # non-admin on admin data (403), an oversized body (413), an invalid field (422), a sign-in
+    # flood (429) and a busy database (503).
+    common = (401, 403, 413, 422, 429, 503)
+    task_refusals = error_responses(*common, 404, 409)
+
+    @api.get("/api/me", response_model=MeOut, tags=["annotator"], responses=error_responses(*common))
     def api_me(principal: Principal = Depends(me)) -> MeOut:
         """Who the token belongs to, and the guidelines to show."""
         return MeOut(
@@ -548,14 +512,14 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
             show_judge_suggestions=config.annotation.show_judge_suggestions,
         )
 
-    @app.get("/api/me/progress", response_model=ProgressOut, tags=["annotator"])
-    def api_progress(round_id: int | None = None, principal: Principal = Depends(me)) -> ProgressOut:
+    @api.get("/api/me/progress", response_model=ProgressOut, tags=["annotator"], responses=error_responses(*common))
+    def api_progress(round_id: RoundIdQuery = None, principal: Principal = Depends(me)) -> ProgressOut:
         """Your own counts: answered, skipped, still available to you, and your current streak."""
         return st.progress(principal, round_id)
 
-    @app.post(
+    @api.post(
         "/api/tasks/next", response_model=TaskOut, tags=["annotator"],
-        responses={204: {"description": "no task is left for you"}},
+        responses={204: {"description": "no task is left for you"}, **error_responses(*common)},
     )
     def api_claim(body: ClaimIn | None = None, principal: Principal = Depends(me)) -> Any:
         """Claim your next task (a lease); claiming again while you hold one returns the same task."""
@@ -565,8 +529,8 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
             return Response(status_code=204)
         return st.task_out(principal, claimed)
 
-    @app.post("/api/tasks/{task_id}/submit", response_model=ReceiptOut, tags=["annotator"])
-    def api_submit(task_id: int, body: SubmitIn, request: Request, principal: Principal = Depends(me)) -> ReceiptOut:
+    @api.post("/api/tasks/{task_id}/submit", response_model=ReceiptOut, tags=["annotator"], responses=task_refusals)
+    def api_submit(task_id: TaskIdPath, body: SubmitIn, request: Request, principal: Principal = Depends(me)) -> ReceiptOut:
         """Answer a task you claimed. Send an ``idempotency_key``: a retry with it never duplicates."""
         meta = {
             "shown_order": st.shown_order(principal, task_id),
@@ -578,53 +542,60 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
         )
         return ReceiptOut(annotation_id=r.annotation_id, task_id=r.task_id, late=r.late, duplicate=r.duplicate)
 
-    @app.post("/api/tasks/{task_id}/skip", response_model=OkOut, tags=["annotator"])
-    def api_skip(task_id: int, body: SkipIn | None = None, principal: Principal = Depends(me)) -> OkOut:
+    @api.post("/api/tasks/{task_id}/skip", response_model=OkOut, tags=["annotator"], responses=task_refusals)
+    def api_skip(task_id: TaskIdPath, body: SkipIn | None = None, principal: Principal = Depends(me)) -> OkOut:
         """Decline a task you claimed; it is never served to you again."""
         st.queue.skip(principal.id, task_id, reason=(body.reason if body else None))
         return OkOut()
 
-    @app.post("/api/tasks/{task_id}/release", response_model=OkOut, tags=["annotator"])
-    def api_release(task_id: int, principal: Principal = Depends(me)) -> OkOut:
+    @api.post("/api/tasks/{task_id}/release", response_model=OkOut, tags=["annotator"], responses=task_refusals)
+    def api_release(task_id: TaskIdPath, principal: Principal = Depends(me)) -> OkOut:
         """Give a claimed task back unanswered (it may come back to you later)."""
         if not st.queue.release(principal.id, task_id):
             raise NotAssigned(f"task {task_id} is not assigned to you")
         return OkOut()
 
     # -------------------------------------------------------------- admin API
-    @app.get("/api/admin/queue", tags=["admin"])
-    def api_queue(_: Principal = Depends(admin)) -> dict[str, Any]:
+    admin_refusals = error_responses(*common)
+
+    @api.get("/api/admin/queue", response_model=QueueOut, tags=["admin"], responses=admin_refusals)
+    def api_queue(_: Principal = Depends(admin)) -> Any:
         """Queue state overall and progress per round."""
         from .dashboard import queue_json
 
         return queue_json(st.store, st.queue)
 
-    @app.get("/api/admin/throughput", tags=["admin"])
-    def api_throughput(hours: int = 24, _: Principal = Depends(admin)) -> dict[str, Any]:
-        """Submitted labels per annotator per hour over the last ``hours`` hours (1–168)."""
-        t = activity.throughput(st.store, hours=max(1, min(hours, 168)))
+    @api.get("/api/admin/throughput", response_model=ThroughputOut, tags=["admin"], responses=admin_refusals)
+    def api_throughput(hours: int = Query(24, ge=1, le=168, description="how many hours back (1–168)"),
+                       _: Principal = Depends(admin)) -> Any:
+        """Submitted labels per annotator per hour over the last ``hours`` hours."""
+        t = activity.throughput(st.store, hours=hours)
         return {
-            "hours": [h.isoformat() for h in t.hours],
+            "hours": t.hours,
             "annotators": [
                 {"name": n, "counts": c, "total": sum(c), "mean_duration_s": t.mean_duration_s.get(n)}
                 for n, c in sorted(t.counts.items())
             ],
         }
 
-    @app.get("/api/admin/annotators", tags=["admin"])
-    def api_annotators(_: Principal = Depends(admin)) -> list[dict[str, Any]]:
+    @api.get("/api/admin/annotators", response_model=list[AnnotatorOut], tags=["admin"], responses=admin_refusals)
+    def api_annotators(_: Principal = Depends(admin)) -> Any:
         """Every annotator (human and judge) with their counts; never a token."""
         return [a.__dict__ for a in list_annotators(st.store)]
 
-    @app.get("/api/admin/agreement", tags=["admin"])
-    def api_agreement(round_id: int | None = None, _: Principal = Depends(admin)) -> dict[str, Any]:
+    @api.get("/api/admin/agreement", response_model=AgreementOut, tags=["admin"], responses=admin_refusals)
+    def api_agreement(round_id: RoundIdQuery = None, _: Principal = Depends(admin)) -> Any:
         """Inter-annotator agreement and judge–human agreement."""
         from .dashboard import agreement_json
 
         return agreement_json(st.store, round_id)
 
-    @app.get("/api/admin/export/{dataset}.jsonl", tags=["admin"], response_class=Response)
-    def api_export(dataset: Literal["dpo", "sft"], round_id: int | None = None, _: Principal = Depends(admin)) -> Response:
+    @api.get(
+        "/api/admin/export/{dataset}.jsonl", tags=["admin"], response_class=Response,
+        responses={200: {"description": "one JSON object per line", "content": {"application/x-ndjson": {
+            "schema": {"type": "string"}}}}, **admin_refusals},
+    )
+    def api_export(dataset: Literal["dpo", "sft"], round_id: RoundIdQuery = None, _: Principal = Depends(admin)) -> Response:
         """The aggregated DPO pairs or SFT targets as JSON lines (TRL conversational format, with provenance)."""
         from .export import build_dpo_dataset, build_sft_dataset
 
@@ -634,6 +605,7 @@ def create_app(source: Any, config: Any = None, *, session_secret: str | None = 
         return Response(body, media_type="application/x-ndjson",
                         headers={"content-disposition": f'attachment; filename="{dataset}.jsonl"'})
 
+    app.include_router(api)
     return app
 
 
@@ -643,7 +615,7 @@ def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0) ->
     """Run ``app`` with uvicorn in a thread (tests, the demo); yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="prefloop-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from prefloop.feedback.models import Annotation, Annotator, Generation, Prompt
-from prefloop.feedback.server import CSP, SESSION_COOKIE
+from prefloop.feedback.server import CSP, SESSION_COOKIE, create_app, serve_in_background
+from prefloop.feedback.signin_limiter import SignInLimiter
 from serverkit import chromium, serve_project, sign_in
 
 XSS_OUTPUT = (
@@ -159,7 +160,7 @@ def test_forged_and_borrowed_tokens_reach_nothing(served) -> None:  # noqa: ANN0
     for action, body in (("submit", {"value": {"choice": gid}}), ("skip", {}), ("release", None)):
         r = eve.post(f"/api/tasks/{t1}/{action}", json=body)
         assert r.status_code == 409, (action, r.text)
-    assert eve.get("/api/me/progress", params={"annotator_id": served.annotator_id("alice")}).json()["done"] == 0
+    assert eve.get("/api/me/progress", params={"annotator_id": served.annotator_id("alice")}).status_code == 422
     assert served.annotations("eve") == []
     # alice's claim is intact and hers to answer
     assert alice.post(f"/api/tasks/{t1}/submit", json={"value": {"choice": gid}}).status_code == 200
@@ -199,21 +200,63 @@ def test_sessions_csrf_and_revocation(served) -> None:  # noqa: ANN001
     assert browser.get("/annotate").status_code == 303
 
 
-def test_signin_is_rate_limited(sqlite_url, tmp_path) -> None:  # noqa: ANN001
+def test_failed_signins_are_limited_but_never_a_valid_token(sqlite_url, tmp_path) -> None:  # noqa: ANN001
+    """Behind a proxy a whole team shares one address: one person's (or one script's) failures
+    must not lock the others out. Only failing attempts are limited, and every 429 says when to retry."""
     with serve_project(tmp_path / "p", sqlite_url, server={"signin_attempts": 5}) as served:
         good = served.token("ria")
-        c = served.client()
-        assert _login(served, c, good).status_code == 303  # successes do not count
-        assert c.get("/login").status_code == 303  # signed in: the form sends you on to the page
-        c.cookies.clear()
-        for _ in range(3):
-            assert _login(served, c, "pfl_wrong").status_code == 401
-        for _ in range(2):  # failed bearer tokens count too
-            assert served.client("pfl_wrong").get("/api/me").status_code == 401
-        blocked = _login(served, c, good)  # even the right token waits now: no oracle for guesses
+        browser = served.client()
+        statuses = [served.client(f"pfl_wrong-guess-{i:02d}").get("/api/me").status_code for i in range(10)]
+        assert statuses == [401] * 5 + [429] * 5  # from one address: limited after 5 failures
+        # ... yet the same address signs in at once with a valid token
+        assert served.client(good).get("/api/me").json()["name"] == "ria"
+        r = served.client("pfl_wrong-guess-99").get("/api/me")
+        assert r.status_code == 429 and r.json()["error"] == "too many failed sign-ins"
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert _login(served, browser, good).status_code == 303
+        assert browser.get("/api/me").status_code == 200
+        # the form's 429 carries Retry-After too
+        blocked = _login(served, served.client(), "pfl_wrong")
         assert blocked.status_code == 429 and "Too many failed sign-ins" in blocked.text
-        r = served.client(good).get("/api/me")
-        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+
+
+def test_limiter_counts_per_address_per_token_and_overall() -> None:
+    now = [0.0]
+    limiter = SignInLimiter(limit=3, overall=10, window=60, clock=lambda: now[0])
+    assert [limiter.failed("10.0.0.1", f"pfl_{i}-guess") for i in range(3)] == [0, 0, 0]
+    assert limiter.failed("10.0.0.1", "pfl_9-guess") == 60  # the address is limited ...
+    assert limiter.failed("10.0.0.2", "pfl_other") == 0  # ... not its neighbour
+    # one token retried from many addresses (a script with a revoked token) is limited by its prefix
+    assert [limiter.failed(f"10.1.0.{i}", "pfl_revoked-token") > 0 for i in range(4)] == [False] * 3 + [True]
+    # a flood from many addresses meets the overall ceiling: the 10th failure passes, the 11th waits
+    now[0] = 30.0
+    assert limiter.failed("10.2.0.1", "pfl_flood-1") == 0
+    assert limiter.failed("10.2.0.2", "pfl_flood-2") == pytest.approx(30)
+    keys = len(limiter)
+    assert limiter.failed("10.3.0.1", "pfl_new-one") > 0 and len(limiter) == keys  # a flood adds no keys
+    now[0] = 200.0  # a window later everything is forgotten, and so are the idle keys
+    assert limiter.failed("10.0.0.1", "pfl_0-guess") == 0
+    assert len(limiter) == 3  # the address, the prefix and the overall count of the last failure
+
+
+def test_logout_ends_the_session_server_side(db_url, tmp_path) -> None:  # noqa: ANN001
+    with serve_project(tmp_path / "p", db_url) as served:
+        token = served.token("lou")
+        browser = served.client()
+        assert _login(served, browser, token).status_code == 303
+        cookie = browser.cookies[SESSION_COOKIE]
+        page = browser.get("/annotate")
+        csrf = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        copied = httpx.Client(base_url=served.url, cookies={SESSION_COOKIE: cookie})
+        assert copied.get("/api/me").json()["name"] == "lou"  # a copy of the cookie works while signed in
+        # sessions live in the store: a restarted server knows them
+        with serve_in_background(create_app(served.project)) as restarted:
+            assert httpx.get(restarted + "/api/me", cookies={SESSION_COOKIE: cookie}).status_code == 200
+        assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 303
+        assert copied.get("/api/me").status_code == 401  # the copied cookie is dead too
+        assert copied.get("/annotate").status_code == 303
+        assert copied.post("/api/tasks/next", headers={"X-CSRF-Token": csrf}).status_code == 401
 
 
 # ------------------------------------------------------------------------------------------ size
