@@ -1,18 +1,15 @@
 """knowledge bases: knowledge_bases, kb_documents, kb_chunks (+ PostgreSQL full-text search)
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002_sessions
 Create Date: 2026-11-30 12:00:00
-
-Other branches add 0002 and 0003 on top of 0001 at the same time; whoever merges them chains
-this revision after the last one (only ``down_revision`` changes).
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0001'
+down_revision = '0002_sessions'
 branch_labels = None
 depends_on = None
 
