@@ -53,3 +53,15 @@ def test_finite_numbers_and_null_round_trip(store: Store) -> None:
     with store.session() as s:
         r = s.scalar(select(Round))
         assert (r.metrics, r.config) == (metrics, {"learning_rate": 3e-4})
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_a_config_number_must_be_finite(tmp_path, value: str) -> None:  # noqa: ANN001
+    """A round stores its config snapshot as JSON: NaN or Infinity in prefloop.yaml is a config error."""
+    from prefloop.config import load_config
+    from prefloop.errors import ConfigError
+
+    path = tmp_path / "prefloop.yaml"
+    path.write_text(f"training:\n  generation:\n    temperature: {value}\n")
+    with pytest.raises(ConfigError, match=r"training\.generation\.temperature: Input should be a finite number"):
+        load_config(path)
