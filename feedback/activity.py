@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import case, func, select
 
+from prefloop.text import finite_or_none
+
 from .db import Store
 from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Round, Task, TaskStatus, utcnow
 
@@ -82,7 +84,7 @@ def throughput(store: Store, *, hours: int = 24, now: dt.datetime | None = None)
             i = int((created - start).total_seconds() // 3600)
             if 0 <= i < hours:
                 out.counts.setdefault(name, [0] * hours)[i] += 1
-                if duration is not None:
+                if finite_or_none(duration) is not None:  # PostgreSQL may hold a NaN duration
                     durations.setdefault(name, []).append(duration)
     out.mean_duration_s = {n: (sum(d) / len(d) if (d := durations.get(n)) else None) for n in out.counts}
     return out

@@ -4,13 +4,18 @@ Compare labels are made position-relative (``first`` / ``second`` / ``tie`` in t
 stored order) so that categories mean the same across tasks. Cohen's κ comes from
 scikit-learn, Krippendorff's α from the ``krippendorff`` package (nominal for choices,
 ordinal for ratings).
+
+A statistic that is undefined for the data (too few items, or one label category only, where
+chance agreement is already perfect) is ``None``: stored as JSON null, shown as ``n/a``. It is
+never NaN, which PostgreSQL cannot store in JSON.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
+
+from prefloop.text import finite_or_none
 
 from .aggregate import TaskLabels, compare_outcome, load_task_labels
 from .answers import TIE
@@ -33,28 +38,29 @@ def _label(t: TaskLabels, value: dict, consistent: bool = True) -> str | int:
     return int(value["rating"])
 
 
-def cohen_kappa(a: list, b: list) -> float:
-    """Cohen's κ; NaN when undefined (fewer than two items, or one category only)."""
+def cohen_kappa(a: list, b: list) -> float | None:
+    """Cohen's κ; None when undefined (fewer than two items, or one category only)."""
     if len(a) < 2:
-        return math.nan
+        return None
     from sklearn.metrics import cohen_kappa_score
 
     if len(set(a) | set(b)) < 2:
-        return math.nan  # one category only: chance agreement is 1 and κ is undefined
-    return float(cohen_kappa_score([str(x) for x in a], [str(x) for x in b]))
+        return None  # one category only: chance agreement is 1 and κ is 0/0
+    return finite_or_none(float(cohen_kappa_score([str(x) for x in a], [str(x) for x in b])))
 
 
-def krippendorff_alpha(units: list[dict[str, str | int]], level: str) -> float:
-    """α over units (task → {annotator: label}); NaN when fewer than two coders overlap."""
+def krippendorff_alpha(units: list[dict[str, str | int]], level: str) -> float | None:
+    """α over units (task → {annotator: label}); None when undefined: fewer than two coders
+    overlap, or one value only (expected disagreement is 0, α is 0/0 — as κ above)."""
     import numpy as np
 
     coders = sorted({c for u in units for c in u})
     usable = [u for u in units if len(u) >= 2]
     if len(coders) < 2 or not usable:
-        return math.nan
+        return None
     values = sorted({v for u in usable for v in u.values()}, key=str)
     if len(values) < 2:
-        return 1.0
+        return None
     index = {v: i for i, v in enumerate(values)}
     data = np.full((len(coders), len(usable)), np.nan)
     for j, u in enumerate(usable):
@@ -62,7 +68,7 @@ def krippendorff_alpha(units: list[dict[str, str | int]], level: str) -> float:
             data[coders.index(c), j] = float(v) if level != "nominal" else index[v]
     import krippendorff
 
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level))
+    return finite_or_none(float(krippendorff.alpha(reliability_data=data, level_of_measurement=level)))
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class PairAgreement:
     b: str
     n: int
     observed: float  # raw share of identical labels
-    kappa: float
+    kappa: float | None  # None when undefined
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ class InterAnnotatorReport:
     kind: str
     n_tasks: int  # tasks with ≥ 2 human labels
     annotators: list[str]
-    alpha: float
+    alpha: float | None  # None when undefined
     pairs: list[PairAgreement]
 
 
@@ -109,8 +115,8 @@ class JudgeAgreement:
     n: int  # tasks with both this judge's verdict and a human majority
     agreement: float  # share identical, ties included
     n_without_ties: int  # tasks where neither side said tie
-    agreement_without_ties: float
-    kappa: float  # Cohen's κ over all n (ties as a category)
+    agreement_without_ties: float | None  # None when there are no such tasks
+    kappa: float | None  # Cohen's κ over all n (ties as a category); None when undefined
 
 
 def judge_human_agreement(store: Store, *, round_ids: list[int] | None = None) -> list[JudgeAgreement]:
@@ -137,7 +143,7 @@ def judge_human_agreement(store: Store, *, round_ids: list[int] | None = None) -
             len(labs),
             sum(j == h for j, h in labs) / len(labs),
             len(strict),
-            (sum(j == h for j, h in strict) / len(strict)) if strict else math.nan,
+            (sum(j == h for j, h in strict) / len(strict)) if strict else None,
             cohen_kappa([j for j, _ in labs], [h for _, h in labs]),
         ))
     return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from prefloop.errors import DataError, NotFoundError, PrefloopError
 from prefloop.project import Project, init_project
+from prefloop.text import show_number
 
 console = Console()
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (default: the nearest one with prefloop.yaml).")
@@ -39,8 +39,8 @@ def round_ids(project: Project, numbers: list[int] | None) -> list[int] | None:
     return [found[n] for n in numbers]
 
 
-def _fmt(x: float) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+def _fmt(x: float | None) -> str:
+    return show_number(x)
 
 
 def cmd_init(

@@ -7,8 +7,9 @@ rectangles computed here, so the page needs no script and no inline style.
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from prefloop.text import NA, finite_or_none
 
 from . import activity
 from .agreement import inter_annotator, judge_human_agreement
@@ -19,8 +20,8 @@ AGREEMENT_KINDS = ("compare", "rate")  # the task kinds with a categorical or or
 
 
 def _num(x: float | None) -> float | None:
-    """JSON has no NaN: an undefined statistic is null."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+    """JSON has no NaN: an undefined statistic is null (the page shows n/a)."""
+    return finite_or_none(x)
 
 
 def queue_json(store: Store, queue: Queue) -> dict[str, Any]:
@@ -96,7 +97,7 @@ def _judge_bars(judges: list[dict[str, Any]]) -> dict[str, Any]:
         y = 6 + i * ROW_H
         a = j["agreement"] or 0.0
         cls = "bar-good" if a >= 0.75 else "bar-mid" if a >= 0.5 else "bar-bad"
-        kappa = "κ n/a" if j["kappa"] is None else f"κ {j['kappa']:.2f}"
+        kappa = f"κ {NA}" if j["kappa"] is None else f"κ {j['kappa']:.2f}"
         rows.append({"y": y, "ty": y + 13, "label": j["judge"][:18], "w": round(BAR_W * a, 1), "cls": cls,
                      "text": f"{a:.0%} of {j['n']} · {kappa}"})
     return {"rows": rows, "height": 12 + ROW_H * max(1, len(rows)), "bar_x": BAR_X, "bar_w": BAR_W,

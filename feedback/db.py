@@ -9,26 +9,63 @@ Both databases get the same pool (``POOL_SIZE`` + ``POOL_OVERFLOW`` connections,
 annotation server's request threads) and the same notion of "busy": a statement waits at most
 ``busy_timeout_s`` for a lock (SQLite's ``busy_timeout``, PostgreSQL's ``lock_timeout``), then
 fails with an error the server turns into 503 + Retry-After.
+
+JSON columns hold strict JSON on both databases: PostgreSQL refuses NaN and Infinity, SQLite would
+store them, so the engine's serializer refuses them everywhere (:class:`NonFiniteJSON`) and a stray
+NaN fails the same clear way in a SQLite test as it would in production on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DontWrapMixin
 from sqlalchemy.orm import Session, sessionmaker
 
-from prefloop.errors import ConfigError
+from prefloop.errors import ConfigError, DataError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 POOL_SIZE, POOL_OVERFLOW = 10, 40
 #: seconds a statement waits for a lock by default (bulk writers); the server sets its own.
 DEFAULT_BUSY_TIMEOUT_S = 60.0
+
+
+class NonFiniteJSON(DataError, DontWrapMixin):
+    """A JSON value to be stored holds NaN or ±Infinity. Raised as it is (not wrapped in SQLAlchemy's
+    StatementError), so callers and the CLI see one line without an SQL dump."""
+
+
+def strict_json_dumps(value: Any) -> str:
+    """The store's JSON serializer: :func:`json.dumps` that refuses NaN/±Infinity, naming where they are."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        where, number = _non_finite(value, "") or ("", float("nan"))
+        raise NonFiniteJSON(
+            f"cannot store {number!r} at {where or 'the top level'} of a JSON value: JSON has no NaN or "
+            "Infinity (an undefined number is stored as None, i.e. null)"
+        ) from None
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """The path and value of the first NaN/±Infinity in ``value`` (``a.b[2]``), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
 
 
 class ImmediateSQLiteDialect(SQLiteDialect_pysqlite):
@@ -75,7 +112,7 @@ class Store:
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"unsupported database {self.dialect!r}", hint="prefloop supports SQLite and PostgreSQL")
         self.busy_timeout_s = busy_timeout_s
-        kwargs: dict = {"echo": echo, "future": True}
+        kwargs: dict = {"echo": echo, "future": True, "json_serializer": strict_json_dumps}
         in_memory = self.dialect == "sqlite" and parsed.database in (None, "", ":memory:")
         if not in_memory:  # an in-memory SQLite database lives in one connection per thread
             kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)

@@ -238,7 +238,7 @@ class PairwiseJudge(Judge):
             "latency_s": ab.latency_s + ba.latency_s,
         }
         tokens["cost"] = self.cost_of(tokens["prompt_tokens"], tokens["completion_tokens"])
-        errors = [f"{label}: {o.error or 'no answer'}" for label, o in (("A first", ab), ("B first", ba)) if o.error or o.p_first is None]
+        errors = [f"{label}: {problem}" for label, o in (("A first", ab), ("B first", ba)) if (problem := _oriented_problem(o))]
         if errors:
             return PairwiseVerdict.failed("; ".join(errors), **tokens)
         p1, p2 = float(ab.p_first), 1.0 - float(ba.p_first)
@@ -277,6 +277,15 @@ class PairwiseJudge(Judge):
             else:
                 out.append(0 if v.prob_a >= 0.5 else 1)
         return out
+
+
+def _oriented_problem(o: Oriented) -> str | None:
+    """Why one order gave no usable probability (a broken model's NaN included), or None."""
+    if o.error or o.p_first is None:
+        return o.error or "no answer"
+    if not math.isfinite(o.p_first):
+        return f"the model's probability is {o.p_first!r}, not a number"
+    return None
 
 
 def _side(p: float) -> str:

@@ -128,5 +128,7 @@ class LLMJudge(PairwiseJudge, PointwiseJudge):
         return self._wrap(self.point_template.render(**self._common(prompt, ref, "pointwise"), output=output))
 
     def pointwise_from_probs(self, probs: dict[str, float], **kw: Any) -> PointwiseVerdict:
+        if not all(math.isfinite(p) for p in probs.values()):  # a broken model (NaN logits): no verdict
+            return PointwiseVerdict.failed(f"the model's probabilities are not numbers: {probs}", scale=self.scale, **kw)
         score, top = expected_score(probs)
         return PointwiseVerdict(score=score, confidence=top, scale=self.scale, distribution=probs, **kw)

@@ -8,7 +8,6 @@ draws the table and a PNG bar chart.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,21 +15,23 @@ from typing import Any
 
 from sqlalchemy import select
 
+from prefloop.text import NA, show_number
+
 
 @dataclass(frozen=True)
 class AgreementRow:
     judge: str
     n: int  # tasks with both this judge's verdict and a human majority
-    agreement: float  # ties count as a label
+    agreement: float | None  # ties count as a label; None without a human reference
     n_without_ties: int
-    agreement_without_ties: float  # only tasks where neither side said tie
-    kappa: float  # Cohen's κ (ties as a category); NaN when undefined
-    consistency: float  # share of pairwise verdicts stable under position swap; NaN without any
+    agreement_without_ties: float | None  # only tasks where neither side said tie
+    kappa: float | None  # Cohen's κ (ties as a category); None when undefined
+    consistency: float | None  # share of pairwise verdicts stable under position swap; None without any
     n_pairwise: int  # pairwise verdicts behind ``consistency``
     failures: int  # judgements that failed (recorded with a reason)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 def consistency_rates(store: Any, *, round_ids: list[int] | None = None) -> dict[str, tuple[int, int, int]]:
@@ -64,7 +65,7 @@ def consistency_rates(store: Any, *, round_ids: list[int] | None = None) -> dict
 
 
 def agreement_report(store: Any, *, round_ids: list[int] | None = None) -> list[AgreementRow]:
-    """One row per judge that has verdicts (agreement fields NaN / 0 where no human overlaps)."""
+    """One row per judge that has verdicts (agreement fields None / 0 where no human overlaps)."""
     from prefloop.feedback.agreement import judge_human_agreement
 
     agree = {a.judge: a for a in judge_human_agreement(store, round_ids=round_ids)}
@@ -76,21 +77,19 @@ def agreement_report(store: Any, *, round_ids: list[int] | None = None) -> list[
         rows.append(AgreementRow(
             judge=name,
             n=a.n if a else 0,
-            agreement=a.agreement if a else math.nan,
+            agreement=a.agreement if a else None,
             n_without_ties=a.n_without_ties if a else 0,
-            agreement_without_ties=a.agreement_without_ties if a else math.nan,
-            kappa=a.kappa if a else math.nan,
-            consistency=ok / total if total else math.nan,
+            agreement_without_ties=a.agreement_without_ties if a else None,
+            kappa=a.kappa if a else None,
+            consistency=ok / total if total else None,
             n_pairwise=total,
             failures=failures,
         ))
     return rows
 
 
-def _fmt(x: float, pct: bool = True) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{100 * x:.0f}%" if pct else f"{x:.2f}"
+def _fmt(x: float | None, pct: bool = True) -> str:
+    return show_number(x, ".0f", scale=100, suffix="%") if pct else show_number(x)
 
 
 def agreement_table(rows: list[AgreementRow]) -> Any:
@@ -102,7 +101,7 @@ def agreement_table(rows: list[AgreementRow]) -> Any:
     for r in rows:
         table.add_row(
             r.judge, str(r.n), _fmt(r.agreement), str(r.n_without_ties), _fmt(r.agreement_without_ties),
-            _fmt(r.kappa, pct=False), f"{_fmt(r.consistency)} of {r.n_pairwise}" if r.n_pairwise else "–", str(r.failures),
+            _fmt(r.kappa, pct=False), f"{_fmt(r.consistency)} of {r.n_pairwise}" if r.n_pairwise else NA, str(r.failures),
         )
     return table
 
@@ -124,12 +123,12 @@ def plot_agreement(rows: list[AgreementRow], path: str | Path) -> Path:
     low = 0.0
     for k, (attr, label) in enumerate(metrics):
         vals = [getattr(r, attr) for r in rows]
-        shown = [0.0 if math.isnan(v) else v for v in vals]
+        shown = [0.0 if v is None else v for v in vals]
         low = min(low, *shown) if shown else low
         bars = ax.bar(x + (k - (len(metrics) - 1) / 2) * width, shown, width, label=label)
         for b, v in zip(bars, vals, strict=True):
-            if math.isnan(v):
-                ax.annotate("n/a", (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=7, rotation=90)
+            if v is None:
+                ax.annotate(NA, (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(x, [f"{r.judge}\n(n={r.n})" for r in rows])
     ax.set_ylim(min(-0.05, low - 0.05), 1.05)
     ax.axhline(0, color="black", linewidth=0.6)

@@ -107,3 +107,14 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_or_none(v) for v in value]
     return value
+
+
+#: How an undefined statistic (None, NaN, ±inf) reads in tables, charts and the dashboard.
+NA = "n/a"
+
+
+def show_number(value: Any, spec: str = ".2f", *, scale: float = 1.0, suffix: str = "") -> str:
+    """A statistic for people: ``value × scale`` formatted with ``spec`` plus ``suffix``, or ``n/a`` when undefined."""
+    if finite_or_none(value) is None:
+        return NA
+    return f"{value * scale:{spec}}{suffix}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,36 @@ def label_counts(store: Any) -> dict[str, int]:
             .group_by(Annotator.kind, Task.kind, Annotation.status)
         ).all()
     return {f"{a}/{t}/{st}": n for a, t, st, n in rows}
+
+
+#: A judge panel whose one rule every output passes: every pair it judges is a tie.
+TIE_JUDGE: dict[str, Any] = {"judges": {"panel": [{
+    "name": "style-rules", "backend": "rules", "rules": [{"type": "length", "unit": "words", "max": 100000}],
+}]}}
+
+
+def undecided_humans() -> Any:
+    """A round hook: a scripted support lead (through the real server) who finds every pair equally
+    good ("tie") and corrects every edit to one fixed reply. With :data:`TIE_JUDGE` only one label
+    category occurs, so the judge–human Cohen's κ is undefined."""
+    from prefloop.feedback.simulate import ScoreOracle
+    from prefloop.training.demo import scripted_humans
+
+    oracle = ScoreOracle(lambda task, gid, text: 0.5,
+                         lambda task: "Hi there! Sorry for the trouble. Is there anything else I can do?")
+    return scripted_humans(n=1, accuracy=1.0, oracle=oracle)
+
+
+#: While the file this variable names exists, :func:`switchable_oracle` scores NaN (a broken oracle).
+BROKEN_ORACLE_FLAG = "PREFLOOP_TEST_BROKEN_ORACLE"
+
+
+def switchable_oracle(meta: dict[str, Any], messages: list[dict[str, str]], text: str) -> float:
+    """The support-desk oracle, or NaN while the file named by ``$PREFLOOP_TEST_BROKEN_ORACLE`` exists:
+    user code that misbehaves for a while (``training.evaluation.oracle: roundkit:switchable_oracle``)."""
+    from prefloop.training.demo import support_desk_oracle
+
+    flag = os.environ.get(BROKEN_ORACLE_FLAG)
+    if flag and Path(flag).exists():
+        return float("nan")
+    return support_desk_oracle(meta, messages, text)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from prefloop.feedback.aggregate import preferences, sft_targets
@@ -99,10 +97,13 @@ def test_kappa_and_alpha_match_hand_computed_values():
     b = ["x", "y", "y", "y", "x", "x"]
     # p_o = 4/6, p_e = (3/6)(3/6) + (3/6)(3/6) = 1/2 → κ = (2/3 − 1/2)/(1/2) = 1/3
     assert cohen_kappa(a, b) == pytest.approx(1 / 3)
-    assert math.isnan(cohen_kappa(["x", "x"], ["x", "x"]))  # one category: undefined
+    # undefined statistics are None (JSON null, shown as n/a), never NaN
+    assert cohen_kappa(["x", "x"], ["x", "x"]) is None  # one category: chance agreement is 1, κ is 0/0
+    assert cohen_kappa(["x"], ["y"]) is None  # one item
     units = [{"a": "x", "b": "x"}, {"a": "y", "b": "y"}, {"a": "x", "b": "x"}]
     assert krippendorff_alpha(units, "nominal") == pytest.approx(1.0)
-    assert krippendorff_alpha([{"a": "x"}], "nominal") != krippendorff_alpha([{"a": "x"}], "nominal")  # NaN
+    assert krippendorff_alpha([{"a": "x"}], "nominal") is None  # no two coders overlap
+    assert krippendorff_alpha([{"a": 3, "b": 3}, {"a": 3, "b": 3}], "ordinal") is None  # one value only
 
 
 def test_inter_annotator_and_judge_agreement_with_and_without_ties(q):

@@ -77,6 +77,20 @@ def test_orders_are_combined_and_flips_become_ties() -> None:
     assert judge.judge(["q"] * 4, [["x", "y"], ["p", "q"], ["m", "n"], ["e", "f"]]) == [0, 0, 0, -1]
 
 
+def test_a_non_finite_probability_is_a_failed_verdict_not_a_number_to_store() -> None:
+    from prefloop.judges.llm import LLMJudge
+
+    judge = Scripted({("g", "h"): math.nan, ("h", "g"): 0.3, ("i", "j"): 0.7, ("j", "i"): math.inf})
+    nan_first, inf_second = judge.compare([Q] * 2, ["g", "i"], ["h", "j"])
+    assert not nan_first.ok and nan_first.winner is None and "A first: the model's probability is nan" in nan_first.error
+    assert not inf_second.ok and "B first: the model's probability is inf" in inf_second.error
+    pointwise = build_judge(JudgeSpec(name="p", backend="openai", base_url="http://127.0.0.1:9/v1", model="m"))
+    assert isinstance(pointwise, LLMJudge)
+    v = pointwise.pointwise_from_probs({"1": math.nan, "5": math.nan})
+    assert not v.ok and v.score is None and "not numbers" in v.error
+    assert pointwise.pointwise_from_probs({"1": 0.25, "5": 0.75}).score == pytest.approx(4.0)
+
+
 def test_rule_judge_checks_and_scores() -> None:
     judge = build_judge({
         "name": "json", "backend": "rules", "scale": [1, 5],

@@ -1,17 +1,20 @@
-"""A whole loop end to end on the tiny model: round 0 (baseline) and two rounds with scripted
-humans through the real annotation server, a rule judge, SFT + DPO with LoRA, evaluation, the
-report, and wandb offline runs — then the store, the files and the metrics are checked."""
+"""A whole loop end to end on the tiny model, on SQLite and on PostgreSQL: round 0 (baseline) and two
+rounds with scripted humans through the real annotation server, a rule judge, SFT + DPO with LoRA,
+evaluation, the report, and wandb offline runs — then the store, the files and the metrics are
+checked. Also: a round whose judge–human κ is undefined, and a round that fails in ``evaluating``
+and is finished by ``prefloop round resume``."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from roundkit import label_counts, make_project
+from roundkit import BROKEN_ORACLE_FLAG, TIE_JUDGE, label_counts, make_project, undecided_humans
 from sqlalchemy import select
 
 pytestmark = pytest.mark.slow
@@ -26,7 +29,35 @@ def wandb_offline(tmp_path, monkeypatch):  # noqa: ANN001, ANN201
     return tmp_path / "wandb-dir"
 
 
-def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def project_on(tmp_path: Path, db_url: str):  # noqa: ANN201
+    """``make_project`` on the test's database (SQLite or PostgreSQL); its store is closed afterwards."""
+    made = []
+
+    def make(**kw):  # noqa: ANN003, ANN202
+        made.append(make_project(tmp_path / "proj", db_url, **kw))
+        return made[-1]
+
+    yield make
+    for project in made:
+        project.store.dispose()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "prefloop.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _strict_json(text: str):  # noqa: ANN202
+    """Parse as strict JSON: NaN and Infinity are errors, as on PostgreSQL."""
+
+    def refuse(token: str):  # noqa: ANN202
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     from datasets import load_from_disk
 
     from prefloop.feedback.export import dataset_hash
@@ -35,7 +66,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path, monkeypatch:
     from prefloop.training.report import collect, plot
     from prefloop.training.rounds import BASELINE_STATES, STATES, Orchestrator
 
-    project = make_project(tmp_path / "proj", prompts=6)
+    project = project_on(prompts=6)
     monkeypatch.setenv("OPENAI_API_KEY", "s3cret-test-key")  # an API key in the environment never reaches wandb
     calls: list[tuple[int, list[int]]] = []
     humans = scripted_humans(n=2, accuracy=0.9, seed=1)
@@ -111,7 +142,9 @@ def test_two_rounds_end_to_end(tmp_path: Path, wandb_offline: Path, monkeypatch:
     assert ev1["vs_previous"]["against"] == 0 and ev2["vs_previous"]["against"] == 1 and ev2["vs_base"]["against"] == 0
     for ev in (ev1, ev2):
         assert ev["vs_base"]["judged"] == 4 and 0.0 <= ev["vs_base"]["win_rate"] <= 1.0
-    assert json.loads((project.runs_dir / "round-2" / "eval.json").read_text())["summary"]["oracle_score"] == ev2["oracle_score"]
+    assert _strict_json((project.runs_dir / "round-2" / "eval.json").read_text())["summary"]["oracle_score"] == ev2["oracle_score"]
+    for r in rounds.values():
+        json.dumps(r.metrics, allow_nan=False)
 
     # Cost: human seconds priced at the hourly rate, compute seconds recorded.
     c1 = rounds[1].metrics["cost"]
@@ -164,24 +197,82 @@ def test_round_refuses_a_second_start_while_one_is_unfinished(tmp_path: Path, wa
         orch.run_next()
 
 
-def test_a_round_on_postgresql(tmp_path: Path, wandb_offline: Path) -> None:
-    """One round on PostgreSQL: the orchestrator's store work (claims, labels, datasets, artifacts)."""
-    from conftest import drop_postgres_schema, fresh_postgres_url
+def test_a_round_where_kappa_is_undefined(tmp_path: Path, project_on, wandb_offline: Path) -> None:  # noqa: ANN001
+    """Humans and the judge both call every pair a tie: Cohen's κ is undefined. The round finishes on
+    both databases, κ is stored as null and shown as n/a (PostgreSQL refused the NaN this used to be)."""
+    from prefloop.feedback.agreement import judge_human_agreement
+    from prefloop.training.rounds import Orchestrator
 
+    project = project_on(prompts=3, patch=TIE_JUDGE)
+    orch = Orchestrator(project, progress=False, humans=undecided_humans())
+    orch.run_next()
+    r1 = next(r for r in orch.rounds() if r.number == 1)
+    assert r1.state == "done"
+    (judge,) = judge_human_agreement(project.store, round_ids=[r1.id])
+    assert judge.n == 3 and judge.agreement == 1.0 and judge.kappa is None
+    assert judge.n_without_ties == 0 and judge.agreement_without_ties is None
+    assert r1.metrics["agreement"] == {"style-rules": {"n": 3, "agreement": 1.0, "kappa": None}}
+    assert _strict_json((project.runs_dir / "round-1" / "eval.json").read_text())["summary"]["vs_base"]["win_rate"] == 0.5
+
+    root = str(project.root)
+    stats = _cli("stats", "-p", root)
+    assert stats.returncode == 0, stats.stderr
+    row = next(line for line in stats.stdout.splitlines() if "style-rules" in line)
+    assert [c.strip() for c in re.split(r"[│|]", row) if c.strip()][-1] == "n/a", row  # the κ column
+    agreement = _cli("judge", "agreement", "--json", "-p", root)
+    assert agreement.returncode == 0, agreement.stderr
+    (shown,) = _strict_json(agreement.stdout)
+    assert (shown["kappa"], shown["agreement_without_ties"], shown["agreement"]) == (None, None, 1.0)
+    table = _cli("judge", "agreement", "--png", str(tmp_path / "agreement.png"), "-p", root)
+    assert table.returncode == 0 and "n/a" in table.stdout, table.stdout + table.stderr
+    assert (tmp_path / "agreement.png").read_bytes()[:4] == b"\x89PNG"
+    report = _cli("report", "-p", root, "--plot", str(tmp_path / "report.png"))
+    assert report.returncode == 0, report.stderr
+    assert "n/a" in report.stdout  # round 0 has no win rate
+
+
+def test_a_failure_in_evaluating_then_round_resume(tmp_path: Path, project_on, wandb_offline: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The oracle breaks (scores NaN) once the labels are in: round 1 stops in ``evaluating`` with the
+    same one-line error on both databases, stores nothing of the broken step, and
+    ``prefloop round resume`` finishes it once the oracle works again."""
+    from prefloop.errors import ConfigError
+    from prefloop.feedback.models import Generation, Round
     from prefloop.training.demo import scripted_humans
     from prefloop.training.rounds import STATES, Orchestrator
 
-    url = fresh_postgres_url()
-    try:
-        project = make_project(tmp_path / "proj", url, prompts=3)
-        orch = Orchestrator(project, progress=False, humans=scripted_humans(n=2, accuracy=1.0))
-        orch.run_next()
-        r1 = next(r for r in orch.rounds() if r.number == 1)
-        assert r1.state == "done" and [t["state"] for t in r1.metrics["transitions"]] == list(STATES)
-        assert r1.metrics["datasets"]["sft"]["rows"] == 3  # the 3 edits, all corrected (accuracy 1)
-        assert set(r1.metrics["training"]["phases"]) == {"sft", "dpo"} and Path(r1.adapter_path).is_dir()
-        assert label_counts(project.store)["human/edit/submitted"] == 3
-        assert r1.metrics["eval"]["vs_base"]["judged"] == 3
-        project.store.dispose()
-    finally:
-        drop_postgres_schema(url)
+    broken = tmp_path / "oracle-broken"
+    monkeypatch.setenv(BROKEN_ORACLE_FLAG, str(broken))
+    project = project_on(prompts=3, patch={"training": {"evaluation": {"oracle": "roundkit:switchable_oracle"}}})
+    humans = scripted_humans(n=2, accuracy=1.0)
+
+    def then_break_the_oracle(p, round_id, task_ids):  # noqa: ANN001, ANN202
+        humans(p, round_id, task_ids)
+        broken.touch()
+
+    with pytest.raises(ConfigError, match=r"oracle returned nan .* oracles must score in \[0, 1\]"):
+        Orchestrator(project, progress=False, humans=then_break_the_oracle).run_next()
+    with project.store.session() as s:
+        r1 = s.scalar(select(Round).where(Round.number == 1))
+        assert r1.state == "evaluating" and "oracle returned nan" in r1.error and "\n" not in r1.error
+        eval_samples = [m for m in s.scalars(select(Generation.meta).where(Generation.round_id == r1.id))
+                        if m["purpose"] == "eval"]
+        assert eval_samples == []  # the failed batch left nothing behind
+    before = label_counts(project.store)
+
+    broken.unlink()
+    tests_dir = str(Path(__file__).parent)
+    env = {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    resumed = _cli("round", "resume", "-p", str(project.root), "--quiet", env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "round 1: done" in resumed.stdout
+    with project.store.session() as s:
+        r1 = s.scalar(select(Round).where(Round.number == 1))
+        assert (r1.state, r1.error) == ("done", None)
+        visited = [t["state"] for t in r1.metrics["transitions"]]
+        assert visited == [*STATES[:-1], "evaluating", "done"]
+        assert r1.metrics["transitions"][-2].get("resumed") is True
+        assert 0.0 <= r1.metrics["eval"]["oracle_score"] <= 1.0 and r1.metrics["eval"]["vs_base"]["judged"] == 3
+        assert set(r1.metrics["agreement"]) <= {"style-rules"} and r1.metrics["cost"]["human_labels"] == 6
+        json.dumps(r1.metrics, allow_nan=False)
+    assert label_counts(project.store) == before  # the resume relabelled nothing

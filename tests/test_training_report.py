@@ -38,6 +38,7 @@ def test_tables_and_plot(tmp_path: Path) -> None:
     console.print(roi_table(_rows()))
     text = console.export_text()
     assert "60.0%" in text and "70.0%" in text and "0.550" in text
+    assert "n/a" in text  # round 0 has no win rate: not a number, not a dash
     # round 1: 4.012 in all for 10 points above 50 % → 0.4012 per point, 0.4000 of it human time
     assert "4.01" in text and "0.4012" in text and "0.4000" in text
     png = plot(_rows(), tmp_path / "r.png")
@@ -54,3 +55,12 @@ def test_oracles_load_by_name_or_path() -> None:
         load_oracle("nope")
     with pytest.raises(ConfigError, match="cannot load oracle"):
         load_oracle("prefloop.training.demo:missing")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1.5, -0.25, "high", None])
+def test_an_oracle_score_outside_0_1_is_the_oracles_error(bad: object) -> None:
+    from prefloop.training.evaluation import oracle_score
+
+    assert oracle_score(lambda meta, messages, text: 0.75, {}, [], "x", "an answer") == 0.75
+    with pytest.raises(ConfigError, match=r"the oracle returned .* for an answer to prompt 7; oracles must score in \[0, 1\]"):
+        oracle_score(lambda meta, messages, text: bad, {}, [], "x", "an answer to prompt 7")

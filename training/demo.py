@@ -105,11 +105,13 @@ def _prompt_meta_lookup(store: Any) -> Callable[[int], dict[str, Any]]:
 
 def scripted_humans(
     *, n: int = 2, accuracy: float = 0.85, seed: int = 0, seconds: dict[str, float] | None = None,
+    oracle: Callable[[Any], dict[str, Any] | None] | None = None,
 ) -> Callable[[Any, int, list[int]], None]:
     """A round hook: ``n`` scripted support leads label the waited-for tasks through the real HTTP API.
 
-    They claim by priority (active selection decides what they see), answer like the oracle with
-    probability ``accuracy``, and report ``seconds`` per label kind as their time on task.
+    They claim by priority (active selection decides what they see), answer like ``oracle`` (default:
+    the support desk's style guide) with probability ``accuracy``, and report ``seconds`` per label
+    kind as their time on task.
     """
     seconds = dict(HUMAN_SECONDS if seconds is None else seconds)
 
@@ -130,14 +132,13 @@ def scripted_humans(
             gid, text = task.candidates[0]
             return fix_reply(meta_of(gid), text)
 
-        oracle = ScoreOracle(score, reference)
         tokens = provision_annotators(project.store, n, prefix="support-lead")
         def time_on_task(task: Any, rng: random.Random) -> float:
             return seconds.get(task.kind, 20.0) * rng.uniform(0.7, 1.3)
 
         with serve_in_background(create_app(project)) as url:
             asyncio.run(run_simulation(
-                url, tokens, oracle, accuracy=accuracy, seed=seed + round_id, round_id=round_id,
+                url, tokens, oracle or ScoreOracle(score, reference), accuracy=accuracy, seed=seed + round_id, round_id=round_id,
                 max_tasks=-(-len(task_ids) // n), seconds=time_on_task,
             ))
 

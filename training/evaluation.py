@@ -110,17 +110,27 @@ def win_rate(
     return out
 
 
+def oracle_score(oracle: Oracle, meta: dict[str, Any], messages: list[dict[str, str]], text: str, what: str) -> float:
+    """``oracle``'s score of one answer (``what`` names it in errors), checked to lie in [0, 1].
+
+    An oracle is user code: NaN or a non-number is its bug, reported as such, never stored.
+    """
+    value = oracle(meta, messages, text)
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        score = None
+    if score is None or not 0.0 <= score <= 1.0:  # NaN fails the comparison too
+        raise ConfigError(f"the oracle returned {value!r} for {what}; oracles must score in [0, 1]",
+                          hint="fix the function named by training.evaluation.oracle")
+    return score
+
+
 def oracle_scores(oracle: Oracle, metas: dict[int, dict[str, Any]], prompts: dict[int, list[dict[str, str]]],
                   samples: dict[int, list[tuple[int, str]]]) -> dict[int, float]:
     """generation id → oracle score."""
-    scores: dict[int, float] = {}
-    for pid, gens in samples.items():
-        for gid, text in gens:
-            value = float(oracle(metas[pid], prompts[pid], text))
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"the oracle returned {value} for generation {gid}; oracles must score in [0, 1]")
-            scores[gid] = value
-    return scores
+    return {gid: oracle_score(oracle, metas[pid], prompts[pid], text, f"generation {gid}")
+            for pid, gens in samples.items() for gid, text in gens}
 
 
 def mean_or_none(values: list[float]) -> float | None:

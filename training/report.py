@@ -4,10 +4,11 @@ source, cost), plus the ROI table — what each round cost and what a point of w
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prefloop.text import show_number
 
 from .roi import cost_per_point, round_cost
 
@@ -62,19 +63,17 @@ def collect(project: Any) -> list[RoundRow]:
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+    return show_number(x, ".1f", scale=100, suffix="%")
 
 
 def _num(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
+    return show_number(x, f".{digits}f")
 
 
 def _money(x: float | None) -> str:
-    if x is None:
-        return "–"
     if x == 0:
         return "0"
-    return f"{x:.4f}" if abs(x) < 1 else f"{x:.2f}"
+    return show_number(x, ".4f" if x is not None and abs(x) < 1 else ".2f")
 
 
 def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:

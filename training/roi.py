@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from prefloop.text import finite_or_none
+
 #: round states whose wall time is machine time (waiting for humans is not).
 COMPUTE_STATES = ("generating", "judging", "building_datasets", "training", "evaluating")
 
@@ -52,13 +54,15 @@ def round_cost(store: Any, round_id: int, metrics: dict[str, Any], cost_config: 
     per_second = cost_config.human_hourly_rate / 3600.0
     for r in rows:
         submitted = r.status == AnnotationStatus.SUBMITTED.value
+        # A float column may hold NaN (PostgreSQL stores it): an unknown time or cost counts as none.
+        seconds, spent = finite_or_none(r.duration_s), finite_or_none(r.cost)
         if r.kind == AnnotatorKind.HUMAN.value:
             out.human_labels += int(submitted)
-            out.human_seconds += float(r.duration_s or 0.0)
-            out.human_cost += float(r.cost) if r.cost is not None else float(r.duration_s or 0.0) * per_second
+            out.human_seconds += float(seconds or 0.0)
+            out.human_cost += float(spent) if spent is not None else float(seconds or 0.0) * per_second
         else:
             out.judge_labels += int(submitted)
-            out.judge_cost += float(r.cost or 0.0)
+            out.judge_cost += float(spent or 0.0)
             out.judge_tokens += int(r.prompt_tokens or 0) + int(r.completion_tokens or 0)
     ev = metrics.get("eval") or {}
     out.judge_cost += float(ev.get("judge_cost") or 0.0)

@@ -347,6 +347,7 @@ class Orchestrator:
 
         from prefloop.feedback.models import Generation
 
+        from .evaluation import oracle_score
         from .generation import Policy, adapter_fingerprint, generate
 
         have = self._generations(round_id, purpose)
@@ -372,7 +373,8 @@ class Orchestrator:
                         for text in texts[: need[pid]]:
                             meta: dict[str, Any] = {"purpose": purpose}
                             if oracle is not None:
-                                meta["oracle_score"] = float(oracle(prompts[pid].meta or {}, prompts[pid].as_messages(), text))
+                                meta["oracle_score"] = oracle_score(oracle, prompts[pid].meta or {}, prompts[pid].as_messages(),
+                                                                    text, f"an answer to prompt {pid}")
                             s.add(Generation(prompt_id=pid, round_id=round_id, text=text, model=model_name, params=params, meta=meta))
                 bar.advance(job, sum(need.values()))
         policy.unload()
@@ -716,11 +718,11 @@ class Orchestrator:
                     details[label] = wr.details
                     cost += wr.cost
             result["judge_cost"] = cost
+        self._update(round_id, metrics_patch={"eval": result})  # first: the store names a non-finite number
         path = self.round_dir(r.number) / "eval.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"summary": result, "details": details}, indent=2, default=str))
+        tmp.write_text(json.dumps({"summary": result, "details": details}, indent=2, default=str, allow_nan=False))
         os.replace(tmp, path)
-        self._update(round_id, metrics_patch={"eval": result})
 
     def _finish(self, round_id: int) -> None:
         """Round metrics (labels and cost by source, agreement) and the wandb logging of a finished round."""

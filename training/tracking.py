@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from prefloop.text import finite_or_none
+
 from .config import WandbSettings
 
 #: keys that name a secret (``api_key``, ``session_secret``, ``token``…), not ones that merely
@@ -122,9 +124,11 @@ class RoundTracker:
         return PhaseCallback(self, phase)
 
     def log_round(self, metrics: dict[str, Any]) -> None:
+        """The round's numbers as ``round/*`` history and summary; undefined ones (None, NaN) are left out."""
         if self.run is None:
             return
-        flat = {f"round/{k}": v for k, v in _flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        flat = {f"round/{k}": v for k, v in _flatten(finite_or_none(metrics)).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
         flat["round/number"] = self.round_number
         self.run.log(flat)
         for k, v in flat.items():
@@ -171,7 +175,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _cell(v: Any) -> Any:
     if v is None or isinstance(v, (int, float, str, bool)):
-        return v
+        return finite_or_none(v)
     return str(v)
 
 

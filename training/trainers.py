@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefloop.errors import ConfigError, PrefloopError
+from prefloop.text import finite_or_none
 
 from .config import DPOSettings, SFTSettings, TrainingConfig
 from .generation import model_load_error, resolve_device
@@ -47,11 +48,12 @@ class PhaseResult:
     examples: int
     train_seconds: float  # wall time of trainer.train() in this process (0 when already done)
     resumed_from: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)  # the last logged training metrics
+    metrics: dict[str, float | None] = field(default_factory=dict)  # the last logged training metrics
     tokens: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As stored in round metrics: a metric TRL logged as NaN/inf (a diverged loss) becomes None."""
+        return finite_or_none(asdict(self))
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
