@@ -220,11 +220,21 @@ def _displayed(text: str) -> str:
     return "".join(part for part, _ in visible_parts(text))
 
 
-def test_control_and_bidi_characters_show_as_markers_and_the_whole_conversation(served) -> None:  # noqa: ANN001
+@pytest.fixture
+def served_hidden(sqlite_url, tmp_path):  # noqa: ANN001, ANN201
+    annotation = {"guidelines": "Prefer\x1b[8m hidden\x1b[0m the correct answer.", "show_judge_suggestions": True}
+    with serve_project(tmp_path / "proj", sqlite_url, annotation=annotation) as s:
+        yield s
+
+
+def test_control_and_bidi_characters_show_as_markers_and_the_whole_conversation(served_hidden) -> None:  # noqa: ANN001
+    served = served_hidden
     q = served.queue
     q.add_comparison(CONVERSATION, [TRICK, BIDI], priority=3)
     q.add_rating("Python and the page agree", EVERY_HIDDEN, priority=2)
     edit = q.add_edit("Fix the answer", "Berlin.\x1b[2KParis.", priority=1)
+    judge = q.ensure_annotator("judge", kind="judge")
+    q.record(judge, edit, {"text": "Bonn\x1b[1G"}, rationale="fine\u202e")
     token = served.token("mia")
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -237,12 +247,13 @@ def test_control_and_bidi_characters_show_as_markers_and_the_whole_conversation(
         assert [t.query_selector(".text").inner_text() for t in turns] == [m["content"] for m in CONVERSATION]
 
         # ---- both parts of the trick, and what hid one of them, as markers
-        shown = _texts(page, "#candidates .candidate .text")
-        assert shown == [_displayed(TRICK), _displayed(BIDI)]
-        assert shown[0] == "Berlin.\\x1b[2K\\x1b[1GParis."
-        assert page.locator("#candidates .ctl").all_inner_texts() == [
-            "\\x1b", "\\x1b", "\\u202e", "\\u202c", "\\u2066", "\\u2069", "\\u200b"]
-        text_content = page.evaluate("document.getElementById('work').textContent")
+        shown = _texts(page, "#candidates .candidate .text")  # in this annotator's A/B order
+        assert sorted(shown) == sorted([_displayed(TRICK), _displayed(BIDI)])
+        assert "Berlin.\\x1b[2K\\x1b[1GParis." in shown
+        assert sorted(page.locator("#candidates .ctl").all_inner_texts()) == sorted([
+            "\\x1b", "\\x1b", "\\u202e", "\\u202c", "\\u2066", "\\u2069", "\\u200b"])
+        assert page.inner_text(".guidelines") == "Prefer\\x1b[8m hidden\\x1b[0m the correct answer."
+        text_content = page.evaluate("document.querySelector('main').textContent")
         assert not HIDDEN.search(text_content), "a hidden character reached the page as it is"
         page.screenshot(path=str(ARTIFACTS / "hidden-characters.png"), full_page=True)
         page.keyboard.press("1")
@@ -257,6 +268,9 @@ def test_control_and_bidi_characters_show_as_markers_and_the_whole_conversation(
         page.wait_for_selector("#editor")
         assert page.input_value("#editor") == "Berlin.\x1b[2KParis."
         assert _texts(page, "#candidates .candidate .text") == ["Berlin.\\x1b[2KParis."]
+        page.click("#suggestions summary")
+        assert page.inner_text("#suggestion-list") == "judge suggests an edited answer: Bonn\\x1b[1G\nfine\\u202e"
+        page.focus("#editor")
         page.fill("#editor", "Berlin.")
         page.keyboard.press("Control+Enter")
         page.wait_for_selector("#empty:not([hidden])")

@@ -239,7 +239,7 @@
     const card = el("section", "card candidate");
     card.dataset.generationId = c.generation_id;
     const head = el("div", "label");
-    head.append(document.createTextNode("Answer " + c.label + " "));
+    head.append(visibleNodes("Answer " + c.label + " "));
     if (keyHint) head.append(kbd(keyHint));
     card.append(head, el("div", "text", c.text));
     return card;
@@ -248,7 +248,7 @@
   function render(t) {
     task = t;
     if ($("status").classList.contains("error")) say("", ""); // keep "Saved: …" as the last confirmation
-    $("task-title").textContent = TITLES[t.kind] || t.kind;
+    $("task-title").replaceChildren(visibleNodes(TITLES[t.kind] || t.kind));
     renderPrompt(t.prompt);
     const cands = $("candidates");
     const controls = $("controls");
@@ -326,7 +326,7 @@
       const item = el("li", "card rank-item" + (i === rankSel ? " selected" : ""));
       item.dataset.generationId = gid;
       const head = el("div", "label");
-      head.append(el("span", "pos", "#" + (i + 1)), document.createTextNode(" Answer " + c.label));
+      head.append(el("span", "pos", "#" + (i + 1)), visibleNodes(" Answer " + c.label));
       const moves = el("span", "moves");
       moves.append(
         button("▲", null, () => move(i, -1), "mini"),
@@ -373,7 +373,7 @@
     box.hidden = items.length === 0;
     for (const s of items) {
       const li = el("li");
-      li.append(el("strong", null, s.judge), document.createTextNode(" suggests " + describe(s.value)));
+      li.append(el("strong", null, s.judge), visibleNodes(" suggests " + describe(s.value)));
       if (s.rationale) li.append(el("div", "muted text", s.rationale));
       list.append(li);
     }
