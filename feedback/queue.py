@@ -18,6 +18,7 @@ Claim and submit run pre-compiled statements from :mod:`.queue_sql` (a few per c
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -102,7 +103,8 @@ class Queue:
     """The queue over a :class:`~prefloop.feedback.db.Store`.
 
     ``lease_seconds``: how long a claim holds its slot; ``overlap``: the default number of
-    distinct humans per task; ``rating_scale``: the default scale of rate tasks.
+    distinct humans per task; ``rating_scale``: the default scale of rate tasks; ``clock``: the
+    naive-UTC time that leases start and expire by (tests move it forward instead of sleeping).
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class Queue:
         overlap: int = 1,
         rating_scale: tuple[int, int] = (1, 5),
         allow_ties: bool = True,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         if overlap < 0:
             raise QueueError(f"overlap must be ≥ 0, got {overlap}")
@@ -121,6 +124,7 @@ class Queue:
         self.overlap = overlap
         self.rating_scale = tuple(rating_scale)
         self.allow_ties = allow_ties
+        self.clock = clock
         self._pg = store.dialect == "postgresql"
 
     @classmethod
@@ -267,7 +271,7 @@ class Queue:
         and renews the lease. Each pass is one transaction; on PostgreSQL a pass may find its
         candidate full after all (see :meth:`_candidate`), and the next pass excludes it.
         """
-        now = utcnow()
+        now = self.clock()
         me = {"annotator": annotator_id, "now": now}
         where = sql.ClaimFilter(round_id, _task_kinds(kinds))
         tried: list[int] = []
@@ -358,7 +362,7 @@ class Queue:
             return _retry_receipt(idempotency_key, task_id, annotator_id, used)
 
     def _submit(self, annotator_id, task_id, value, key, duration_s, rationale, meta) -> Receipt:  # noqa: ANN001
-        now = utcnow()
+        now = self.clock()
         mine = {"task": task_id, "annotator": annotator_id}
         with self.store.transaction() as conn:
             ctx = sql.SUBMIT_CONTEXT.first(conn, {**mine, "key": key, "now": now})
@@ -396,7 +400,7 @@ class Queue:
         with self.store.transaction() as conn:
             if sql.DROP_LEASE.run(conn, {"task": task_id, "annotator": annotator_id}) == 0:
                 raise NotAssigned(f"task {task_id} is not assigned to this annotator", hint="claim it first")
-            skipped = _annotation(task_id, annotator_id, sql.SKIPPED, {}, utcnow(), rationale=reason)
+            skipped = _annotation(task_id, annotator_id, sql.SKIPPED, {}, self.clock(), rationale=reason)
             sql.INSERT_ANNOTATION.run(conn, skipped)
 
     def release(self, annotator_id: int, task_id: int) -> bool:
@@ -484,7 +488,7 @@ class Queue:
 
     # ------------------------------------------------------------------ reporting
     def status(self, round_id: int | None = None) -> QueueStatus:
-        now = utcnow()
+        now = self.clock()
         with self.store.session() as s:
             tq = select(Task.kind, Task.status, func.count()).group_by(Task.kind, Task.status)
             slots = select(func.coalesce(func.sum(Task.overlap - Task.n_done), 0)).where(Task.status == TaskStatus.OPEN.value)
@@ -510,7 +514,7 @@ class Queue:
 
     def progress(self, annotator_id: int, *, round_id: int | None = None) -> dict[str, int]:
         """An annotator's own progress: answered, skipped, and tasks still available to them."""
-        now = utcnow()
+        now = self.clock()
         with self.store.session() as s:
             mine = select(Annotation.status, func.count()).join(Task, Task.id == Annotation.task_id).where(
                 Annotation.annotator_id == annotator_id

@@ -1,7 +1,11 @@
 """``prefloop annotate``: one annotator labels in the terminal with single keys.
 
-Model outputs are untrusted: they are printed as rich ``Text`` objects, never parsed as markup,
-so ``[bold]`` or escape-looking strings in an output show literally. Keys read from a real
+Model outputs and prompts are untrusted: they are printed as rich ``Text`` objects, never parsed
+as markup, so ``[bold]`` in an output shows literally; and every character that could erase,
+move or hide text on a terminal (ANSI/OSC escapes, carriage returns, bidi overrides, zero-width
+characters) is shown as a visible escape such as ``\x1b`` (see ``prefloop.visible``), so the
+annotator judges what is stored. The whole conversation is shown, each turn with its role.
+Keys read from a real
 terminal come through ``click.getchar``; when stdin is a pipe (scripts, tests), one character
 at a time from stdin.
 """
@@ -14,11 +18,12 @@ import uuid
 from collections.abc import Callable
 
 import click
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.text import Text
 
 from prefloop.errors import InvalidAnswer
+from prefloop.visible import visible_parts
 
 from .queue import ClaimedTask, Queue
 
@@ -52,15 +57,33 @@ def read_text(initial: str, console: Console) -> str:
     return "\n".join(lines)
 
 
+#: How a hidden character's escape stands out from text that merely looks like one.
+MARKER_STYLE = "reverse"
+
+
+def shown(text: str, style: str = "") -> Text:
+    """Untrusted text as the terminal should show it: literal, hidden characters as marked escapes."""
+    out = Text(style=style)
+    for part, marker in visible_parts(text):
+        out.append(part, style=MARKER_STYLE if marker else None)
+    return out
+
+
+def conversation(messages: list[dict[str, str]]) -> RenderableType:
+    """The prompt: a single user turn as its text, a longer conversation turn by turn with roles."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return shown(messages[0]["content"])
+    return Group(*(line for m in messages for line in (shown(m["role"], style="bold cyan"), shown(m["content"]))))
+
+
 def render(task: ClaimedTask, guidelines: str, progress: dict[str, int]) -> Group:
-    prompt = Text(task.prompt_text)
     parts = [
         Text(f"task {task.task_id} · {task.kind} · done {progress['done']} · remaining {progress['remaining']}", style="dim"),
-        Panel(Text(guidelines), title="guidelines", border_style="blue"),
-        Panel(prompt, title="prompt", border_style="cyan"),
+        Panel(shown(guidelines), title="guidelines", border_style="blue"),
+        Panel(conversation(task.prompt_messages), title="prompt", border_style="cyan"),
     ]
     for i, c in enumerate(task.candidates, 1):
-        parts.append(Panel(Text(c.text), title=f"output {i}", border_style="green"))
+        parts.append(Panel(shown(c.text), title=f"output {i}", border_style="green"))
     lo, hi = task.scale or (1, 5)
     parts.append(Text(KEYS_HELP[task.kind].format(lo=lo, hi=hi), style="bold"))
     return Group(*parts)
@@ -124,7 +147,7 @@ def run(queue: Queue, annotator_id: int, *, guidelines: str, round_id: int | Non
                     duration_s=time.monotonic() - started, meta={"via": "terminal"},
                 )
             except InvalidAnswer as exc:
-                console.print(Text(f"not saved: {exc}", style="red"))
+                console.print(shown(f"not saved: {exc}", style="red"))
                 continue
             counts["submitted"] += 1
             console.print(Text("saved", style="green"))

@@ -18,6 +18,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,8 @@ class OpenAIJudge(LLMJudge):
         self._lock = threading.Lock()
         self._logprobs = spec.logprobs
         self.requests_sent = 0
+        #: How the judge waits between retries (a test records the waits instead of sleeping).
+        self.sleep: Callable[[float], None] = time.sleep
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -182,7 +185,7 @@ class OpenAIJudge(LLMJudge):
                 break
             if delay is None:
                 delay = self.spec.backoff_s * (2 ** (attempt - 1)) * (1 + 0.25 * random.random())
-            time.sleep(min(delay, self.spec.max_backoff_s))
+            self.sleep(min(delay, self.spec.max_backoff_s))
         reply.latency_s = time.perf_counter() - t0
         return reply
 

@@ -1,8 +1,8 @@
 """A small OpenAI-compatible chat-completions server for tests: real HTTP on 127.0.0.1, in a thread.
 
 Each test gives a *responder* — ``fn(request_body, n) -> Reply`` (``n`` counts requests from 1) —
-that decides the answer: fixed text with top log-probabilities, an HTTP error, a delay, a broken
-body. The server records every request (body and headers) and the most requests it ever had in
+that decides the answer: fixed text with top log-probabilities, an HTTP error, a broken body (a
+responder may also block, e.g. on an event or barrier, to hold its answer back). The server records every request (body and headers) and the most requests it ever had in
 flight at once. It stops when the ``with`` block ends, or by itself after ``max_lifetime_s``.
 """
 
@@ -24,7 +24,6 @@ class Reply:
     status: int = 200
     body: Any = None  # a dict (sent as JSON), bytes/str (sent as-is)
     headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
 
 
 def completion(
@@ -137,10 +136,7 @@ class ChatServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    reply = server.responder(body, n)
-                    if reply.delay_s:
-                        time.sleep(reply.delay_s)
-                    self._send(reply)
+                    self._send(server.responder(body, n))
                 finally:
                     with server._lock:
                         server.in_flight -= 1

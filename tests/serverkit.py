@@ -88,7 +88,9 @@ def chromium_or_skip() -> str:
 def chromium() -> Iterator[Any]:
     """Headless Debian Chromium (never a downloaded browser)."""
     path = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # auto-waiting assertions: generous on a loaded machine
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)

@@ -377,7 +377,9 @@ def test_sync_until_waits_for_k_labels(tmp_path, argilla_server, owner, annotato
         project, rid, timeout=60, interval=0.2, on_pull=lambda rep, waiting: seen.append(len(waiting)),
     )))
     t.start()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60  # until its first pull has been seen, not for a guessed time
+    while not seen and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert t.is_alive()  # still waiting on the second task
     answer(alice, second["id"], {"preference": "B"})
     t.join(30)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import time
+import threading
 
 import pytest
 from chat_server import ChatServer, Reply, completion, error, prefer, shown_answers
@@ -65,12 +65,13 @@ def test_429_then_success_is_retried_with_backoff() -> None:
         return error(429, "slow down", {"Retry-After": "0.05"}) if n <= 2 else prefer("correct")(body, n)
 
     with ChatServer(respond) as srv:
-        t0 = time.perf_counter()
-        v = make(srv, concurrency=1).compare(PROMPTS[:1], GOOD[:1], BAD[:1])[0]
-        elapsed = time.perf_counter() - t0
+        judge = make(srv, concurrency=1)  # backoff_s 0.01: a wait of 0.05 can only come from Retry-After
+        waits: list[float] = []
+        judge.sleep = waits.append
+        v = judge.compare(PROMPTS[:1], GOOD[:1], BAD[:1])[0]
     assert v.ok and v.winner == "A" and v.consistent
     assert len(srv.requests) == 4  # two rate-limited, then one per order
-    assert elapsed >= 0.1  # waited Retry-After twice
+    assert waits == [0.05, 0.05]  # waited Retry-After twice
 
 
 def test_5xx_until_retries_run_out_is_a_recorded_failure() -> None:
@@ -82,12 +83,19 @@ def test_5xx_until_retries_run_out_is_a_recorded_failure() -> None:
 
 
 def test_timeout_is_a_failure_with_its_reason() -> None:
-    with ChatServer(lambda body, n: Reply(body=completion("A").body, delay_s=1.5)) as srv:
-        t0 = time.perf_counter()
-        v = make(srv, timeout_s=0.3, max_retries=1).compare(PROMPTS[:1], GOOD[:1], BAD[:1])[0]
-        elapsed = time.perf_counter() - t0
+    held = threading.Event()  # the server answers only once the judge has given up (or after 60 s)
+
+    def slow(body: dict, n: int) -> Reply:
+        held.wait(60)
+        return completion("A")
+
+    with ChatServer(slow) as srv:
+        try:
+            v = make(srv, timeout_s=0.3, max_retries=1).compare(PROMPTS[:1], GOOD[:1], BAD[:1])[0]
+        finally:
+            held.set()
+    # a judge that waited for the answers would have got them, and a verdict
     assert not v.ok and "timed out after 0.3s" in v.error and "gave up after 2 attempts" in v.error
-    assert elapsed < 1.5  # did not wait for the slow answers
 
 
 @pytest.mark.parametrize(
@@ -149,10 +157,11 @@ def test_server_without_logprobs_gets_strictly_parsed_answers() -> None:
 
 
 def test_concurrency_is_bounded() -> None:
+    together = threading.Barrier(3, timeout=60)  # each answer waits until three requests are in flight
+
     def slow(body: dict, n: int) -> Reply:
-        r = prefer("correct")(body, n)
-        r.delay_s = 0.15
-        return r
+        together.wait()
+        return prefer("correct")(body, n)
 
     with ChatServer(slow) as srv:
         prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(6)]

@@ -1,21 +1,23 @@
 """The annotation queue's guarantees, each checked on SQLite and on a real PostgreSQL server.
 
-Overlap, leases (a real short lease, not a patched clock), skip/release, idempotent submit,
-answer validation, priority, ``record`` for judges and imports, and real processes racing for
-the same slots.
+Overlap, leases (expiry through the queue's clock, never by sleeping), skip/release, idempotent
+submit, answer validation, priority, ``record`` for judges and imports, and real processes racing
+for the same slots. Where a test needs another transaction in flight, it waits until the other
+thread is seen blocked on the lock (``waitkit.blocked_by``), never for a guessed time.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing as mp
 import sqlite3
 import threading
-import time
 from collections import Counter
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
+from waitkit import blocked_by, wait_until
 
 from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
 from prefloop.feedback.db import Store, open_store
@@ -72,22 +74,38 @@ def test_overlap_zero_task_is_never_served(queue: Queue) -> None:
 
 
 # ---------------------------------------------------------------------------------------- leases
+class Clock:
+    """The queue's idea of now, moved forward by the test."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
 def test_expired_lease_frees_the_slot_and_a_late_submit_is_kept(store: Store) -> None:
-    short = Queue(store, overlap=1, lease_seconds=0.2)  # alice's claims expire almost at once
-    long = Queue(store, overlap=1, lease_seconds=60)
-    tid = long.add_comparison("Q?", ["a", "b"])
-    alice, bob = long.ensure_annotator("alice"), long.ensure_annotator("bob")
+    clock = Clock()
+    q = Queue(store, overlap=1, lease_seconds=60, clock=clock)
+    tid = q.add_comparison("Q?", ["a", "b"])
+    alice, bob = q.ensure_annotator("alice"), q.ensure_annotator("bob")
 
-    claimed = short.claim(alice)
-    assert claimed.task_id == tid
-    assert long.claim(bob) is None, "the only slot is leased to alice"
-    time.sleep(0.3)
-    assert long.claim(bob).task_id == tid, "an expired lease frees its slot"
-    assert long.claim(alice) is None, "the slot is now bob's"
+    claimed = q.claim(alice)
+    assert claimed.task_id == tid and claimed.lease_expires_at == clock.now + dt.timedelta(seconds=60)
+    clock.advance(59.9)
+    assert q.claim(bob) is None, "the only slot is leased to alice"
+    assert q.status().active_leases == 1 and q.progress(bob)["remaining"] == 0
+    clock.advance(0.2)
+    assert q.status().active_leases == 0 and q.progress(bob)["remaining"] == 1
+    assert q.claim(bob).task_id == tid, "an expired lease frees its slot"
+    assert q.claim(alice) is None, "the slot is now bob's"
 
-    late = short.submit(alice, tid, _choice(claimed))
+    late = q.submit(alice, tid, _choice(claimed))
     assert late.late and not late.duplicate
-    on_time = long.submit(bob, tid, {"choice": "tie"})
+    on_time = q.submit(bob, tid, {"choice": "tie"})
     assert not on_time.late
     anns = _annotations(store, tid)
     assert [(a.annotator_id, a.late) for a in anns] == [(alice, True), (bob, False)]
@@ -167,20 +185,23 @@ def test_a_retry_racing_the_first_submit_gets_the_first_receipt(store: Store, qu
          "late": False, "idempotency_key": "k", "meta": {}, "history": []},
     ).scalar_one()
     outcome: dict = {}
+    committing = threading.Event()
 
     def retry() -> None:
         try:
             outcome["receipt"] = queue.submit(ann, tid, _choice(claimed), idempotency_key="k")
         except Exception as exc:  # noqa: BLE001 - reported below
             outcome["error"] = exc
+        outcome["after_commit"] = committing.is_set()
 
     worker = threading.Thread(target=retry)
     worker.start()
-    time.sleep(0.3)
-    assert worker.is_alive(), "the retry must wait for the first submit's transaction"
+    wait_until(lambda: not worker.is_alive() or blocked_by(store, first, worker), "the retry to reach the lock")
+    committing.set()
     tx.commit()
     first.close()
     worker.join(timeout=60)
+    assert outcome["after_commit"], "the retry must wait for the first submit's transaction"
     assert "error" not in outcome, outcome.get("error")
     assert outcome["receipt"].duplicate and outcome["receipt"].annotation_id == first_id
     assert [a.id for a in _annotations(store, tid)] == [first_id]
@@ -195,18 +216,24 @@ def test_a_claim_waits_for_a_busy_task_rather_than_report_an_empty_queue(store: 
     alice, bob = q.ensure_annotator("alice"), q.ensure_annotator("bob")
     assert q.claim(alice).task_id == tid
     outcome: dict = {}
-    worker = threading.Thread(target=lambda: outcome.update(claimed=q.claim(bob)))
+    committing = threading.Event()
+
+    def claim() -> None:
+        outcome["claimed"] = q.claim(bob)
+        outcome["after_commit"] = committing.is_set()
+
+    worker = threading.Thread(target=claim)
     with store.engine.connect() as busy:
         tx = busy.begin()
         try:
             busy.execute(update(Task).where(Task.id == tid).values(priority=Task.priority))  # holds the row lock
             worker.start()
-            time.sleep(0.3)
-            waited = worker.is_alive()
+            wait_until(lambda: not worker.is_alive() or blocked_by(store, busy, worker), "the claim to reach the lock")
         finally:
+            committing.set()
             tx.commit()
     worker.join(timeout=60)
-    assert waited, f"the claim answered {outcome.get('claimed')} instead of waiting for the busy task"
+    assert outcome["after_commit"], f"the claim answered {outcome.get('claimed')} instead of waiting for the busy task"
     assert outcome["claimed"] is not None and outcome["claimed"].task_id == tid
 
 

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from roundkit import label_counts, make_project
 from sqlalchemy import func, select
+from waitkit import wait_until
 
 pytestmark = pytest.mark.slow
 PREFLOOP = [sys.executable, "-m", "prefloop.cli"]
@@ -48,15 +48,14 @@ def _counts(project) -> dict[str, int]:  # noqa: ANN001
 
 
 def _wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 240.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise AssertionError(f"the round process exited ({proc.returncode}) before {what}:\n{out[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    try:
+        wait_until(lambda: predicate() or proc.poll() is not None, what, timeout=timeout, interval=0.1)
+    except AssertionError:
+        proc.kill()
+        raise
+    if not predicate():
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        raise AssertionError(f"the round process exited ({proc.returncode}) before {what}:\n{out[-3000:]}")
 
 
 def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
@@ -117,14 +116,15 @@ def _poll_targets(project, round_id: int, timeout: float = 30.0):  # noqa: ANN00
     """The tasks the waiting round recorded as waited for."""
     from prefloop.feedback.models import Round
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    metrics: dict = {}
+
+    def recorded() -> bool:
         with project.store.session() as s:
-            m = s.get(Round, round_id).metrics or {}
-        if "wait_tasks" in m:
-            return m["wait_tasks"]
-        time.sleep(0.1)
-    raise AssertionError("the round never recorded its waited-for tasks")
+            metrics.update(s.get(Round, round_id).metrics or {})
+        return "wait_tasks" in metrics
+
+    wait_until(recorded, "the round to record its waited-for tasks", timeout=timeout, interval=0.1)
+    return metrics["wait_tasks"]
 
 
 def test_generation_interrupted_midway_resumes_without_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

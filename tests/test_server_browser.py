@@ -4,8 +4,10 @@ keyboard, and check each answer in the store. Screenshots land in ``test-artifac
 from __future__ import annotations
 
 import pytest
-
+from playwright.sync_api import expect
 from serverkit import ARTIFACTS, chromium, serve_project, sign_in
+
+from prefloop.visible import HIDDEN, visible_parts
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +48,7 @@ def test_annotator_labels_every_kind_with_the_keyboard(served) -> None:  # noqa:
         # ---- compare: side by side, in this annotator's order; the guidelines are on the page
         assert page.inner_text("#task-title") == "Which answer is better?"
         assert page.inner_text(".guidelines") == GUIDELINES
-        assert page.inner_text("#p-remaining") == "5"
+        expect(page.locator("#p-remaining")).to_have_text("5")
         shown = _shown(page)
         page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
         page.keyboard.press("2")  # the answer shown second
@@ -54,7 +56,7 @@ def test_annotator_labels_every_kind_with_the_keyboard(served) -> None:  # noqa:
 
         # ---- rate: the configured 1–5 scale, a digit answers
         assert page.inner_text("#status").startswith("Saved: answer B")
-        assert page.inner_text("#p-done") == "1"
+        expect(page.locator("#p-done")).to_have_text("1")
         assert [b.inner_text().split()[0] for b in page.query_selector_all(".scale-btn")] == ["1", "2", "3", "4", "5"]
         page.keyboard.press("9")  # off the scale: ignored
         page.keyboard.press("4")
@@ -84,7 +86,9 @@ def test_annotator_labels_every_kind_with_the_keyboard(served) -> None:  # noqa:
         # ---- skip with s
         page.keyboard.press("s")
         page.wait_for_selector("#empty:not([hidden])")
-        assert page.inner_text("#p-done") == "4" and page.inner_text("#p-remaining") == "0"
+        expect(page.locator("#p-done")).to_have_text("4")
+        expect(page.locator("#p-remaining")).to_have_text("0")
+        expect(page.locator("body")).to_have_attribute("data-idle", "true")
         assert errors == []
 
     rows = {a.task_id: a for a in served.annotations("ann")}
@@ -165,3 +169,114 @@ def test_admin_dashboard_renders_for_admins_only(served) -> None:  # noqa: ANN00
         assert "uma" in rows and "vic" in rows
         assert len(page.query_selector_all("svg.spark rect.bar-done")) == 2 * 24
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+
+def test_the_page_is_idle_only_once_the_progress_counter_is_up_to_date(served) -> None:  # noqa: ANN001
+    """After an answer the page draws the next task and then refreshes the counter: until that
+    request has settled it must not call itself idle (tests and people read the counter then)."""
+    served.queue.add_comparison("first", ["a", "b"], priority=2)
+    served.queue.add_comparison("second", ["c", "d"], priority=1)
+    token = served.token("ida")
+    with chromium() as browser:
+        page = browser.new_page()
+        sign_in(page, served.url, token)
+        expect(page.locator("body")).to_have_attribute("data-idle", "true")
+        expect(page.locator("#p-done")).to_have_text("0")
+        held: list = []
+        released: list[bool] = []
+
+        def hold(route) -> None:  # noqa: ANN001 - runs on this thread, inside a Playwright call
+            if released:
+                route.continue_()
+            else:
+                held.append(route)
+
+        page.route("**/api/me/progress*", hold)
+        page.keyboard.press("1")
+        page.wait_for_selector("#prompt .text:text-is('second')")  # the next task is drawn…
+        assert page.get_attribute("body", "data-idle") == "false"  # …while its progress is on hold
+        assert page.inner_text("#p-done") == "0"
+        released.append(True)
+        for route in held:
+            route.continue_()
+        expect(page.locator("body")).to_have_attribute("data-idle", "true")
+        assert page.inner_text("#p-done") == "1"
+
+
+# ------------------------------------------------------------------------- what is shown is what is stored
+CONVERSATION = [
+    {"role": "system", "content": "You are a geography tutor. Answer in one word."},
+    {"role": "user", "content": "Capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And of Germany?"},
+]
+TRICK = "Berlin.\x1b[2K\x1b[1GParis."
+BIDI = "Bonn \u202eevil.exe\u202c is \u2066isolated\u2069\u200b."
+#: every character the page must mark that the store accepts (NUL never is), then plain text
+EVERY_HIDDEN = "".join(chr(c) for c in range(1, 0xE0080) if HIDDEN.fullmatch(chr(c))) + "\r\n\tend"
+
+
+def _displayed(text: str) -> str:
+    return "".join(part for part, _ in visible_parts(text))
+
+
+@pytest.fixture
+def served_hidden(sqlite_url, tmp_path):  # noqa: ANN001, ANN201
+    annotation = {"guidelines": "Prefer\x1b[8m hidden\x1b[0m the correct answer.", "show_judge_suggestions": True}
+    with serve_project(tmp_path / "proj", sqlite_url, annotation=annotation) as s:
+        yield s
+
+
+def test_control_and_bidi_characters_show_as_markers_and_the_whole_conversation(served_hidden) -> None:  # noqa: ANN001
+    served = served_hidden
+    q = served.queue
+    q.add_comparison(CONVERSATION, [TRICK, BIDI], priority=3)
+    q.add_rating("Python and the page agree", EVERY_HIDDEN, priority=2)
+    edit = q.add_edit("Fix the answer", "Berlin.\x1b[2KParis.", priority=1)
+    judge = q.ensure_annotator("judge", kind="judge")
+    q.record(judge, edit, {"text": "Bonn\x1b[1G"}, rationale="fine\u202e")
+    token = served.token("mia")
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        sign_in(page, served.url, token)
+
+        # ---- the whole conversation, each turn with its role
+        turns = page.query_selector_all("#prompt .turn")
+        assert [t.query_selector(".role").inner_text() for t in turns] == [
+            "SYSTEM", "USER", "ASSISTANT", "USER"]  # the role labels are set in small capitals
+        assert [t.query_selector(".text").inner_text() for t in turns] == [m["content"] for m in CONVERSATION]
+
+        # ---- both parts of the trick, and what hid one of them, as markers
+        shown = _texts(page, "#candidates .candidate .text")  # in this annotator's A/B order
+        assert sorted(shown) == sorted([_displayed(TRICK), _displayed(BIDI)])
+        assert "Berlin.\\x1b[2K\\x1b[1GParis." in shown
+        assert sorted(page.locator("#candidates .ctl").all_inner_texts()) == sorted([
+            "\\x1b", "\\x1b", "\\u202e", "\\u202c", "\\u2066", "\\u2069", "\\u200b"])
+        assert page.inner_text(".guidelines") == "Prefer\\x1b[8m hidden\\x1b[0m the correct answer."
+        text_content = page.evaluate("document.querySelector('main').textContent")
+        assert not HIDDEN.search(text_content), "a hidden character reached the page as it is"
+        page.screenshot(path=str(ARTIFACTS / "hidden-characters.png"), full_page=True)
+        page.keyboard.press("1")
+
+        # ---- every marked character, as the terminal shows it
+        expect(page.locator(".kind-rate")).to_be_visible()
+        assert _texts(page, "#candidates .candidate .text") == [_displayed(EVERY_HIDDEN)]
+        assert page.locator("#candidates .ctl").count() == len(HIDDEN.findall(EVERY_HIDDEN))
+        page.keyboard.press("3")
+
+        # ---- an edit: the text box holds the stored text; the original is shown with markers
+        page.wait_for_selector("#editor")
+        assert page.input_value("#editor") == "Berlin.\x1b[2KParis."
+        assert _texts(page, "#candidates .candidate .text") == ["Berlin.\\x1b[2KParis."]
+        page.click("#suggestions summary")
+        assert page.inner_text("#suggestion-list") == "judge suggests an edited answer: Bonn\\x1b[1G\nfine\\u202e"
+        page.focus("#editor")
+        page.fill("#editor", "Berlin.")
+        page.keyboard.press("Control+Enter")
+        page.wait_for_selector("#empty:not([hidden])")
+        assert "\x1b" not in page.inner_text("#status")
+    assert {a.task_id: a.value for a in served.annotations("mia")}[edit] == {"text": "Berlin."}
+
+
+def _texts(page, selector: str) -> list[str]:  # noqa: ANN001
+    return [e.inner_text() for e in page.query_selector_all(selector)]

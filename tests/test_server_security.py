@@ -77,12 +77,13 @@ def test_hostile_outputs_show_as_text_and_run_nothing(served_sqlite) -> None:  #
         assert page.url == served.url + "/annotate"
 
         # the CSP is a second wall: markup injected behind the page's back still cannot run
-        page.evaluate("""() => {
-            const d = document.createElement('div');
-            d.innerHTML = '<img src="data:," onerror="window.__pwned=\\'csp\\'">';
-            document.body.appendChild(d);
-        }""")
-        page.wait_for_timeout(300)
+        # (the violation is reported when the image fails and its inline handler is refused)
+        with page.expect_console_message(lambda m: "inline event handler" in m.text and "Content Security Policy" in m.text):
+            page.evaluate("""() => {
+                const d = document.createElement('div');
+                d.innerHTML = '<img src="data:," onerror="window.__pwned=\\'csp\\'">';
+                document.body.appendChild(d);
+            }""")
         assert page.evaluate("window.__pwned") is None
         assert dialogs == []
         assert violations, "the injected inline handler should have been blocked by the CSP"

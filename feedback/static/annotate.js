@@ -1,5 +1,6 @@
 // The annotation page. Everything a model wrote or a prompt says is untrusted: it only ever
-// reaches the page through textContent / value, never innerHTML, so it shows as literal text.
+// reaches the page through text nodes / value, never innerHTML, so it shows as literal text, and
+// characters that would hide or reorder text show as marked escapes (visibleNodes).
 "use strict";
 
 (() => {
@@ -20,12 +21,44 @@
   let rankOrder = []; // generation ids, best first
   let rankSel = 0;
   let pollTimer = null;
+  let inFlight = 0; // requests started by loadNext / act and not yet settled
+
+  // ------------------------------------------------------------------ untrusted text
+  // Characters that erase, move or hide text: C0 controls but tab and newline (a carriage return
+  // only outside \r\n), DEL and C1 controls, bidi controls, invisible format characters. The
+  // same set as prefloop/visible.py (the terminal), shown the same way: "\x1b", "\u202e".
+  const HIDDEN =
+    /\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0\u{e0000}-\u{e007f}]/gu;
+  function escapeOf(code) {
+    const hex = (n) => code.toString(16).padStart(n, "0");
+    if (code === 0x0d) return "\\r";
+    if (code <= 0xff) return "\\x" + hex(2);
+    return code <= 0xffff ? "\\u" + hex(4) : "\\U" + hex(8);
+  }
+  // Text as DOM nodes: plain runs as text nodes, each hidden character as <span class="ctl">.
+  function visibleNodes(text) {
+    const out = document.createDocumentFragment();
+    let pos = 0;
+    for (const m of text.matchAll(HIDDEN)) {
+      if (m.index > pos) out.append(document.createTextNode(text.slice(pos, m.index)));
+      const code = m[0].codePointAt(0);
+      const mark = document.createElement("span");
+      mark.className = "ctl";
+      mark.textContent = escapeOf(code);
+      mark.title = "U+" + code.toString(16).toUpperCase().padStart(4, "0") + ": a hidden character, stored as it is";
+      out.append(mark);
+      pos = m.index + m[0].length;
+    }
+    if (pos < text.length) out.append(document.createTextNode(text.slice(pos)));
+    return out;
+  }
+  const hasHidden = (text) => text.search(HIDDEN) >= 0;
 
   // ------------------------------------------------------------------ small helpers
   function el(tag, className, text) {
     const e = document.createElement(tag);
     if (className) e.className = className;
-    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (text !== undefined && text !== null) e.append(visibleNodes(String(text)));
     return e;
   }
   function kbd(key) {
@@ -63,8 +96,20 @@
 
   function say(message, kind) {
     const s = $("status");
-    s.textContent = message;
+    s.replaceChildren(visibleNodes(message));
     s.className = "status " + (kind || "");
+  }
+
+  // <body data-idle>: "true" once every request the page started has settled and what it shows
+  // (the task, the progress counter) is current; "false" while one is in flight.
+  async function tracked(work) {
+    inFlight++;
+    document.body.dataset.idle = "false";
+    try {
+      return await work();
+    } finally {
+      if (--inFlight === 0) document.body.dataset.idle = "true";
+    }
   }
 
   // ------------------------------------------------------------------ time on task
@@ -144,41 +189,47 @@
   }
 
   // ------------------------------------------------------------------ loading tasks
-  async function loadNext() {
-    task = null;
-    busy = true;
-    clearTimeout(pollTimer);
-    $("work").hidden = true;
-    $("empty").hidden = true;
-    $("loading").hidden = false;
-    try {
-      const body = kinds.length ? { kinds } : {};
-      const next = await api("POST", "/api/tasks/next", body, 3);
-      $("loading").hidden = true;
-      if (next === null) {
-        $("empty").hidden = false;
-        renderKeys(null);
-        pollTimer = setTimeout(loadNext, 30000);
-      } else {
-        render(next);
+  // Claim the next task and draw it, then bring the progress counter up to date (in this order:
+  // the claim changes what is remaining).
+  function loadNext() {
+    return tracked(async () => {
+      task = null;
+      busy = true;
+      clearTimeout(pollTimer);
+      $("work").hidden = true;
+      $("empty").hidden = true;
+      $("loading").hidden = false;
+      try {
+        const body = kinds.length ? { kinds } : {};
+        const next = await api("POST", "/api/tasks/next", body, 3);
+        $("loading").hidden = true;
+        if (next === null) {
+          $("empty").hidden = false;
+          renderKeys(null);
+          pollTimer = setTimeout(loadNext, 30000);
+        } else {
+          render(next);
+        }
+      } catch (err) {
+        $("loading").hidden = true;
+        say(err.message, "error");
+      } finally {
+        busy = false;
       }
-    } catch (err) {
-      $("loading").hidden = true;
-      say(err.message, "error");
-    } finally {
-      busy = false;
-    }
-    refreshProgress();
+      await refreshProgress();
+    });
   }
 
   // ------------------------------------------------------------------ rendering
   function renderPrompt(prompt) {
     const box = $("prompt");
     clear(box);
-    const turns = prompt.messages.length > 1 ? prompt.messages : [{ role: "user", content: prompt.text }];
+    // The whole conversation (system prompt and earlier turns), each turn with its role.
+    const turns = prompt.messages.length ? prompt.messages : [{ role: "user", content: prompt.text }];
+    const labelled = turns.length > 1 || turns[0].role !== "user";
     for (const m of turns) {
       const turn = el("div", "turn turn-" + m.role);
-      if (prompt.messages.length > 1) turn.append(el("div", "role", m.role));
+      if (labelled) turn.append(el("div", "role", m.role));
       turn.append(el("div", "text", m.content));
       box.append(turn);
     }
@@ -188,7 +239,7 @@
     const card = el("section", "card candidate");
     card.dataset.generationId = c.generation_id;
     const head = el("div", "label");
-    head.append(document.createTextNode("Answer " + c.label + " "));
+    head.append(visibleNodes("Answer " + c.label + " "));
     if (keyHint) head.append(kbd(keyHint));
     card.append(head, el("div", "text", c.text));
     return card;
@@ -197,7 +248,7 @@
   function render(t) {
     task = t;
     if ($("status").classList.contains("error")) say("", ""); // keep "Saved: …" as the last confirmation
-    $("task-title").textContent = TITLES[t.kind] || t.kind;
+    $("task-title").replaceChildren(visibleNodes(TITLES[t.kind] || t.kind));
     renderPrompt(t.prompt);
     const cands = $("candidates");
     const controls = $("controls");
@@ -228,6 +279,15 @@
       renderRanking();
       controls.append(button("Submit ranking", "Enter", submitRanking, "primary"));
     } else if (t.kind === "edit") {
+      if (hasHidden(t.candidates[0].text)) {
+        // A text box cannot mark them: show the answer as stored above it.
+        const card = el("section", "card candidate");
+        card.append(
+          el("div", "label", "The answer holds hidden characters (marked here; the text box keeps them as they are)"),
+          el("div", "text", t.candidates[0].text),
+        );
+        cands.append(card);
+      }
       const area = el("textarea", "editor");
       area.id = "editor";
       area.value = t.candidates[0].text;
@@ -266,7 +326,7 @@
       const item = el("li", "card rank-item" + (i === rankSel ? " selected" : ""));
       item.dataset.generationId = gid;
       const head = el("div", "label");
-      head.append(el("span", "pos", "#" + (i + 1)), document.createTextNode(" Answer " + c.label));
+      head.append(el("span", "pos", "#" + (i + 1)), visibleNodes(" Answer " + c.label));
       const moves = el("span", "moves");
       moves.append(
         button("▲", null, () => move(i, -1), "mini"),
@@ -313,7 +373,7 @@
     box.hidden = items.length === 0;
     for (const s of items) {
       const li = el("li");
-      li.append(el("strong", null, s.judge), document.createTextNode(" suggests " + describe(s.value)));
+      li.append(el("strong", null, s.judge), visibleNodes(" suggests " + describe(s.value)));
       if (s.rationale) li.append(el("div", "muted text", s.rationale));
       list.append(li);
     }
@@ -345,19 +405,21 @@
     busy = true;
     const t = task;
     document.body.classList.add("saving");
-    try {
-      const result = await api("POST", "/api/tasks/" + t.task_id + path, body, 4);
-      window.sessionStorage.removeItem("prefloop-key-" + t.task_id);
-      say(done(result), "ok");
-      busy = false;
-      await loadNext();
-    } catch (err) {
-      busy = false;
-      say(err.message, "error");
-      if (err.status === 409) await loadNext(); // no longer ours (answered elsewhere, or released)
-    } finally {
-      document.body.classList.remove("saving");
-    }
+    await tracked(async () => {
+      try {
+        const result = await api("POST", "/api/tasks/" + t.task_id + path, body, 4);
+        window.sessionStorage.removeItem("prefloop-key-" + t.task_id);
+        say(done(result), "ok");
+        busy = false;
+        await loadNext();
+      } catch (err) {
+        busy = false;
+        say(err.message, "error");
+        if (err.status === 409) await loadNext(); // no longer ours (answered elsewhere, or released)
+      } finally {
+        document.body.classList.remove("saving");
+      }
+    });
   }
 
   function send(value) {
@@ -448,6 +510,9 @@
     if (handled) ev.preventDefault();
   });
 
+  const guidelines = document.querySelector(".guidelines");
+  if (guidelines) guidelines.replaceChildren(visibleNodes(guidelines.textContent));
+  document.body.dataset.idle = "false";
   $("check-again").addEventListener("click", loadNext);
   loadNext();
 })();
