@@ -40,6 +40,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -1030,17 +1031,20 @@ def sync_until(
     interval: float | None = None,
     push_first: bool = True,
     on_pull: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SyncResult:
     """Push the round's tasks, then pull every ``interval`` seconds until each task has
     ``min_submitted`` (default: its overlap) human labels or ``timeout`` seconds pass.
 
     Defaults come from the ``argilla`` config section. ``on_pull(report, waiting)`` is called
     after each pull (progress display). Returns whether the round is fully labelled.
+    ``clock`` and ``sleep`` let a test run the waiting on a simulated clock.
     """
     cfg = project.config.argilla
     timeout = cfg.wait_timeout_s if timeout is None else timeout
     interval = cfg.poll_interval_s if interval is None else interval
-    start = time.monotonic()
+    start = clock()
     if push_first:
         push(project, round_id=round_id)
     pulls = 0
@@ -1050,7 +1054,7 @@ def sync_until(
         waiting = tasks_short_of_labels(project, round_id, min_submitted)
         if on_pull is not None:
             on_pull(report, waiting)
-        elapsed = time.monotonic() - start
+        elapsed = clock() - start
         if not waiting or elapsed + interval > timeout:
             return SyncResult(not waiting, pulls, waiting, elapsed, report)
-        time.sleep(interval)
+        sleep(interval)

@@ -368,8 +368,11 @@ def test_sync_until_waits_for_k_labels(tmp_path, argilla_server, owner, annotato
     first, second = sorted(queue_of(alice, ds.id), key=task_of)
     answer(alice, first["id"], {"preference": "A"})
 
-    timed_out = bridge.sync_until(project, rid, timeout=0.6, interval=0.25, push_first=False)
-    assert not timed_out.done and timed_out.waiting_tasks == [tasks[1]] and timed_out.pulls >= 2
+    now = [0.0]  # a simulated clock: only the waits between pulls move it, however slow a pull is
+    timed_out = bridge.sync_until(project, rid, timeout=0.6, interval=0.25, push_first=False,
+                                  clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    # pulls at t = 0, 0.25 and 0.5; a fourth wait would end past the timeout
+    assert not timed_out.done and timed_out.waiting_tasks == [tasks[1]] and timed_out.pulls == 3
 
     result: dict = {}
     seen: list[int] = []
