@@ -31,8 +31,9 @@ class ModelSettings(StrictModel):
     quantization: Literal["4bit", "8bit"] | None = None
     #: ``auto``: CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: attention kernels for training; null = transformers' default (sdpa). ``flash_attention_2``/``_3``
-    #: need CUDA and the ``flash-attn`` package (refused otherwise); ``flex_attention`` runs on CPU too.
+    #: attention kernels for training; null = transformers' default (sdpa), except for SFT packing on
+    #: CUDA, which takes flash_attention_2 when flash-attn is installed, else flex_attention (logged).
+    #: ``flash_attention_2``/``_3`` need CUDA and flash-attn, ``flex_attention`` CUDA (refused otherwise).
     attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"] | None = None
 
 
@@ -115,8 +116,8 @@ class SFTSettings(_PhaseSettings):
     min_examples: int = Field(1, ge=1)
     #: padding-free packing (TRL's best-fit-decreasing packing into ``max_length`` blocks, each
     #: conversation keeping its own positions and attention): no compute on padding. Correct on any
-    #: attention kernel; fast with flash_attention_2/3 or flex_attention (with sdpa a packed batch is one
-    #: long sequence under a dense mask, so prefloop logs that and trains that way).
+    #: attention kernel; fast with flash_attention_2/3 or flex_attention. On CPU it trains (logged: no
+    #: speed-up expected there).
     packing: bool = False
 
 

@@ -119,13 +119,25 @@ def accelerate_config_file(value: str | None, base_dir: Path | None = None) -> P
 
 
 def load_accelerate_config(path: Path) -> Any:
-    """Parse with accelerate's own loader (its dataclasses reject unknown keys)."""
+    """Parse with accelerate's own loader: its config dataclass rejects unknown top-level keys, and
+    the keys of ``deepspeed_config``/``fsdp_config`` must be options of ``accelerate launch`` (which
+    is where accelerate copies them; it would ignore a misspelt one)."""
     from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
 
     try:
-        return load_config_from_file(str(path))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"accelerate config {path}: {exc}", hint="see `accelerate config --help`") from None
+        config = load_config_from_file(str(path))
+    except (TypeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"accelerate config {path}: {first}", hint="see `accelerate config --help`") from None
+    options = {a.dest for a in launch_command_parser()._actions}
+    for section in ("deepspeed_config", "fsdp_config"):
+        for key in getattr(config, section, None) or {}:
+            name = key if section != "fsdp_config" or key.startswith("fsdp_") else f"fsdp_{key}"
+            if name not in options:
+                raise ConfigError(f"accelerate config {path}: unknown key {section}.{key}",
+                                  hint="see `accelerate launch --help` for the supported options")
+    return config
 
 
 def check_launch(cfg: TrainingConfig, config_file: Path | None, cuda: bool) -> None:

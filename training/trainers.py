@@ -137,10 +137,14 @@ def resolve_throughput(cfg: TrainingConfig, device: str, phase: Phase = "sft") -
                      "(bf16/fp16 mixed precision needs CUDA)")
         dtype = "float32"
     packing = phase == "sft" and cfg.sft.packing
-    if packing and attn in (None, "sdpa", "eager"):
+    if packing and cuda and attn is None:
+        # A packed batch is one long sequence: a varlen or block-sparse kernel keeps attention per conversation.
+        attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "flex_attention"
+        notes.append(f"sft.packing: attention kernel {attn} (training.model.attn_implementation was unset)")
+    elif packing and attn in (None, "sdpa", "eager"):
         notes.append(
-            f"sft.packing with {attn or 'sdpa'} attention: a packed batch is one sequence under a block-diagonal mask "
-            "(correct, but attention work grows with the batch); flash_attention_2 or flex_attention make packing fast"
+            f"sft.packing with {attn} attention: a packed batch is one sequence under a dense block-diagonal mask "
+            "(correct, but attention work grows with the square of the batch); use flash_attention_2 or flex_attention"
             if cuda else "sft.packing on CPU: correct (block-diagonal masks), no speed-up expected"
         )
     return Throughput(
