@@ -144,6 +144,13 @@ def check_launch(cfg: TrainingConfig, config_file: Path | None, cuda: bool) -> N
     """Refuse a launch that cannot run here, with one line (before any process starts)."""
     import importlib.util
 
+    if cuda:
+        import torch
+
+        gpus, n = torch.cuda.device_count(), planned_processes(cfg)
+        if n > gpus:
+            raise ConfigError(f"training.trainer.num_processes is {n} but {gpus} CUDA GPU(s) are visible",
+                              hint="one process per GPU: lower num_processes, or set CUDA_VISIBLE_DEVICES")
     if config_file is None:
         return
     ac = load_accelerate_config(config_file)
