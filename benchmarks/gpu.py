@@ -325,7 +325,8 @@ def generation_case(b: Bench, backend: str) -> Row:
     _sync()
     dt = time.perf_counter() - t0
     row.tokens = sum(len(o.split()) for per in outs for o in per)  # one word, one token
-    row.tokens_per_s, row.steps, row.peak_mem_gb = row.tokens / dt, len(prompts), _peak_gb()
+    # vLLM's engine runs in its own process: this process's allocator does not see its memory.
+    row.tokens_per_s, row.steps, row.peak_mem_gb = row.tokens / dt, len(prompts), None if backend == "vllm" else _peak_gb()
     row.seconds = round(time.perf_counter() - started, 1)
     row.notes.append(f"{len(prompts)} prompts, {new} new tokens, adapter {'yes' if b.adapter else 'no'}")
     policy.unload()

@@ -167,7 +167,8 @@ def test_a_round_on_two_processes_writes_its_rows_and_wandb_run_once(tmp_path: P
     (tmp_path / "wandb-dir").mkdir()
     project = make_project(tmp_path / "proj", db_url, prompts=2, patch={"training": {
         "trainer": {"num_processes": 2, "accelerate_config": "ddp"},
-        "sft": {"max_steps": 2, "batch_size": 1}, "dpo": {"max_steps": 2, "batch_size": 1},
+        "sft": {"max_steps": 2, "batch_size": 1},
+        "dpo": {"max_steps": 2, "batch_size": 1, "precompute_ref_log_probs": True},  # as the GPU presets do
         "evaluation": {"max_prompts": 2},
     }})
     orch = Orchestrator(project, progress=False, humans=scripted_humans(n=1, accuracy=1.0))
