@@ -55,6 +55,9 @@ _register()
 
 def main() -> None:
     try:
+        from prefloop.training.distributed import guard_launched_cli
+
+        guard_launched_cli(console.print)  # under `accelerate launch`: rank 0 drives, the other ranks leave
         app()
     except PrefloopError as exc:
         if _state["debug"]:

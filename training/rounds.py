@@ -599,11 +599,10 @@ class Orchestrator:
             s.add(Artifact(round_id=round_id, kind=f"{kind}-dataset", path=str(path), sha256=digest, meta={"rows": len(ds)}))
 
     def _do_training(self, round_id: int) -> None:
-        from datasets import load_from_disk
-
         from prefloop.feedback.models import Artifact
 
-        from .trainers import ADAPTER_WEIGHTS, train_phase
+        from .distributed import run_phase
+        from .trainers import ADAPTER_WEIGHTS
 
         r = self._load(round_id)
         m = dict(r.metrics or {})
@@ -619,8 +618,8 @@ class Orchestrator:
             if rows < floor:
                 notes.append(f"{phase} skipped: {rows} example(s), fewer than {floor}")
                 continue
-            ds = load_from_disk(ds_info[phase]["path"])
-            res = train_phase(phase, self.t, ds, rdir / phase, init_adapter=init, callbacks=[self._tracker.callback(phase)])
+            res = run_phase(phase, self.t, ds_info[phase]["path"], rdir / phase, init_adapter=init, tracker=self._tracker,
+                            base_dir=self.project.root, say=self._say)
             phases[phase] = res.to_json()
             init = res.adapter_dir
         adapter_path, adapter_hash = None, None
