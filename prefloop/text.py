@@ -98,6 +98,14 @@ def _walk(value: Any, where: str, error: type[PrefloopError]) -> None:
         raise error(f"{where}: {type(value).__name__} is not a JSON value")
 
 
+def one_line(message: str, *, limit: int = 500) -> str:
+    """``message`` as one line for an error: line breaks and runs of spaces become one space,
+    other control characters (ANSI escapes) are shown escaped, and a long message is cut."""
+    flat = " ".join(message.split())
+    flat = "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in flat)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def finite_or_none(value: Any) -> Any:
     """Metrics computed by prefloop: an undefined number (NaN, ±inf) becomes ``None`` (shown as n/a)."""
     if isinstance(value, float) and not math.isfinite(value):
