@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from prefloop.errors import DataError
 from prefloop.text import check_json, check_text, one_line
 
 from .db import Store
+from .models import OUTPUTS_PER_KIND, TaskKind
 from .prompts import check_tags, get_or_create_prompt, normalise_messages
+from .queue import check_distinct_outputs
 
 SPLITS = ("train", "eval")
 KNOWN = {"prompt", "text", "messages", "split", "tags", "reference", "meta", "source"}
@@ -35,6 +38,16 @@ class PromptRecord:
     reference: str | None
     meta: dict[str, Any]
     where: str
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One line of a ``queue add`` file: the prompt, its outputs, the task kind and priority."""
+
+    record: PromptRecord
+    outputs: list[str]
+    kind: str
+    priority: float
 
 
 @dataclass(frozen=True)
@@ -236,6 +249,33 @@ def parse_record(where: str, row: dict[str, Any], *, default_split: str, extra_t
         raise DataError(f"{where}: field 'meta' must be an object")
     meta = check_json({**{k: v for k, v in row.items() if k not in KNOWN}, **meta}, f"{where}: field 'meta'")
     return PromptRecord(prompt, split, sorted({*tags, *extra_tags}), reference, meta, where)
+
+
+def parse_task(where: str, row: dict[str, Any], *, default_kind: str, default_priority: float) -> TaskRecord:
+    """A clean ``queue add`` record from one row of :func:`read_rows`, or a :class:`DataError` naming the field."""
+    row = dict(row)
+    outputs = row.pop("outputs", None)
+    kind = row.pop("kind", default_kind)
+    priority = row.pop("priority", default_priority)
+    kinds = [k.value for k in TaskKind]
+    if kind not in kinds:
+        raise DataError(f"{where}: field 'kind' is {str(kind)[:40]!r}; expected one of {', '.join(kinds)}")
+    if isinstance(priority, bool) or not isinstance(priority, (int, float)):
+        raise DataError(f"{where}: field 'priority' must be a number, got {type(priority).__name__}")
+    if isinstance(priority, int) and abs(priority) > 2**53 or not math.isfinite(priority):
+        raise DataError(f"{where}: field 'priority' is {str(priority)[:40]}; expected a finite number up to ±2**53")
+    if not isinstance(outputs, list) or not outputs:
+        raise DataError(f"{where}: field 'outputs' must be a non-empty list of texts")
+    for i, o in enumerate(outputs):
+        if not isinstance(o, str):
+            raise DataError(f"{where}: field 'outputs'[{i}] must be text, got {type(o).__name__}")
+        check_text(o, f"{where}: field 'outputs'[{i}]", allow_blank=False)
+    lo, hi = OUTPUTS_PER_KIND[kind]
+    if not lo <= len(outputs) <= hi:
+        raise DataError(f"{where}: field 'outputs': a {kind} task needs {lo}{'' if lo == hi else f'–{hi}'} outputs, got {len(outputs)}")
+    check_distinct_outputs(outputs, where=f"{where}: field 'outputs'", error=DataError)
+    record = parse_record(where, row, default_split="train", extra_tags=[])
+    return TaskRecord(record, outputs, kind, float(priority))
 
 
 def _json_cell(where: str, field: str, cell: str) -> Any:  # noqa: ANN401 - any JSON value
