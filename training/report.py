@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefloop.atomic import atomic_path
+
 from .roi import cost_per_point, round_cost
 
 
@@ -152,6 +154,7 @@ def plot(rows: list[RoundRow], path: str | Path, currency: str = "USD") -> Path:
         a.set_xticks(x)
     fig.suptitle("prefloop: rounds of feedback and training")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from prefloop.atomic import atomic_dir, atomic_write_text
 from prefloop.errors import ConfigError, PrefloopError
 
 from .config import DPOSettings, SFTSettings, TrainingConfig
@@ -256,20 +256,13 @@ def train_phase(
     logs = [h for h in trainer.state.log_history if "loss" in h]
     last = {k: float(v) for k, v in (logs[-1] if logs else {}).items() if isinstance(v, (int, float))}
     tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or last.get("num_tokens", 0))
-    tmp = out / (ADAPTER + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    trainer.model.save_pretrained(str(tmp))
-    if (out / ADAPTER).exists():
-        shutil.rmtree(out / ADAPTER)
-    os.replace(tmp, out / ADAPTER)
+    with atomic_dir(out / ADAPTER) as tmp:
+        trainer.model.save_pretrained(str(tmp))
     result = PhaseResult(
         phase=phase, adapter_dir=str(out / ADAPTER), steps=int(trainer.state.global_step), examples=len(dataset),
         train_seconds=seconds, resumed_from=str(resume) if resume else None, metrics=last, tokens=tokens,
     )
-    tmp_result = out / (RESULT + ".tmp")
-    tmp_result.write_text(json.dumps(result.to_json(), indent=2))
-    os.replace(tmp_result, done)
+    atomic_write_text(done, json.dumps(result.to_json(), indent=2))
     del trainer
     # The phase is finished: its checkpoints (optimizer state, tens of MB each) are no longer needed.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
