@@ -242,7 +242,7 @@ class Queue:
         if not isinstance(outputs, list):
             raise DataError(f"outputs must be a list of texts, got {type(outputs).__name__}")
         for i, o in enumerate(outputs):
-            check_text(o, f"outputs[{i}]")
+            check_text(o, f"outputs[{i}]", allow_blank=False)
         if model is not None:
             check_text(model, "model", max_length=MAX_MODEL)
         check_json(dict(params or {}), "params")
