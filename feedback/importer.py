@@ -301,7 +301,8 @@ def import_prompts(
     path = Path(path)
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    records = [parse_record(w, r, default_split=split, extra_tags=list(tags or [])) for w, r in read_rows(path)]
+    extra_tags = check_tags(list(tags or []), where="tags given with --tag")
+    records = [parse_record(w, r, default_split=split, extra_tags=extra_tags) for w, r in read_rows(path)]
     if not records:
         raise DataError(f"{path}: no records found")
     created = existing = 0

@@ -91,6 +91,14 @@ def test_csv_parquet_and_saved_hf_dataset(store, tmp_path):
     assert rows["fifth"][0] == "train" and rows["sixth"][0] == "eval"
 
 
+def test_tags_given_on_the_command_line_follow_the_policy(store, tmp_path):
+    f = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a"}])
+    for bad in ("\u200b", "x\x00"):
+        with pytest.raises(DataError, match=r"tags given with --tag\[1\]"):
+            import_prompts(store, f, tags=["fine", bad])
+    assert count(store) == 0
+
+
 def test_unsupported_and_missing_files(store, tmp_path):
     (tmp_path / "p.txt").write_text("x")
     with pytest.raises(DataError, match="unsupported file type .txt"):
