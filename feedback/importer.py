@@ -63,10 +63,10 @@ class ImportResult:
 def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(where, row)`` pairs, ``where`` naming the file and line (or row).
 
-    Every row is a JSON-storable object: valid UTF-8 (a UTF-8 BOM is accepted), text without
-    lone surrogates or NUL, finite numbers, no key given twice, and in CSV exactly as many cells
-    as the header has columns. Anything else is a :class:`DataError` naming the file, the line
-    and the field.
+    The file must be what it says: valid UTF-8 (a UTF-8 BOM is accepted), one JSON object per
+    line with no key given twice, or CSV rows with exactly as many cells as the header has
+    columns. Anything else is a :class:`DataError` naming the file and the line. The fields'
+    values are checked by :func:`parse_record` and :func:`parse_task`.
     """
     path = Path(path)
     if not path.exists():
@@ -82,11 +82,7 @@ def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 hint="use .jsonl, .csv, .parquet or a folder written by datasets' save_to_disk",
             )
         rows = readers[suffix](path)
-    for where, row in rows:
-        for key, value in row.items():
-            check_text(key, f"{where}: field name {key[:40]!r}")
-            check_json(value, f"{where}: field {key!r}")
-        yield where, row
+    yield from rows
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -118,12 +114,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for n, line in _lines(path):
         if not line.strip():
             continue
         try:
-            row = json.loads(line, object_pairs_hook=_unique_keys)
+            row = _JSON.decode(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         except _RepeatedKey as exc:
@@ -215,7 +214,11 @@ def _read_hf_dataset(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def parse_record(where: str, row: dict[str, Any], *, default_split: str, extra_tags: list[str]) -> PromptRecord:
-    """A clean prompt record from one row of :func:`read_rows`, or a :class:`DataError` naming the field."""
+    """A clean prompt record from one row of :func:`read_rows`, or a :class:`DataError` naming the field.
+
+    Every field follows the text policy (:mod:`prefloop.text`): storable text, finite numbers,
+    a visible prompt and visible tags.
+    """
     text = row.get("prompt", row.get("text"))
     messages = row.get("messages")
     if isinstance(messages, str):  # CSV cells hold JSON text
@@ -247,7 +250,12 @@ def parse_record(where: str, row: dict[str, Any], *, default_split: str, extra_t
         meta = _json_cell(where, "meta", meta)
     if not isinstance(meta, dict):
         raise DataError(f"{where}: field 'meta' must be an object")
-    meta = check_json({**{k: v for k, v in row.items() if k not in KNOWN}, **meta}, f"{where}: field 'meta'")
+    check_json(meta, f"{where}: field 'meta'")
+    extra = {k: v for k, v in row.items() if k not in KNOWN}
+    for k, v in extra.items():  # kept in meta, named as the file names them
+        check_text(k, f"{where}: field name {k[:40]!r}")
+        check_json(v, f"{where}: field {k!r}")
+    meta = {**extra, **meta}
     return PromptRecord(prompt, split, sorted({*tags, *extra_tags}), reference, meta, where)
 
 
@@ -281,7 +289,7 @@ def parse_task(where: str, row: dict[str, Any], *, default_kind: str, default_pr
 def _json_cell(where: str, field: str, cell: str) -> Any:  # noqa: ANN401 - any JSON value
     """A CSV cell that holds JSON text, parsed with the same rules as a JSONL line."""
     try:
-        value = json.loads(cell, object_pairs_hook=_unique_keys)
+        value = _JSON.decode(cell)
     except json.JSONDecodeError:
         raise DataError(f"{where}: field {field!r} is not valid JSON") from None
     except _RepeatedKey as exc:
