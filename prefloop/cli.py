@@ -72,14 +72,23 @@ def database_error(exc: Exception) -> str:
 def main() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
+    # The click that typer runs on (typer ships its own copy): its usage errors come back here.
+    click = sys.modules[typer.BadParameter.__module__]
     try:
-        app()
+        code = app(standalone_mode=False)  # errors come back here, to be printed on one line
+    except click.NoArgsIsHelpError as exc:  # a bare group: its help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # a usage error (a missing argument, a value of the wrong type)
+        ctx = getattr(exc, "ctx", None)
+        report(exc.format_message(), f"see `{ctx.command_path} --help`" if ctx is not None else None)
+        sys.exit(exc.exit_code)
     except PrefloopError as exc:
         if _state["debug"]:
             raise
         report(exc.message, exc.hint)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
     except SQLAlchemyError as exc:  # an IntegrityError or a driver error: one line, no SQL dump
@@ -92,6 +101,7 @@ def main() -> None:
             raise
         report(f"{type(exc).__name__}: {exc}", "run again with `prefloop --debug …` for the full traceback")
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n
 
 
 if __name__ == "__main__":

@@ -133,3 +133,12 @@ def test_errors_stay_on_one_line_without_a_terminal_and_database_errors_hide_sql
     unreachable = {"PREFLOOP_DATABASE_URL": "postgresql+psycopg://nobody:secret-pw@127.0.0.1:1/none"}
     error = one_line_error(run("queue", "status", cwd=project, check=False, env=unreachable))
     assert "database" in error and "secret-pw" not in error
+
+
+def test_usage_errors_are_one_line_too(project):
+    proc = run("queue", "add", "--priority", "abc", "t.jsonl", cwd=project, check=False, env={"COLUMNS": ""})
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 2, proc.stderr
+    assert lines[0].startswith("error: Invalid value for '--priority'") and lines[1] == "hint: see `prefloop queue add --help`"
+    proc = run("queue", cwd=project, check=False)  # a group without a command still shows its help
+    assert "add" in proc.stdout + proc.stderr and "status" in proc.stdout + proc.stderr
