@@ -72,17 +72,16 @@ def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if not path.exists():
         raise DataError(f"{path} does not exist")
     if path.is_dir():
-        rows = _read_hf_dataset(path)
-    else:
-        suffix = path.suffix.lower()
-        readers = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
-        if suffix not in readers:
-            raise DataError(
-                f"{path}: unsupported file type {suffix or '(none)'}",
-                hint="use .jsonl, .csv, .parquet or a folder written by datasets' save_to_disk",
-            )
-        rows = readers[suffix](path)
-    yield from rows
+        yield from _read_hf_dataset(path)
+        return
+    suffix = path.suffix.lower()
+    readers = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
+    if suffix not in readers:
+        raise DataError(
+            f"{path}: unsupported file type {suffix or '(none)'}",
+            hint="use .jsonl, .csv, .parquet or a folder written by datasets' save_to_disk",
+        )
+    yield from readers[suffix](path)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -109,8 +108,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """json's ``object_pairs_hook``: a key given twice is an error, not a silent override."""
     out = dict(pairs)
     if len(out) != len(pairs):
-        seen: set[str] = set()
-        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+        keys = [k for k, _ in pairs]
+        raise _RepeatedKey(next(k for i, k in enumerate(keys) if k in keys[:i]))
     return out
 
 
