@@ -91,15 +91,16 @@ def _problem(value: Any) -> tuple[str, str] | None:
     The path is built only on the way back from a problem: the walk over a good value (every
     imported row) allocates nothing.
     """
-    kind = type(value)
-    if kind is str:
+    if isinstance(value, str):
         problem = text_problem(value)
         return None if problem is None else ("", f" {problem}")
-    if kind is float:
+    if value is None or isinstance(value, int):  # bool is an int
+        return None
+    if isinstance(value, float):
         return None if math.isfinite(value) else ("", f" is {value!r}; only finite numbers can be stored")
-    if kind is dict:
+    if isinstance(value, dict):
         for k, v in value.items():
-            if type(k) is not str:
+            if not isinstance(k, str):
                 return "", f": keys must be text, got {type(k).__name__}"
             problem = text_problem(k)
             if problem is not None:
@@ -108,24 +109,13 @@ def _problem(value: Any) -> tuple[str, str] | None:
             if found is not None:
                 return f".{k}{found[0]}", found[1]
         return None
-    if kind is list or kind is tuple:
+    if isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             found = _problem(v)
             if found is not None:
                 return f"[{i}]{found[0]}", found[1]
         return None
-    if value is None or kind is bool or kind is int:
-        return None
-    if isinstance(value, (str, float, dict, list, tuple, int)):  # subclasses (e.g. an IntEnum, a numpy float)
-        return _problem(_plain(value))
-    return "", f": {kind.__name__} is not a JSON value"
-
-
-def _plain(value: Any) -> Any:  # noqa: ANN401
-    for base in (bool, int, float, str, dict, list, tuple):
-        if isinstance(value, base):
-            return base(value)
-    return value
+    return "", f": {type(value).__name__} is not a JSON value"
 
 
 def one_line(message: str, *, limit: int = 500) -> str:
