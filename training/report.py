@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefloop.atomic import atomic_path
 from prefloop.text import show_number
 
 from .roi import cost_per_point, round_cost
@@ -151,6 +152,7 @@ def plot(rows: list[RoundRow], path: str | Path, currency: str = "USD") -> Path:
         a.set_xticks(x)
     fig.suptitle("prefloop: rounds of feedback and training")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -24,13 +24,13 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from prefloop.atomic import atomic_dir, atomic_write_text
 from prefloop.errors import ConfigError, PrefloopError
 from prefloop.text import finite_or_none
 
@@ -360,16 +360,9 @@ def train_phase(
         processes=acc.num_processes, notes=list(getattr(trainer, "prefloop_notes", [])),
     )
     if acc.is_main_process:
-        tmp = out / (ADAPTER + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        trainer.model.save_pretrained(str(tmp), state_dict=state)
-        if (out / ADAPTER).exists():
-            shutil.rmtree(out / ADAPTER)
-        os.replace(tmp, out / ADAPTER)
-        tmp_result = out / (RESULT + ".tmp")
-        tmp_result.write_text(json.dumps(result.to_json(), indent=2))
-        os.replace(tmp_result, done)
+        with atomic_dir(out / ADAPTER) as tmp:
+            trainer.model.save_pretrained(str(tmp), state_dict=state)
+        atomic_write_text(done, json.dumps(result.to_json(), indent=2))
     acc.wait_for_everyone()  # no rank returns before the adapter is there
     del trainer, state
     if acc.is_main_process:
