@@ -30,7 +30,7 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
     assert {t for t in tops if not t.endswith(".dist-info")} == {"prefloop"}
     for needed in ("prefloop/feedback/queue.py", "prefloop/judges/__init__.py", "prefloop/training/models.py",
                    "prefloop/configs/default.yaml", "prefloop/feedback/migrations/versions/0001_initial_schema.py",
-                   "prefloop/feedback/migrations/env.py", "prefloop/retrieval/bm25.py",
+                   "prefloop/feedback/store/migrations/env.py", "prefloop/retrieval/bm25.py",
                    "prefloop/feedback/migrations/versions/0004_knowledge_base.py", "prefloop/configs/data/support_kb/refunds.md",
                    "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl"):
         assert needed in names

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from prefloop.feedback.models import Base
+from prefloop.feedback.store.models import Base
 import prefloop.retrieval.models  # noqa: E402,F401 - the knowledge-base tables share Base's metadata
 
 config = context.config

@@ -1,0 +1,236 @@
+"""Database connection: one :class:`Store` per URL, SQLite (WAL) by default, PostgreSQL for teams.
+
+SQLite transactions start with ``BEGIN IMMEDIATE`` so that a transaction that reads and then
+writes (a claim) holds the write lock from its first statement: two processes can never both
+read a free slot and then both take it, and there is no deferred-lock upgrade deadlock.
+PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead (see :mod:`.queue`).
+
+Both databases get the same pool (``POOL_SIZE`` + ``POOL_OVERFLOW`` connections, more than the
+annotation server's request threads) and the same notion of "busy": a statement waits at most
+``busy_timeout_s`` for a lock (SQLite's ``busy_timeout``, PostgreSQL's ``lock_timeout``), then
+fails with an error the server turns into 503 + Retry-After.
+
+JSON columns hold strict JSON on both databases: PostgreSQL refuses NaN and Infinity, SQLite would
+store them, so the engine's serializer refuses them everywhere (:class:`NonFiniteJSON`) and a stray
+NaN fails the same clear way in a SQLite test as it would in production on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DontWrapMixin
+from sqlalchemy.orm import Session, sessionmaker
+
+from prefloop.errors import ConfigError, DataError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+POOL_SIZE, POOL_OVERFLOW = 10, 40
+#: seconds a statement waits for a lock by default (bulk writers); the server sets its own.
+DEFAULT_BUSY_TIMEOUT_S = 60.0
+
+
+class NonFiniteJSON(DataError, DontWrapMixin):
+    """A JSON value to be stored holds NaN or ±Infinity. Raised as it is (not wrapped in SQLAlchemy's
+    StatementError), so callers and the CLI see one line without an SQL dump."""
+
+
+def strict_json_dumps(value: Any) -> str:
+    """The store's JSON serializer: :func:`json.dumps` that refuses NaN/±Infinity, naming where they are."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        where, number = _non_finite(value, "") or ("", float("nan"))
+        raise NonFiniteJSON(
+            f"cannot store {number!r} at {where or 'the top level'} of a JSON value: JSON has no NaN or "
+            "Infinity (an undefined number is stored as None, i.e. null)"
+        ) from None
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """The path and value of the first NaN/±Infinity in ``value`` (``a.b[2]``), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
+class ImmediateSQLiteDialect(SQLiteDialect_pysqlite):
+    """The standard SQLite driver, with every transaction opened by ``BEGIN IMMEDIATE``.
+
+    Issued by the dialect rather than from a ``begin`` event: an engine event makes SQLAlchemy
+    dispatch events around every statement, and routing the BEGIN itself through
+    ``exec_driver_sql`` costs as much as a claim's real work.
+    """
+
+    supports_statement_cache = True
+
+    def do_begin(self, dbapi_connection) -> None:  # noqa: ANN001
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
+registry.register("sqlite.prefloop_immediate", __name__, "ImmediateSQLiteDialect")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
+class Store:
+    """Owns the engine and hands out sessions; ``Store(url).migrate()`` makes the schema current."""
+
+    def __init__(self, url: str, *, echo: bool = False, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
+            raise ConfigError(
+                f"invalid database URL {url!r}: {exc}",
+                hint="use sqlite:///path/to/prefloop.db or postgresql+psycopg://user:pw@host:5432/db",
+            ) from exc
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported database {self.dialect!r}", hint="prefloop supports SQLite and PostgreSQL")
+        self.busy_timeout_s = busy_timeout_s
+        kwargs: dict = {"echo": echo, "future": True, "json_serializer": strict_json_dumps}
+        in_memory = self.dialect == "sqlite" and parsed.database in (None, "", ":memory:")
+        if not in_memory:  # an in-memory SQLite database lives in one connection per thread
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        engine_url = parsed
+        if self.dialect == "sqlite":
+            if parsed.get_driver_name() != "pysqlite":
+                raise ConfigError(
+                    f"unsupported SQLite driver {parsed.get_driver_name()!r}", hint="use sqlite:///path/to/prefloop.db"
+                )
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
+            engine_url = parsed.set(drivername="sqlite+prefloop_immediate")
+        else:
+            kwargs.update(pool_pre_ping=True)
+        self.engine = create_engine(engine_url, **kwargs)
+        #: connections that can be open at once (the server runs no more request threads than this).
+        self.pool_capacity = POOL_SIZE + POOL_OVERFLOW if not in_memory else 1
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        event.listen(self.engine, "checkout", self._apply_busy_timeout)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """From now on, statements wait at most ``seconds`` for a lock (connections adopt it at checkout)."""
+        self.busy_timeout_s = seconds
+
+    def _apply_busy_timeout(self, dbapi_connection, record, _proxy) -> None:  # noqa: ANN001
+        ms = max(1, int(self.busy_timeout_s * 1000))
+        if record.info.get("busy_timeout_ms") == ms:
+            return
+        cur = dbapi_connection.cursor()
+        if self.dialect == "sqlite":
+            cur.execute(f"PRAGMA busy_timeout={ms}")
+        else:
+            cur.execute(f"SET lock_timeout = {ms}")
+            dbapi_connection.commit()  # a session setting survives only a committed transaction
+        cur.close()
+        record.info["busy_timeout_ms"] = ms
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error."""
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in one transaction, for hot paths that need no ORM unit of work."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def analyze(self) -> None:
+        """Refresh PostgreSQL's planner statistics; call it after a bulk import of tasks.
+
+        Until autovacuum first analyses a freshly filled table (a minute or so), PostgreSQL
+        assumes few open tasks and plans a claim as a sort of all of them rather than a walk
+        of the claim index that stops at the first free one. SQLite needs nothing here.
+        """
+        if self.dialect == "postgresql":
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE tasks, leases, annotations, generations, prompts")
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest Alembic revision."""
+        from alembic import command
+
+        with self.engine.begin() as conn:
+            cfg = alembic_config(self)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def is_migrated(self) -> bool:
+        return "alembic_version" in inspect(self.engine).get_table_names()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(store: Store):  # noqa: ANN201 - alembic.config.Config
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", store.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open a store and bring its schema up to date (the usual entry point)."""
+    store = Store(url)
+    if migrate:
+        store.migrate()
+    return store
+
+
+def postgres_schema_url(url: str, schema: str, *, recreate: bool = True) -> str:
+    """A URL whose connections use ``schema`` (created, emptied first when ``recreate``).
+
+    Lets several stores (test runs, benchmarks, projects) share one PostgreSQL database.
+    """
+    from sqlalchemy import text
+
+    base = make_url(url)
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        if recreate:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    admin.dispose()
+    return base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
