@@ -15,27 +15,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from prefloop.errors import QueueError
+from prefloop.kinds import KINDS, TIE, get_kind
+from prefloop.kinds.compare import COMPARE, FIRST, SECOND
 from prefloop.text import finite_or_none
 
-from .aggregate import TaskLabels, compare_outcome, load_task_labels
-from .answers import TIE
+from .aggregate import compare_outcome, load_task_labels
 from .db import Store
-from .models import AnnotatorKind, TaskKind
-
-FIRST, SECOND = "first", "second"
-
-
-def compare_label(t: TaskLabels, value: dict) -> str:
-    choice = value["choice"]
-    if choice == TIE:
-        return TIE
-    return FIRST if int(choice) == t.generation_ids[0] else SECOND
-
-
-def _label(t: TaskLabels, value: dict, consistent: bool = True) -> str | int:
-    if t.kind == TaskKind.COMPARE.value:
-        return compare_label(t, value) if consistent else TIE
-    return int(value["rating"])
+from .models import AnnotatorKind
 
 
 def cohen_kappa(a: list, b: list) -> float | None:
@@ -91,12 +78,16 @@ class InterAnnotatorReport:
 
 def inter_annotator(store: Store, *, kind: str = "compare", round_ids: list[int] | None = None) -> InterAnnotatorReport:
     """Agreement between human annotators on the tasks they share."""
+    task_kind = get_kind(kind)
+    if task_kind.agreement_level is None:
+        raise QueueError(f"agreement is not measured on {kind} tasks",
+                         hint=f"use one of {', '.join(k.name for k in KINDS.values() if k.agreement_level)}")
     tasks = load_task_labels(store, round_ids=round_ids, kinds=[kind])
     units: list[dict[str, str | int]] = []
     for t in tasks:
         humans = t.by(AnnotatorKind.HUMAN.value)
         if len(humans) >= 2:
-            units.append({lab.annotator: _label(t, lab.value) for lab in humans})
+            units.append({lab.annotator: task_kind.agreement_label(t, lab.value) for lab in humans})
     names = sorted({c for u in units for c in u})
     pairs = []
     for a, b in itertools.combinations(names, 2):
@@ -105,8 +96,7 @@ def inter_annotator(store: Store, *, kind: str = "compare", round_ids: list[int]
             continue
         la, lb = [x for x, _ in shared], [y for _, y in shared]
         pairs.append(PairAgreement(a, b, len(shared), sum(x == y for x, y in shared) / len(shared), cohen_kappa(la, lb)))
-    level = "nominal" if kind == TaskKind.COMPARE.value else "ordinal"
-    return InterAnnotatorReport(kind, len(units), names, krippendorff_alpha(units, level), pairs)
+    return InterAnnotatorReport(kind, len(units), names, krippendorff_alpha(units, task_kind.agreement_level), pairs)
 
 
 @dataclass(frozen=True)
@@ -121,7 +111,7 @@ class JudgeAgreement:
 
 def judge_human_agreement(store: Store, *, round_ids: list[int] | None = None) -> list[JudgeAgreement]:
     """Each judge against the human majority on shared compare tasks."""
-    tasks = load_task_labels(store, round_ids=round_ids, kinds=[TaskKind.COMPARE.value])
+    tasks = load_task_labels(store, round_ids=round_ids, kinds=[COMPARE.name])
     pairs: dict[str, list[tuple[str, str]]] = {}
     for t in tasks:
         if not t.by(AnnotatorKind.HUMAN.value):
@@ -134,7 +124,7 @@ def judge_human_agreement(store: Store, *, round_ids: list[int] | None = None) -
         else:
             continue  # humans split: no reference label
         for lab in t.by(AnnotatorKind.JUDGE.value):
-            pairs.setdefault(lab.annotator, []).append((_label(t, lab.value, lab.consistent), h))
+            pairs.setdefault(lab.annotator, []).append((COMPARE.agreement_label(t, lab.value, lab.consistent), h))
     out = []
     for judge, labs in sorted(pairs.items()):
         strict = [(j, h) for j, h in labs if TIE not in (j, h)]

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prefloop.errors import DataError, NotFoundError, PrefloopError
+from prefloop.kinds import KINDS, kind_names
 from prefloop.project import Project, init_project
 from prefloop.text import show_number
 
@@ -82,11 +83,9 @@ def queue_add(
 ) -> None:
     """Enqueue tasks from a JSONL file of prompts and outputs (all or nothing)."""
     from .importer import parse_task, read_rows
-    from .models import TaskKind
 
-    kinds = [k.value for k in TaskKind]
-    if kind not in kinds:
-        raise DataError(f"--kind {kind!r} is not a task kind", hint=f"use one of {', '.join(kinds)}")
+    if kind not in kind_names():
+        raise DataError(f"--kind {kind!r} is not a task kind", hint=f"use one of {', '.join(kind_names())}")
     if not math.isfinite(priority):
         raise DataError(f"--priority {priority} is not a finite number")
     project = open_project(project_dir)
@@ -117,7 +116,7 @@ def queue_status(round_number: Optional[int] = RoundOpt, project_dir: Optional[P
     table = Table(title="queue")
     for col in ("kind", "open", "complete", "cancelled"):
         table.add_column(col, justify="right" if col != "kind" else "left")
-    for kind in ("compare", "rate", "rank", "edit"):
+    for kind in kind_names():
         row = [st.tasks_by_kind_status.get((kind, s), 0) for s in ("open", "complete", "cancelled")]
         if any(row):
             table.add_row(kind, *map(str, row))
@@ -147,19 +146,19 @@ def cmd_annotate(
 export_app = typer.Typer(help="Export TRL datasets (SFT or DPO) from the labels.", no_args_is_help=True)
 
 
-def _export(kind: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path]) -> None:
+def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path]) -> None:
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
     project = open_project(project_dir)
     ids = round_ids(project, rounds)
     agg = project.config.aggregation
     ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence)
-          if kind == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg))
+          if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg))
     save_dataset(ds, out, fmt)  # type: ignore[arg-type]
     by_source: dict[str, int] = {}
     for s in ds["source"]:
         by_source[s] = by_source.get(s, 0) + 1
-    console.print(f"[green]wrote[/] {len(ds)} {kind.upper()} rows to {out} ({fmt}); by source {json.dumps(by_source)}; sha256 {dataset_hash(ds)[:16]}…")
+    console.print(f"[green]wrote[/] {len(ds)} {dataset.upper()} rows to {out} ({fmt}); by source {json.dumps(by_source)}; sha256 {dataset_hash(ds)[:16]}…")
 
 
 FormatOpt = typer.Option("jsonl", "--format", "-f", help="disk (save_to_disk), jsonl or parquet.")
@@ -202,7 +201,7 @@ def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path
     for (src, method), n in sorted(by.items()):
         t.add_row(src, method, str(n))
     console.print(t)
-    for kind in ("compare", "rate"):
+    for kind in [k.name for k in KINDS.values() if k.agreement_level]:
         rep = inter_annotator(project.store, kind=kind, round_ids=ids)
         if rep.n_tasks == 0:
             continue

@@ -33,7 +33,7 @@ SFT_COLUMNS = ["messages", "prompt_id", "generation_id", "source", "method", "co
                "annotators", "task_ids", "round"]
 
 
-def _features(kind: str):  # noqa: ANN202 - datasets.Features
+def _features(dataset: str):  # noqa: ANN202 - datasets.Features
     from datasets import Features, List, Value
 
     msg = List({"role": Value("string"), "content": Value("string")})
@@ -42,7 +42,7 @@ def _features(kind: str):  # noqa: ANN202 - datasets.Features
         "confidence": Value("float64"), "n_annotators": Value("int64"), "annotators": List(Value("string")),
         "task_ids": List(Value("int64")), "round": Value("int64"),
     }
-    if kind == "dpo":
+    if dataset == "dpo":
         return Features({"prompt": msg, "chosen": msg, "rejected": msg, "chosen_id": Value("int64"),
                          "rejected_id": Value("int64"), **common})
     return Features({"messages": msg, "generation_id": Value("int64"), **common})

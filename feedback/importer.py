@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from prefloop.errors import DataError
+from prefloop.kinds import KINDS
 from prefloop.text import check_json, check_text, one_line
 
 from .db import Store
-from .models import OUTPUTS_PER_KIND, TaskKind
 from .prompts import check_tags, get_or_create_prompt, normalise_messages
 from .queue import check_distinct_outputs
 
@@ -264,9 +264,9 @@ def parse_task(where: str, row: dict[str, Any], *, default_kind: str, default_pr
     outputs = row.pop("outputs", None)
     kind = row.pop("kind", default_kind)
     priority = row.pop("priority", default_priority)
-    kinds = [k.value for k in TaskKind]
-    if kind not in kinds:
-        raise DataError(f"{where}: field 'kind' is {str(kind)[:40]!r}; expected one of {', '.join(kinds)}")
+    task_kind = KINDS.get(kind) if isinstance(kind, str) else None
+    if task_kind is None:
+        raise DataError(f"{where}: field 'kind' is {str(kind)[:40]!r}; expected one of {', '.join(KINDS)}")
     if isinstance(priority, bool) or not isinstance(priority, (int, float)):
         raise DataError(f"{where}: field 'priority' must be a number, got {type(priority).__name__}")
     if isinstance(priority, int) and abs(priority) > 2**53 or not math.isfinite(priority):
@@ -277,9 +277,9 @@ def parse_task(where: str, row: dict[str, Any], *, default_kind: str, default_pr
         if not isinstance(o, str):
             raise DataError(f"{where}: field 'outputs'[{i}] must be text, got {type(o).__name__}")
         check_text(o, f"{where}: field 'outputs'[{i}]", allow_blank=False)
-    lo, hi = OUTPUTS_PER_KIND[kind]
+    lo, hi = task_kind.outputs
     if not lo <= len(outputs) <= hi:
-        raise DataError(f"{where}: field 'outputs': a {kind} task needs {lo}{'' if lo == hi else f'–{hi}'} outputs, got {len(outputs)}")
+        raise DataError(f"{where}: field 'outputs': a {kind} task needs {task_kind.outputs_text()} outputs, got {len(outputs)}")
     check_distinct_outputs(outputs, where=f"{where}: field 'outputs'", error=DataError)
     record = parse_record(where, row, default_split="train", extra_tags=[])
     return TaskRecord(record, outputs, kind, float(priority))

@@ -11,8 +11,10 @@ Guarantees, on SQLite and PostgreSQL alike:
   returns the first receipt and never writes a second annotation;
 - a late submit (lease expired) is kept, flagged ``late``: an annotator's work is never lost.
 
-Judges, imports and the Argilla bridge write through :meth:`Queue.record`, which needs no lease.
-Claim and submit run pre-compiled statements from :mod:`.queue_sql` (a few per call, no ORM).
+Judges, imports and the Argilla bridge write through :meth:`Queue.record` and
+:meth:`Queue.record_many`, which need no lease. Every answer, leased or not, is written by
+:mod:`.writer` (validation through the task's kind, history, ``n_done``). Claim and submit run
+pre-compiled statements from :mod:`.queue_sql` (a few per call, no ORM).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
@@ -29,13 +31,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from prefloop.errors import DataError, DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
+from prefloop.kinds import TaskKind, get_kind
 from prefloop.text import check_json, check_text
 
 from . import queue_sql as sql
-from .answers import validate_answer
+from . import writer
 from .db import Store
 from .models import (
-    OUTPUTS_PER_KIND,
     Annotation,
     AnnotationStatus,
     Annotator,
@@ -44,15 +46,15 @@ from .models import (
     Lease,
     Prompt,
     Task,
-    TaskKind,
     TaskStatus,
     utcnow,
 )
 from .prompts import PromptInput, get_or_create_prompt
+from .writer import NewAnnotation
 
-#: the longest annotator name, idempotency key and model label the tables hold (PostgreSQL
-#: refuses longer ones; SQLite would store them).
-MAX_NAME = MAX_KEY = 200
+#: the longest annotator name and model label the tables hold (PostgreSQL refuses longer ones;
+#: SQLite would store them).
+MAX_NAME = 200
 MAX_MODEL = 500
 
 
@@ -189,13 +191,11 @@ class Queue:
                     kind, generation_ids, overlap=overlap, priority=priority, round_id=round_id,
                     scale=scale, meta=meta, session=s,
                 )
-        kind = TaskKind(kind).value
+        task_kind = get_kind(kind)
         ids = [int(g) for g in generation_ids]
-        lo_n, hi_n = OUTPUTS_PER_KIND[kind]
+        lo_n, hi_n = task_kind.outputs
         if not lo_n <= len(ids) <= hi_n or len(set(ids)) != len(ids):
-            raise QueueError(
-                f"a {kind} task needs {lo_n}{'' if lo_n == hi_n else f'–{hi_n}'} distinct outputs, got {ids}"
-            )
+            raise QueueError(f"a {task_kind.name} task needs {task_kind.outputs_text()} distinct outputs, got {ids}")
         if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
             raise QueueError(f"priority is {priority!r}; expected a finite number")
         check_json(dict(meta or {}), "meta", error=QueueError)
@@ -213,11 +213,11 @@ class Queue:
         k = self.overlap if overlap is None else overlap
         if k < 0:
             raise QueueError(f"overlap must be ≥ 0, got {k}")
-        lo, hi = scale or self.rating_scale if kind == "rate" else (None, None)
-        if kind == "rate" and not lo < hi:
+        lo, hi = (scale or self.rating_scale) if task_kind.needs_scale else (None, None)
+        if task_kind.needs_scale and not lo < hi:
             raise QueueError(f"rating scale must go from low to high, got {lo}–{hi}")
         task = Task(
-            kind=kind,
+            kind=task_kind.name,
             prompt_id=prompt_ids.pop(),
             round_id=round_id,
             generation_ids=ids,
@@ -373,9 +373,11 @@ class Queue:
         meta: dict[str, Any] | None = None,
     ) -> Receipt:
         """Store a claimed task's answer. Idempotent by ``idempotency_key``; see the module doc."""
-        _check_extras(rationale=rationale, idempotency_key=idempotency_key, meta=meta, duration_s=duration_s)
+        answer = NewAnnotation(annotator_id, task_id, value, rationale=rationale, duration_s=duration_s,
+                               meta=meta, idempotency_key=idempotency_key)
+        answer.check_extras()
         try:
-            return self._submit(annotator_id, task_id, value, idempotency_key, duration_s, rationale, meta)
+            return self._submit(answer)
         except IntegrityError:
             # A concurrent retry with the same key (or the same task) won the race: answer as a retry.
             if idempotency_key is None:
@@ -386,8 +388,9 @@ class Queue:
                 raise
             return _retry_receipt(idempotency_key, task_id, annotator_id, used)
 
-    def _submit(self, annotator_id, task_id, value, key, duration_s, rationale, meta) -> Receipt:  # noqa: ANN001
+    def _submit(self, answer: NewAnnotation) -> Receipt:
         now = self.clock()
+        task_id, annotator_id, key = answer.task_id, answer.annotator_id, answer.idempotency_key
         mine = {"task": task_id, "annotator": annotator_id}
         with self.store.transaction() as conn:
             ctx = sql.SUBMIT_CONTEXT.first(conn, {**mine, "key": key, "now": now})
@@ -406,18 +409,10 @@ class Queue:
                     f"task {task_id} is not assigned to this annotator (no claim, or it was skipped or released)",
                     hint="claim the next task first",
                 )
-            clean = validate_answer(
-                ctx.kind, list(ctx.generation_ids), value,
-                scale=(ctx.scale_min, ctx.scale_max) if ctx.scale_min is not None else None,
-                allow_tie=bool(ctx.meta.get("allow_tie", True)), task_id=task_id,
-            )
             late = bool(ctx.lease_expired)
-            ann_id = sql.INSERT_ANNOTATION.scalar(conn, _annotation(
-                task_id, annotator_id, sql.SUBMITTED, clean, now, rationale=rationale, duration_s=duration_s,
-                late=late, idempotency_key=key, meta=dict(meta or {}),
-            ))
+            # The answer fills the slot its lease held: it counts towards the task's overlap.
+            ann_id, _ = writer.write(conn, replace(answer, late=late), writer.Target.of(ctx, counts=True), now)
             sql.DROP_LEASE_BY_ID.run(conn, {"lease": ctx.lease_id})
-            sql.COUNT_HUMAN_LABEL.run(conn, mine)
             return Receipt(ann_id, task_id, late=late)
 
     def skip(self, annotator_id: int, task_id: int, *, reason: str | None = None) -> None:
@@ -427,8 +422,8 @@ class Queue:
         with self.store.transaction() as conn:
             if sql.DROP_LEASE.run(conn, {"task": task_id, "annotator": annotator_id}) == 0:
                 raise NotAssigned(f"task {task_id} is not assigned to this annotator", hint="claim it first")
-            skipped = _annotation(task_id, annotator_id, sql.SKIPPED, {}, self.clock(), rationale=reason)
-            sql.INSERT_ANNOTATION.run(conn, skipped)
+            skipped = NewAnnotation(annotator_id, task_id, None, status=sql.SKIPPED, rationale=reason)
+            writer.write(conn, skipped, writer.Target.unanswered(), self.clock())
 
     def release(self, annotator_id: int, task_id: int) -> bool:
         """Give a claimed task back without answering (it may be served to you again later)."""
@@ -456,64 +451,27 @@ class Queue:
 
         Returns ``(annotation_id, changed)``. Writing the same value again changes nothing; a
         different value replaces the old one, which is appended to ``history``. A first human
-        submission counts towards the task's overlap.
+        submission counts towards the task's overlap. With ``session``, the write joins that
+        session's transaction.
         """
+        answer = NewAnnotation(
+            annotator_id, task_id, value, status=status, rationale=rationale, confidence=confidence,
+            duration_s=duration_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost, meta=meta,
+        )
+        return self.record_many([answer], session=session)[0]
+
+    def record_many(self, answers: list[NewAnnotation], *, session: Session | None = None) -> list[tuple[int, bool]]:
+        """:meth:`record` for a batch (a judge's chunk of verdicts): one statement per kind of write,
+        all or nothing; ``(annotation_id, changed)`` per answer, in order."""
+        for a in answers:
+            a.check_extras()
+        if not answers:
+            return []
         if session is None:
-            with self.store.session() as s:
-                return self.record(
-                    annotator_id, task_id, value, status=status, rationale=rationale, confidence=confidence,
-                    duration_s=duration_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    cost=cost, meta=meta, session=s,
-                )
-        _check_extras(rationale=rationale, meta=meta, confidence=confidence, duration_s=duration_s,
-                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
-        s = session
-        task = s.get(Task, task_id)
-        if task is None:
-            raise NotFoundError(f"task {task_id} does not exist")
-        annotator = s.get(Annotator, annotator_id)
-        if annotator is None:
-            raise NotFoundError(f"annotator {annotator_id} does not exist")
-        clean: dict[str, Any] = {}
-        if status == AnnotationStatus.SUBMITTED.value:
-            scale = (task.scale_min, task.scale_max) if task.scale_min is not None else None
-            clean = validate_answer(
-                task.kind, list(task.generation_ids), value, scale=scale,
-                allow_tie=bool(task.meta.get("allow_tie", True)), task_id=task_id,
-            )
-        existing = s.scalar(
-            select(Annotation).where(Annotation.task_id == task_id, Annotation.annotator_id == annotator_id)
-        )
-        now = utcnow()
-        fields = dict(
-            status=status, value=clean, rationale=rationale, confidence=confidence, duration_s=duration_s,
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost,
-        )
-        if existing is None:
-            row = Annotation(task_id=task_id, annotator_id=annotator_id, meta=dict(meta or {}), history=[],
-                             created_at=now, updated_at=now, late=False, **fields)
-            s.add(row)
-            s.flush()
-            if annotator.kind == AnnotatorKind.HUMAN.value and status == AnnotationStatus.SUBMITTED.value:
-                sql.COUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
-            return row.id, True
-        if existing.status == status and existing.value == clean and existing.rationale == rationale:
-            return existing.id, False
-        snapshot = {"status": existing.status, "value": existing.value, "rationale": existing.rationale,
-                    "updated_at": existing.updated_at.isoformat()}
-        was_counted = existing.status == AnnotationStatus.SUBMITTED.value
-        for k, v in fields.items():
-            setattr(existing, k, v)
-        existing.history = [*existing.history, snapshot]
-        existing.meta = {**existing.meta, **(meta or {})}
-        existing.updated_at = now
-        if annotator.kind == AnnotatorKind.HUMAN.value:
-            counted_now = status == AnnotationStatus.SUBMITTED.value
-            if counted_now and not was_counted:
-                sql.COUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
-            elif was_counted and not counted_now:
-                sql.UNCOUNT_HUMAN_LABEL.run(s.connection(), {"task": task_id})
-        return existing.id, True
+            with self.store.transaction() as conn:
+                return writer.record(conn, answers)
+        session.flush()  # the session's pending rows (a task just added) must be visible to the writer
+        return writer.record(session.connection(), answers)
 
     # ------------------------------------------------------------------ reporting
     def status(self, round_id: int | None = None) -> QueueStatus:
@@ -579,28 +537,8 @@ def check_distinct_outputs(
         first[text] = i
 
 
-def _check_extras(
-    *, rationale: str | None = None, idempotency_key: str | None = None, meta: dict[str, Any] | None = None,
-    **numbers: float | None,
-) -> None:
-    """The text policy for what comes with an answer: rationale, key, meta, and numbers that must
-    be finite and ≥ 0 (PostgreSQL stores NaN in a float column, SQLite stores NULL)."""
-    if rationale is not None:
-        check_text(rationale, "rationale", error=InvalidAnswer)
-    if idempotency_key is not None:
-        check_text(idempotency_key, "idempotency key", error=InvalidAnswer, allow_blank=False, max_length=MAX_KEY)
-    check_json(dict(meta or {}), "meta", error=InvalidAnswer)
-    for name, x in numbers.items():
-        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0):
-            raise InvalidAnswer(f"{name} is {x!r}; expected a finite number ≥ 0")
-
-
 def _task_kinds(kinds: list[str] | None) -> tuple[str, ...]:
-    known = [k.value for k in TaskKind]
-    for k in kinds or ():
-        if k not in known:
-            raise QueueError(f"unknown task kind {k!r}", hint=f"use one of {', '.join(known)}")
-    return tuple(kinds or ())
+    return tuple(get_kind(k).name for k in kinds or ())
 
 
 class _KeyUse(NamedTuple):
@@ -618,12 +556,3 @@ def _retry_receipt(key: str, task_id: int, annotator_id: int, used: _KeyUse) -> 
             hint="use a fresh key for each distinct answer",
         )
     return Receipt(used.id, task_id, late=bool(used.late), duplicate=True)
-
-
-def _annotation(task_id: int, annotator_id: int, status: str, value: dict, now: dt.datetime, **fields: Any) -> dict:
-    """Every column of a new annotation row, as the pre-compiled INSERT expects them."""
-    row = dict.fromkeys(sql.ANNOTATION_COLUMNS)
-    row.update(task_id=task_id, annotator_id=annotator_id, status=status, value=value, late=False, meta={},
-               history=[], created_at=now, updated_at=now)
-    row.update(fields)
-    return row

@@ -23,16 +23,10 @@ from rich.panel import Panel
 from rich.text import Text
 
 from prefloop.errors import InvalidAnswer
+from prefloop.kinds import KeyState, TaskView, get_kind
 from prefloop.visible import visible_parts
 
 from .queue import ClaimedTask, Queue
-
-KEYS_HELP = {
-    "compare": "1 = first is better · 2 = second is better · t = tie · s = skip · q = quit",
-    "rate": "{lo}…{hi} = rating · s = skip · q = quit",
-    "rank": "press the outputs' numbers best first · u = undo · s = skip · q = quit",
-    "edit": "e = edit the output in $EDITOR (or type it, end with a line holding only '.') · s = skip · q = quit",
-}
 
 
 def read_key() -> str:
@@ -84,40 +78,22 @@ def render(task: ClaimedTask, guidelines: str, progress: dict[str, int]) -> Grou
     ]
     for i, c in enumerate(task.candidates, 1):
         parts.append(Panel(shown(c.text), title=f"output {i}", border_style="green"))
-    lo, hi = task.scale or (1, 5)
-    parts.append(Text(KEYS_HELP[task.kind].format(lo=lo, hi=hi), style="bold"))
+    parts.append(Text(get_kind(task.kind).keys_line(task.scale), style="bold"))
     return Group(*parts)
 
 
 def answer(task: ClaimedTask, key: Callable[[], str], console: Console) -> dict | str:
-    """Read keys until they form an answer; returns the answer, or "skip" / "quit"."""
-    ids = [c.generation_id for c in task.candidates]
-    if task.kind == "rank":
-        order: list[int] = []
-        while len(order) < len(ids):
-            k = key()
-            if k in ("s", "q"):
-                return {"s": "skip", "q": "quit"}[k]
-            if k == "u" and order:
-                order.pop()
-            elif k.isdigit() and 1 <= int(k) <= len(ids) and ids[int(k) - 1] not in order:
-                order.append(ids[int(k) - 1])
-            console.print(Text("ranking so far: " + " > ".join(str(ids.index(g) + 1) for g in order)))
-        return {"ranking": order}
+    """Read keys until the task's kind says they form an answer; returns it, or "skip" / "quit"."""
+    kind = get_kind(task.kind)
+    view = TaskView([c.generation_id for c in task.candidates], [c.text for c in task.candidates], task.scale, task.allow_tie)
+    state = KeyState(read_text=lambda initial: read_text(initial, console), say=lambda line: console.print(Text(line)))
     while True:
         k = key()
         if k in ("s", "q"):
             return {"s": "skip", "q": "quit"}[k]
-        if task.kind == "compare" and k in ("1", "2"):
-            return {"choice": ids[int(k) - 1]}
-        if task.kind == "compare" and k == "t" and task.allow_tie:
-            return {"choice": "tie"}
-        if task.kind == "rate" and k.isdigit():
-            lo, hi = task.scale or (1, 5)
-            if lo <= int(k) <= hi:
-                return {"rating": int(k)}
-        if task.kind == "edit" and k == "e":
-            return {"text": read_text(task.candidates[0].text, console)}
+        result = kind.on_key(k, view, state)
+        if result is not None:
+            return result
 
 
 def run(queue: Queue, annotator_id: int, *, guidelines: str, round_id: int | None = None, console: Console | None = None) -> dict[str, int]:

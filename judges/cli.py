@@ -41,7 +41,7 @@ def list_judges(project_dir: Path | None = ProjectOpt) -> None:
     from rich.table import Table
     from sqlalchemy import func, select
 
-    from prefloop.feedback.models import Annotation, Annotator, JudgeCache
+    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind, JudgeCache
 
     from . import judges_from_config
 
@@ -56,7 +56,7 @@ def list_judges(project_dir: Path | None = ProjectOpt) -> None:
         rows = s.execute(
             select(Annotator.name, Annotation.status, func.count(), func.coalesce(func.sum(Annotation.cost), 0.0))
             .join(Annotation, Annotation.annotator_id == Annotator.id)
-            .where(Annotator.kind == "judge")
+            .where(Annotator.kind == AnnotatorKind.JUDGE.value)
             .group_by(Annotator.name, Annotation.status)
         ).all()
         cached = dict(s.execute(select(JudgeCache.judge, func.count()).group_by(JudgeCache.judge)).all())

@@ -108,8 +108,8 @@ class LLMJudge(PairwiseJudge, PointwiseJudge):
         msgs.append({"role": "user", "content": user})
         return msgs
 
-    def _common(self, prompt: Messages, ref: str | None, kind: str) -> dict[str, Any]:
-        shape = "a" if kind == "pairwise" else "output"
+    def _common(self, prompt: Messages, ref: str | None, mode: str) -> dict[str, Any]:
+        shape = "a" if mode == "pairwise" else "output"
         return {
             "rubric": self.spec.rubric,
             "examples": [{"reason": None, **ex} for ex in self.spec.examples if shape in ex],

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from prefloop.atomic import atomic_path
+from prefloop.kinds import KINDS
 from prefloop.text import NA, show_number
 
 
@@ -52,14 +53,9 @@ def consistency_rates(store: Any, *, round_ids: list[int] | None = None) -> dict
         for name, kind, meta in s.execute(q):
             meta = meta or {}
             row = out[name]
-            if kind == "rank" and meta.get("pairs"):
-                for p in meta["pairs"]:
-                    if "consistent" in p and p.get("winner") is not None:
-                        row[1] += 1
-                        row[0] += bool(p["consistent"])
-            elif kind == "compare" and "consistent" in meta and meta.get("winner") is not None:
-                row[1] += 1
-                row[0] += bool(meta["consistent"])
+            checks = KINDS[kind].position_checks(meta) if kind in KINDS else []
+            row[1] += len(checks)
+            row[0] += sum(checks)
             if meta.get("error") and meta.get("winner") is None:
                 row[2] += 1
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}

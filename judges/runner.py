@@ -1,19 +1,17 @@
 """Run a judge over a round's tasks and write its verdicts to the store, as annotations on the
 same tasks humans answer.
 
-compare → pairwise verdict; rate → pointwise score mapped onto the task's scale; rank → pairwise
-verdicts over every pair, ordered by wins. Each verdict is recorded through ``Queue.record`` by a
-judge annotator named after the judge, with its identity, tokens, cost and latency. A failed
-verdict is recorded too (status ``skipped``, the reason in ``rationale`` and ``meta.error``), but
-never replaces an earlier successful one. Verdicts come from the cache when the same judge has
-seen the same inputs, so a re-run costs nothing. Finally task priorities are updated for active
-selection (:mod:`prefloop.judges.selection`).
+Each task's kind says how a judge answers it (:mod:`prefloop.kinds`): compare → a pairwise
+verdict; rate → a pointwise score mapped onto the task's scale; rank → pairwise verdicts over
+every pair, ordered by wins; edit → not at all. The verdicts of each chunk of tasks become
+annotations of a judge annotator named after the judge, with its identity, tokens, cost and
+latency, written in one batch (:mod:`.verdicts`). Verdicts come from the cache when the same
+judge has seen the same inputs, so a re-run costs nothing. Finally task priorities are updated
+for active selection (:mod:`prefloop.judges.selection`).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +19,11 @@ from typing import Any
 from sqlalchemy import select, update
 
 from prefloop.errors import ConfigError, NotFoundError
+from prefloop.kinds import KINDS, PAIRWISE, POINTWISE
 
-from .base import Judge, PairwiseJudge, PairwiseVerdict, PointwiseJudge, PointwiseVerdict
+from . import verdicts
+from .base import Judge, PairwiseJudge, PointwiseJudge
+from .verdicts import JudgedTask
 
 
 @dataclass
@@ -47,19 +48,7 @@ class JudgeRunStats:
         return self.verdicts / self.seconds if self.seconds else 0.0
 
 
-@dataclass
-class _Task:
-    id: int
-    kind: str
-    gens: list[int]
-    texts: list[str]
-    prompt: list[dict[str, str]]
-    reference: str | None
-    scale: tuple[int, int] | None
-    allow_tie: bool
-
-
-def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) -> list[_Task]:
+def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) -> list[JudgedTask]:
     from prefloop.feedback.models import Generation, Task, TaskStatus
 
     with store.session() as s:
@@ -75,7 +64,7 @@ def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) ->
             chunk = gen_ids[i : i + 500]
             texts.update(dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(chunk))).all()))
         return [
-            _Task(
+            JudgedTask(
                 t.id, t.kind, [int(g) for g in t.generation_ids], [texts[int(g)] for g in t.generation_ids],
                 t.prompt.as_messages(), t.prompt.reference,
                 (t.scale_min, t.scale_max) if t.scale_min is not None else None,
@@ -83,89 +72,6 @@ def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) ->
             )
             for t in tasks
         ]
-
-
-def _pair_meta(v: PairwiseVerdict) -> dict[str, Any]:
-    m: dict[str, Any] = {"winner": v.winner, "consistent": v.consistent, "prob_a": v.prob_a if v.ok else None, "cached": v.cached}
-    if v.orders is not None:
-        m["orders"] = list(v.orders)
-    if v.disagreement is not None:
-        m["disagreement"] = v.disagreement
-    if v.members:
-        m["members"] = v.members
-    return m
-
-
-def _spend(vs: list[PairwiseVerdict] | list[PointwiseVerdict]) -> dict[str, Any]:
-    return {
-        "prompt_tokens": sum(v.prompt_tokens for v in vs),
-        "completion_tokens": sum(v.completion_tokens for v in vs),
-        "cost": sum(v.cost for v in vs),
-        "duration_s": sum(v.latency_s for v in vs),
-    }
-
-
-def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
-def compare_record(t: _Task, v: PairwiseVerdict) -> dict[str, Any]:
-    """The annotation for a compare task: the winner's generation id or "tie" (an inconsistent verdict is a tie)."""
-    meta = {**_pair_meta(v), "positions": {"A": t.gens[0], "B": t.gens[1]}}
-    rec: dict[str, Any] = {"meta": meta, "rationale": v.rationale, "confidence": v.confidence, **_spend([v])}
-    if not v.ok:
-        return {**rec, "status": "skipped", "value": None, "rationale": v.error, "meta": {**meta, "error": v.error}, "confidence": None}
-    winner = v.winner
-    if winner == "tie" and not t.allow_tie:
-        if not v.consistent:
-            reason = "inconsistent under position swap, and this task allows no tie"
-            return {**rec, "status": "skipped", "value": None, "rationale": reason, "meta": {**meta, "error": reason}}
-        winner = "A" if v.prob_a >= 0.5 else "B"  # the judge leaned this way, with low confidence
-    choice: int | str = "tie" if winner == "tie" else t.gens[0 if winner == "A" else 1]
-    return {**rec, "status": "submitted", "value": {"choice": choice}}
-
-
-def rate_record(t: _Task, v: PointwiseVerdict) -> dict[str, Any]:
-    """The annotation for a rate task: the judge's score mapped onto the task's scale, rounded."""
-    rec: dict[str, Any] = {"rationale": v.rationale, "confidence": v.confidence, **_spend([v])}
-    if not v.ok:
-        return {**rec, "status": "skipped", "value": None, "rationale": v.error, "meta": {"error": v.error, "cached": v.cached}}
-    lo, hi = t.scale or (1, 5)
-    jlo, jhi = v.scale
-    score = lo + (float(v.score) - jlo) / (jhi - jlo) * (hi - lo)
-    meta: dict[str, Any] = {"score": score, "judge_score": v.score, "judge_scale": list(v.scale), "cached": v.cached}
-    if v.distribution:
-        meta["distribution"] = v.distribution
-    if v.disagreement is not None:
-        meta["disagreement"] = v.disagreement
-    if v.members:
-        meta["members"] = v.members
-    rating = min(hi, max(lo, _round_half_up(score)))
-    return {**rec, "status": "submitted", "value": {"rating": rating}, "meta": meta}
-
-
-def rank_record(t: _Task, pairs: list[tuple[int, int]], vs: list[PairwiseVerdict]) -> dict[str, Any]:
-    """The annotation for a rank task: outputs ordered by pairwise wins (a tie is half a win)."""
-    pair_meta = [{"a": t.gens[i], "b": t.gens[j], **_pair_meta(v)} for (i, j), v in zip(pairs, vs, strict=True)]
-    rec: dict[str, Any] = {**_spend(vs), "rationale": None}
-    failed = [v.error for v in vs if not v.ok]
-    if failed:
-        return {**rec, "status": "skipped", "value": None, "rationale": "; ".join(failed), "confidence": None,
-                "meta": {"error": "; ".join(failed), "pairs": pair_meta}}
-    wins = {g: 0.0 for g in t.gens}
-    strength = {g: 0.0 for g in t.gens}
-    for (i, j), v in zip(pairs, vs, strict=True):
-        a, b = t.gens[i], t.gens[j]
-        wins[a] += 1.0 if v.winner == "A" else 0.5 if v.winner == "tie" else 0.0
-        wins[b] += 1.0 if v.winner == "B" else 0.5 if v.winner == "tie" else 0.0
-        strength[a] += v.prob_a
-        strength[b] += 1.0 - v.prob_a
-    ranking = sorted(t.gens, key=lambda g: (-wins[g], -strength[g], t.gens.index(g)))
-    return {
-        **rec, "status": "submitted", "value": {"ranking": ranking},
-        "confidence": sum(v.confidence for v in vs) / len(vs),
-        "meta": {"consistent": all(v.consistent for v in vs), "pairs": pair_meta, "cached": all(v.cached for v in vs)},
-    }
 
 
 def _ensure_cache(judge: Judge, store: Any) -> None:
@@ -214,10 +120,10 @@ def judge_round(
     with store.session() as s:  # the annotator shows the judge's current identity; each verdict keeps its own
         s.execute(update(Annotator).where(Annotator.id == annotator_id).values(meta=identity))
     tasks = _load_tasks(store, round_id, task_ids)
-    can_pair, can_score = isinstance(judge, PairwiseJudge), isinstance(judge, PointwiseJudge)
+    can = {PAIRWISE: isinstance(judge, PairwiseJudge), POINTWISE: isinstance(judge, PointwiseJudge)}
     runnable = []
     for t in tasks:
-        if (t.kind in ("compare", "rank") and can_pair) or (t.kind == "rate" and can_score):
+        if t.kind in KINDS and can.get(KINDS[t.kind].judge_mode):
             runnable.append(t)
         else:
             stats.unsupported += 1
@@ -232,16 +138,8 @@ def judge_round(
         job = bar.add_task("judging", total=len(runnable))
         for start in range(0, len(runnable), chunk_size):
             chunk = runnable[start : start + chunk_size]
-            # Gather every pairwise and pointwise question of the chunk into one batched call each.
-            pair_q: list[tuple[_Task, int, int]] = []
-            score_q: list[_Task] = []
-            for t in chunk:
-                if t.kind == "compare":
-                    pair_q.append((t, 0, 1))
-                elif t.kind == "rank":
-                    pair_q.extend((t, i, j) for i, j in itertools.combinations(range(len(t.gens)), 2))
-                else:
-                    score_q.append(t)
+            # Every pairwise and every pointwise question of the chunk goes to the judge in one batched call each.
+            pair_q, score_q = verdicts.questions(chunk)
             pair_v = judge.compare(
                 [t.prompt for t, _, _ in pair_q], [t.texts[i] for t, i, _ in pair_q], [t.texts[j] for t, _, j in pair_q],
                 references=[t.reference for t, _, _ in pair_q],
@@ -255,38 +153,8 @@ def judge_round(
                     stats.prompt_tokens += v.prompt_tokens
                     stats.completion_tokens += v.completion_tokens
                     stats.cost += v.cost
-            records: list[tuple[_Task, dict[str, Any]]] = []
-            by_task: dict[int, list[tuple[tuple[int, int], PairwiseVerdict]]] = {}
-            for (t, i, j), v in zip(pair_q, pair_v, strict=True):
-                by_task.setdefault(t.id, []).append(((i, j), v))
-            for t in chunk:
-                if t.kind == "compare":
-                    records.append((t, compare_record(t, by_task[t.id][0][1])))
-                elif t.kind == "rank":
-                    got = by_task[t.id]
-                    records.append((t, rank_record(t, [p for p, _ in got], [v for _, v in got])))
-            for t, v in zip(score_q, score_v, strict=True):
-                records.append((t, rate_record(t, v)))
-            with store.session() as s:
-                for t, rec in records:
-                    failed = rec["status"] == "skipped" and "error" in rec["meta"]
-                    if failed:
-                        stats.failed += 1
-                        if len(stats.errors) < 5:
-                            stats.errors.append(f"task {t.id}: {rec['meta']['error']}")
-                        if prior.get(t.id) == "submitted":
-                            continue  # never replace a good verdict with a failure
-                    meta = {**identity, **rec["meta"]}
-                    _, changed = queue.record(
-                        annotator_id, t.id, rec["value"], status=rec["status"], rationale=rec["rationale"],
-                        confidence=rec["confidence"], duration_s=rec["duration_s"], prompt_tokens=rec["prompt_tokens"],
-                        completion_tokens=rec["completion_tokens"], cost=rec["cost"], meta=meta, session=s,
-                    )
-                    if changed:
-                        stats.recorded += 1
-                    elif not failed:
-                        stats.unchanged += 1
-                    touched.append(t.id)
+            records = verdicts.answers(chunk, pair_q, pair_v, score_q, score_v)
+            touched += verdicts.record(queue, annotator_id, identity, records, prior, stats)
             bar.advance(job, len(chunk))
     if touched:
         from .selection import update_priorities

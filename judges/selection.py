@@ -15,64 +15,20 @@ weighted sum (weights in ``judges.selection``); the signals are kept in ``meta.s
 
 from __future__ import annotations
 
-import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import select
+
+from prefloop.kinds import KINDS, get_kind
 
 from .config import SelectionConfig
 
 
 def signals(kind: str, verdicts: list[dict[str, Any]], scale: tuple[int, int] | None) -> dict[str, float]:
-    """The four signals of one task from its judge annotations (``status``, ``value``, ``meta``, ``confidence``)."""
-    if not verdicts:
-        return {}
-    ok = [v for v in verdicts if v["status"] == "submitted"]
-    failed = [v for v in verdicts if v["status"] != "submitted" and (v["meta"] or {}).get("error")]
-    # A panel's members count as verdicts of their own for position flips.
-    flags = []
-    for v in verdicts:
-        members = (v["meta"] or {}).get("members") or {}
-        if members and kind != "rate":
-            flags += [m.get("consistent") for m in members.values() if m.get("error") is None]
-        else:
-            flags.append((v["meta"] or {}).get("consistent"))
-    out = {
-        "failure": len(failed) / len(verdicts),
-        "inconsistency": sum(f is False for f in flags) / len(flags) if kind != "rate" and flags else 0.0,
-        "disagreement": 0.0,
-        "low_margin": 0.0,
-    }
-    panel = [float(v["meta"]["disagreement"]) for v in ok if (v["meta"] or {}).get("disagreement") is not None]
-    if kind == "compare":
-        choices = [str(v["value"].get("choice")) for v in ok]
-        if len(choices) >= 2:
-            out["disagreement"] = 1.0 - Counter(choices).most_common(1)[0][1] / len(choices)
-        margins = [1.0 - abs(2.0 * float(v["meta"]["prob_a"]) - 1.0) for v in ok if (v["meta"] or {}).get("prob_a") is not None]
-        if margins:
-            out["low_margin"] = statistics.fmean(margins)
-    elif kind == "rate":
-        lo, hi = scale or (1, 5)
-        unit = [(float((v["meta"] or {}).get("score", v["value"].get("rating"))) - lo) / (hi - lo) for v in ok]
-        if len(unit) >= 2:
-            out["disagreement"] = min(1.0, 2.0 * statistics.pstdev(unit))
-        confs = [float(v["confidence"]) for v in ok if v["confidence"] is not None]
-        if confs:
-            out["low_margin"] = 1.0 - statistics.fmean(confs)
-    elif kind == "rank":
-        tops = [str(v["value"]["ranking"][0]) for v in ok if v["value"].get("ranking")]
-        if len(tops) >= 2:
-            out["disagreement"] = 1.0 - Counter(tops).most_common(1)[0][1] / len(tops)
-        margins = [
-            1.0 - abs(2.0 * float(p["prob_a"]) - 1.0)
-            for v in ok for p in (v["meta"] or {}).get("pairs", []) if p.get("prob_a") is not None
-        ]
-        if margins:
-            out["low_margin"] = statistics.fmean(margins)
-    if panel:
-        out["disagreement"] = max(out["disagreement"], statistics.fmean(panel))
-    return out
+    """The four signals of one task from its judge annotations (``status``, ``value``, ``meta``,
+    ``confidence``), as the task's kind reads them (:meth:`prefloop.kinds.TaskKind.signals`)."""
+    return get_kind(kind).signals(verdicts, scale)
 
 
 def judge_priority(sig: dict[str, float], weights: SelectionConfig) -> float:
@@ -108,6 +64,8 @@ def update_priorities(
         for r in s.execute(q):
             by_task[r.task_id].append({"status": r.status, "value": r.value or {}, "meta": r.meta or {}, "confidence": r.confidence})
         for task in s.scalars(tq.where(Task.id.in_(list(by_task)))):
+            if task.kind not in KINDS:
+                continue  # a plug-in kind that is not loaded: its priority stays
             scale = (task.scale_min, task.scale_max) if task.scale_min is not None else None
             sig = signals(task.kind, by_task[task.id], scale)
             if not sig:

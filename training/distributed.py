@@ -154,11 +154,11 @@ def check_launch(cfg: TrainingConfig, config_file: Path | None, cuda: bool) -> N
     if config_file is None:
         return
     ac = load_accelerate_config(config_file)
-    kind = str(getattr(ac.distributed_type, "value", ac.distributed_type))
-    if kind in ("DEEPSPEED", "FSDP", "MEGATRON_LM") and not cuda:
-        raise ConfigError(f"training.trainer.accelerate_config {cfg.trainer.accelerate_config!r} ({kind}) needs CUDA GPUs",
+    distributed = str(getattr(ac.distributed_type, "value", ac.distributed_type))
+    if distributed in ("DEEPSPEED", "FSDP", "MEGATRON_LM") and not cuda:
+        raise ConfigError(f"training.trainer.accelerate_config {cfg.trainer.accelerate_config!r} ({distributed}) needs CUDA GPUs",
                           hint="on CPU use accelerate_config: ddp (or leave it unset)")
-    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+    if distributed == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(f"training.trainer.accelerate_config {cfg.trainer.accelerate_config!r} needs DeepSpeed",
                           hint="pip install deepspeed")
 

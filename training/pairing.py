@@ -103,13 +103,14 @@ def scorer_name(project: Any, cfg: TrainingConfig, judges: dict[str, Any]) -> st
 def judge_scores(store: Any, round_id: int, judge_name: str) -> dict[int, float]:
     """generation id → the judge's score (unrounded when the judge reported it) on the round's rate tasks."""
     from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, Task
+    from prefloop.kinds import RATE
 
     with store.session() as s:
         rows = s.execute(
             select(Task.generation_ids, Annotation.value, Annotation.meta)
             .join(Annotation, Annotation.task_id == Task.id)
             .join(Annotator, Annotator.id == Annotation.annotator_id)
-            .where(Task.round_id == round_id, Task.kind == "rate", Annotator.name == judge_name,
+            .where(Task.round_id == round_id, Task.kind == RATE.name, Annotator.name == judge_name,
                    Annotation.status == AnnotationStatus.SUBMITTED.value)
         ).all()
     return {int(r.generation_ids[0]): float((r.meta or {}).get("score", r.value["rating"])) for r in rows}

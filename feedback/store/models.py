@@ -33,16 +33,13 @@ def utcnow() -> dt.datetime:
 
 
 class TaskKind(str, enum.Enum):
-    """What a task asks: rate one output, compare two, rank several, or edit one."""
+    """The names of the built-in task kinds. What a kind means (its outputs, answers, aggregation…)
+    and which kinds exist (plug-ins too) is the registry's: :mod:`prefloop.kinds`."""
 
     RATE = "rate"
     COMPARE = "compare"
     RANK = "rank"
     EDIT = "edit"
-
-
-#: how many outputs a task of each kind shows (least, most).
-OUTPUTS_PER_KIND: dict[str, tuple[int, int]] = {"rate": (1, 1), "edit": (1, 1), "compare": (2, 2), "rank": (2, 64)}
 
 
 class TaskStatus(str, enum.Enum):
