@@ -12,7 +12,8 @@ with their previous value kept in ``history``). Three ways to store the same row
   transaction, no validation and no read: the floor the other two are measured against.
 
 Each way runs twice over the same tasks: ``new`` (no verdict stored yet: inserts) and
-``changed`` (every verdict differs: updates; not for ``executemany``).
+``changed`` (every verdict differs: updates; not for ``executemany``); the ways take turns on
+one filled store per run, its verdicts cleared in between.
 
     python benchmarks/verdicts.py --tasks 20000 --chunk 64 --repeat 3
     python benchmarks/verdicts.py --backends sqlite --modes per-verdict   # on a tree without record_many
@@ -37,7 +38,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from prefloop.feedback.db import Store, open_store, postgres_schema_url
 from prefloop.feedback.models import Annotation, Task, utcnow
@@ -114,18 +115,23 @@ def check(store: Store, verdicts: list[dict[str, Any]], updated: bool) -> str:
     return "ok"
 
 
-def run_once(url: str, mode: str, n_tasks: int, chunk: int) -> list[tuple[str, float, str]]:
+def run_modes(url: str, modes: list[str], n_tasks: int, chunk: int) -> list[tuple[str, str, float, float, str]]:
+    """Every way over the same tasks (the verdicts cleared between ways): (way, pass, seconds,
+    client CPU seconds, verified) per pass."""
     store = open_store(url)
     tasks, judge = fill(store, n_tasks)
     q = Queue(store)
     out = []
-    passes = [("new", False)] + ([("changed", True)] if mode != "executemany" else [])
-    for name, flip in passes:
-        verdicts = [verdict(t, gens, flip) for t, gens in tasks]
-        t0 = time.perf_counter()
-        WAYS[mode](q, judge, verdicts, chunk)
-        seconds = time.perf_counter() - t0
-        out.append((name, seconds, check(store, verdicts, flip)))
+    for mode in modes:
+        passes = [("new", False)] + ([("changed", True)] if mode != "executemany" else [])
+        for name, flip in passes:
+            verdicts = [verdict(t, gens, flip) for t, gens in tasks]
+            t0, c0 = time.perf_counter(), time.process_time()
+            WAYS[mode](q, judge, verdicts, chunk)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            out.append((mode, name, seconds, cpu, check(store, verdicts, flip)))
+        with store.transaction() as conn:
+            conn.execute(delete(Annotation))
     store.dispose()
     return out
 
@@ -146,30 +152,38 @@ def main() -> None:
         console.print("[yellow]PostgreSQL skipped: no --postgres-url or PREFLOOP_TEST_POSTGRES_URL[/]")
         backends.remove("postgresql")
     loads = [os.getloadavg()[0]]
-    results: dict[tuple[str, str, str], list[float]] = {}
+    modes = args.modes.split(",")
+    wall: dict[tuple[str, str, str], list[float]] = {}
+    cpu: dict[tuple[str, str, str], list[float]] = {}
     verified: dict[tuple[str, str, str], str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
-            for mode in args.modes.split(","):
-                for i in range(args.repeat):
-                    if backend == "sqlite":
-                        url = f"sqlite:///{Path(tmp) / f'{mode}-{i}.db'}"
-                    else:
-                        url = postgres_schema_url(args.postgres_url, BENCH_SCHEMA)
-                    for name, seconds, ok in run_once(url, mode, args.tasks, args.chunk):
-                        results.setdefault((backend, mode, name), []).append(args.tasks / seconds)
-                        verified[(backend, mode, name)] = ok if verified.get((backend, mode, name), "ok") == "ok" else verified[(backend, mode, name)]
-                    loads.append(os.getloadavg()[0])
+            for i in range(args.repeat):
+                if backend == "sqlite":
+                    url = f"sqlite:///{Path(tmp) / f'verdicts-{i}.db'}"
+                else:
+                    url = postgres_schema_url(args.postgres_url, BENCH_SCHEMA)
+                order = modes[i % len(modes):] + modes[: i % len(modes)]  # each way first in turn
+                for mode, name, seconds, cpu_s, ok in run_modes(url, order, args.tasks, args.chunk):
+                    key = (backend, mode, name)
+                    wall.setdefault(key, []).append(args.tasks / seconds)
+                    cpu.setdefault(key, []).append(args.tasks / cpu_s)
+                    verified[key] = ok if verified.get(key, "ok") == "ok" else verified[key]
+                loads.append(os.getloadavg()[0])
     table = Table(title=f"Judge verdicts recorded: {args.tasks} compare tasks, chunks of {args.chunk}, {args.repeat} runs each")
-    for col in ("database", "way", "pass", "verdicts/s (median)", "min – max", "vs executemany", "verified"):
+    for col in ("database", "way", "pass", "verdicts/s (median)", "min – max", "vs executemany", "per CPU-second", "verified"):
         table.add_column(col, justify="left" if col in ("database", "way", "pass", "verified") else "right")
-    for (backend, mode, name), rates in results.items():
-        floor = results.get((backend, "executemany", "new"))
+    for key in sorted(wall, key=lambda k: (backends.index(k[0]), MODES.index(k[1]), k[2] != "new")):
+        backend, mode, name = key
+        rates = wall[key]
+        floor = wall.get((backend, "executemany", "new"))
         ratio = f"{statistics.median(rates) / statistics.median(floor):.2f}" if floor else "–"
         table.add_row(backend, mode, name, f"{statistics.median(rates):,.0f}", f"{min(rates):,.0f} – {max(rates):,.0f}",
-                      ratio, verified[(backend, mode, name)])
+                      ratio, f"{statistics.median(cpu[key]):,.0f}", verified[key])
     console.print(table)
-    console.print(f"load average (1 min) during the runs: {min(loads):.1f} – {max(loads):.1f}")
+    console.print("per CPU-second: verdicts per second of this process's CPU (SQLite's work included, the "
+                  "PostgreSQL server's not); load does not inflate it. Load average (1 min) during the runs: "
+                  f"{min(loads):.1f} – {max(loads):.1f}")
     if any(v != "ok" for v in verified.values()):
         raise SystemExit("verification failed: see the table")
 

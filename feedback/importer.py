@@ -24,7 +24,7 @@ from prefloop.text import check_json, check_text, one_line
 
 from .db import Store
 from .prompts import check_tags, get_or_create_prompt, normalise_messages
-from .queue import check_distinct_outputs
+from .enqueue import check_distinct_outputs
 
 SPLITS = ("train", "eval")
 KNOWN = {"prompt", "text", "messages", "split", "tags", "reference", "meta", "source"}

@@ -1,4 +1,4 @@
-"""The annotation queue: enqueue tasks, claim a slot with a lease, submit, skip, release.
+"""The annotation queue: claim a slot with a lease, submit, skip, release; and its progress.
 
 Guarantees, on SQLite and PostgreSQL alike:
 
@@ -13,14 +13,14 @@ Guarantees, on SQLite and PostgreSQL alike:
 
 Judges, imports and the Argilla bridge write through :meth:`Queue.record` and
 :meth:`Queue.record_many`, which need no lease. Every answer, leased or not, is written by
-:mod:`.writer` (validation through the task's kind, history, ``n_done``). Claim and submit run
-pre-compiled statements from :mod:`.queue_sql` (a few per call, no ORM).
+:mod:`.writer` (validation through the task's kind, history, ``n_done``). Tasks are added by
+the methods :class:`Queue` inherits from :mod:`.enqueue`. Claim and submit run pre-compiled
+statements from :mod:`.queue_sql` (a few per call, no ORM).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -30,32 +30,36 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from prefloop.errors import DataError, DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
-from prefloop.kinds import TaskKind, get_kind
+from prefloop.errors import (
+    DuplicateSubmission,
+    InvalidAnswer,
+    NotAssigned,
+    NotFoundError,
+    QueueError,
+)
+from prefloop.kinds import get_kind
 from prefloop.text import check_json, check_text
 
 from . import queue_sql as sql
 from . import writer
 from .db import Store
+from .enqueue import Enqueue, check_distinct_outputs
 from .models import (
     Annotation,
     AnnotationStatus,
     Annotator,
     AnnotatorKind,
-    Generation,
     Lease,
-    Prompt,
     Task,
     TaskStatus,
     utcnow,
 )
-from .prompts import PromptInput, get_or_create_prompt
 from .writer import NewAnnotation
 
-#: the longest annotator name and model label the tables hold (PostgreSQL refuses longer ones;
-#: SQLite would store them).
+__all__ = ["Candidate", "ClaimedTask", "Queue", "QueueStatus", "Receipt", "check_distinct_outputs"]
+
+#: the longest annotator name the table holds (PostgreSQL refuses longer ones; SQLite would store them).
 MAX_NAME = 200
-MAX_MODEL = 500
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class QueueStatus:
         return sum(self.tasks_by_kind_status.values())
 
 
-class Queue:
+class Queue(Enqueue):
     """The queue over a :class:`~prefloop.feedback.db.Store`.
 
     ``lease_seconds``: how long a claim holds its slot; ``overlap``: the default number of
@@ -170,120 +174,6 @@ class Queue:
             s.add(row)
             s.flush()
             return row.id
-
-    # ------------------------------------------------------------------ enqueue
-    def add_task(
-        self,
-        kind: str | TaskKind,
-        generation_ids: list[int],
-        *,
-        overlap: int | None = None,
-        priority: float = 0.0,
-        round_id: int | None = None,
-        scale: tuple[int, int] | None = None,
-        meta: dict[str, Any] | None = None,
-        session: Session | None = None,
-    ) -> int:
-        """Enqueue a task over stored generations of one prompt; returns the task id."""
-        if session is None:
-            with self.store.session() as s:
-                return self.add_task(
-                    kind, generation_ids, overlap=overlap, priority=priority, round_id=round_id,
-                    scale=scale, meta=meta, session=s,
-                )
-        task_kind = get_kind(kind)
-        ids = [int(g) for g in generation_ids]
-        lo_n, hi_n = task_kind.outputs
-        if not lo_n <= len(ids) <= hi_n or len(set(ids)) != len(ids):
-            raise QueueError(f"a {task_kind.name} task needs {task_kind.outputs_text()} distinct outputs, got {ids}")
-        if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
-            raise QueueError(f"priority is {priority!r}; expected a finite number")
-        check_json(dict(meta or {}), "meta", error=QueueError)
-        gens = session.execute(
-            select(Generation.id, Generation.prompt_id, Generation.text).where(Generation.id.in_(ids))
-        ).all()
-        if len(gens) != len(ids):
-            missing = sorted(set(ids) - {g.id for g in gens})
-            raise NotFoundError(f"generation(s) {missing} do not exist")
-        prompt_ids = {g.prompt_id for g in gens}
-        if len(prompt_ids) != 1:
-            raise QueueError(f"the outputs of one task must answer the same prompt; got prompts {sorted(prompt_ids)}")
-        texts = dict((g.id, g.text) for g in gens)
-        check_distinct_outputs([texts[i] for i in ids], error=QueueError)
-        k = self.overlap if overlap is None else overlap
-        if k < 0:
-            raise QueueError(f"overlap must be ≥ 0, got {k}")
-        lo, hi = (scale or self.rating_scale) if task_kind.needs_scale else (None, None)
-        if task_kind.needs_scale and not lo < hi:
-            raise QueueError(f"rating scale must go from low to high, got {lo}–{hi}")
-        task = Task(
-            kind=task_kind.name,
-            prompt_id=prompt_ids.pop(),
-            round_id=round_id,
-            generation_ids=ids,
-            overlap=k,
-            priority=float(priority),
-            status=TaskStatus.OPEN.value if k > 0 else TaskStatus.COMPLETE.value,
-            scale_min=lo,
-            scale_max=hi,
-            meta={"allow_tie": self.allow_ties, **(meta or {})},
-        )
-        session.add(task)
-        session.flush()
-        return task.id
-
-    def add_generations(
-        self,
-        prompt: PromptInput | int,
-        outputs: list[str],
-        *,
-        round_id: int | None = None,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-        session: Session,
-    ) -> list[int]:
-        """Store outputs of one prompt (created if new, or given by id); returns generation ids."""
-        if not isinstance(outputs, list):
-            raise DataError(f"outputs must be a list of texts, got {type(outputs).__name__}")
-        for i, o in enumerate(outputs):
-            check_text(o, f"outputs[{i}]", allow_blank=False)
-        if model is not None:
-            check_text(model, "model", max_length=MAX_MODEL)
-        check_json(dict(params or {}), "params")
-        if isinstance(prompt, int):
-            if session.get(Prompt, prompt) is None:
-                raise NotFoundError(f"prompt {prompt} does not exist")
-            prompt_id = prompt
-        else:
-            prompt_id = get_or_create_prompt(session, prompt, source="api")[0].id
-        rows = [
-            Generation(prompt_id=prompt_id, round_id=round_id, text=o, model=model, params=dict(params or {}))
-            for o in outputs
-        ]
-        session.add_all(rows)
-        session.flush()
-        return [r.id for r in rows]
-
-    def _one_liner(self, kind: str, prompt: PromptInput | int, outputs: list[str], **kw: Any) -> int:
-        with self.store.session() as s:
-            ids = self.add_generations(prompt, outputs, round_id=kw.get("round_id"), model=kw.pop("model", None), session=s)
-            return self.add_task(kind, ids, session=s, **kw)
-
-    def add_comparison(self, prompt: PromptInput | int, outputs: list[str], **kw: Any) -> int:
-        """One-liner: store the prompt and two outputs and enqueue an A/B task."""
-        return self._one_liner("compare", prompt, outputs, **kw)
-
-    def add_rating(self, prompt: PromptInput | int, output: str, **kw: Any) -> int:
-        """One-liner: store the prompt and one output and enqueue a rate task."""
-        return self._one_liner("rate", prompt, [output], **kw)
-
-    def add_ranking(self, prompt: PromptInput | int, outputs: list[str], **kw: Any) -> int:
-        """One-liner: store the prompt and several outputs and enqueue a rank task."""
-        return self._one_liner("rank", prompt, outputs, **kw)
-
-    def add_edit(self, prompt: PromptInput | int, output: str, **kw: Any) -> int:
-        """One-liner: store the prompt and one output and enqueue an edit (correction) task."""
-        return self._one_liner("edit", prompt, [output], **kw)
 
     # ------------------------------------------------------------------ claim
     def claim(
@@ -520,21 +410,6 @@ class Queue:
                 "skipped": counts.get(AnnotationStatus.SKIPPED.value, 0),
                 "remaining": int(s.scalar(avail, {"annotator": annotator_id, "now": now}) or 0),
             }
-
-
-def check_distinct_outputs(
-    texts: list[str], *, where: str | None = None, error: type[QueueError] | type[DataError] = QueueError
-) -> None:
-    """Refuse a task whose outputs repeat one text: nobody can prefer an output over itself."""
-    first: dict[str, int] = {}
-    for i, text in enumerate(texts, 1):
-        if text in first:
-            raise error(
-                f"{where + ': ' if where else ''}outputs {first[text]} and {i} are identical; "
-                "a task compares different outputs",
-                hint="drop the duplicate, or use a rate task for a single output",
-            )
-        first[text] = i
 
 
 def _task_kinds(kinds: list[str] | None) -> tuple[str, ...]:

@@ -238,26 +238,36 @@ def _runs(answers: Sequence[NewAnnotation]) -> list[list[NewAnnotation]]:
     return [r for r in runs if r]
 
 
-def _targets(conn: Connection, answers: list[NewAnnotation]) -> dict[tuple[int, int], Target]:
-    """Each answer's target, in one read for the whole batch (its tasks × its annotators, with their
-    earlier answers); NotFoundError for the first answer (in order) whose task or annotator is missing."""
-    task_ids = sorted({a.task_id for a in answers})
-    annotator_ids = sorted({a.annotator_id for a in answers})
-    rows = conn.execute(
-        select(
-            T.c.id.label("task_id"), N.c.id.label("annotator_id"), (N.c.kind == AnnotatorKind.HUMAN.value).label("human"),
-            T.c.kind, T.c.generation_ids, T.c.scale_min, T.c.scale_max, T.c.meta,
-            A.c.id.label("prior_id"), A.c.status.label("prior_status"), A.c.value.label("prior_value"),
-            A.c.rationale.label("prior_rationale"), A.c.meta.label("prior_meta"), A.c.history.label("prior_history"),
-            A.c.updated_at.label("prior_updated_at"),
-        )
-        .select_from(T.join(N, N.c.id.in_(annotator_ids)).outerjoin(A, and_(A.c.task_id == T.c.id, A.c.annotator_id == N.c.id)))
-        .where(T.c.id.in_(task_ids))
+#: Each answer's target, for a batch: its tasks × its annotators, with their earlier answers.
+_TARGETS = (
+    select(
+        T.c.id.label("task_id"), N.c.id.label("annotator_id"), (N.c.kind == AnnotatorKind.HUMAN.value).label("human"),
+        T.c.kind, T.c.generation_ids, T.c.scale_min, T.c.scale_max, T.c.meta,
+        A.c.id.label("prior_id"), A.c.status.label("prior_status"), A.c.value.label("prior_value"),
+        A.c.rationale.label("prior_rationale"), A.c.meta.label("prior_meta"), A.c.history.label("prior_history"),
+        A.c.updated_at.label("prior_updated_at"),
     )
-    found = {(r.task_id, r.annotator_id): Target.of(r, counts=bool(r.human)) for r in rows}
+    .select_from(
+        T.join(N, N.c.id.in_(bindparam("annotators", expanding=True)))
+        .outerjoin(A, and_(A.c.task_id == T.c.id, A.c.annotator_id == N.c.id))
+    )
+    .where(T.c.id.in_(bindparam("tasks", expanding=True)))
+)
+_TASK_EXISTS = select(T.c.id).where(T.c.id == bindparam("task"))
+#: The rows of these tasks by these annotators (the ids of rows just inserted).
+_IDS = select(A.c.task_id, A.c.annotator_id, A.c.id).where(
+    A.c.task_id.in_(bindparam("tasks", expanding=True)), A.c.annotator_id.in_(bindparam("annotators", expanding=True)),
+)
+
+
+def _targets(conn: Connection, answers: list[NewAnnotation]) -> dict[tuple[int, int], Target]:
+    """Each answer's target, in one read for the whole batch; NotFoundError for the first answer
+    (in order) whose task or annotator is missing."""
+    params = {"tasks": sorted({a.task_id for a in answers}), "annotators": sorted({a.annotator_id for a in answers})}
+    found = {(r.task_id, r.annotator_id): Target.of(r, counts=bool(r.human)) for r in conn.execute(_TARGETS, params)}
     for a in answers:
         if (a.task_id, a.annotator_id) not in found:
-            if conn.execute(select(T.c.id).where(T.c.id == a.task_id)).first() is None:
+            if conn.execute(_TASK_EXISTS, {"task": a.task_id}).first() is None:
                 raise NotFoundError(f"task {a.task_id} does not exist")
             raise NotFoundError(f"annotator {a.annotator_id} does not exist")
     return found
@@ -267,6 +277,5 @@ def _ids(conn: Connection, pairs: list[tuple[int, int]]) -> dict[tuple[int, int]
     """The ids of the rows just inserted for these (task, annotator) pairs."""
     if not pairs:
         return {}
-    tasks, annotators = sorted({t for t, _ in pairs}), sorted({a for _, a in pairs})
-    rows = conn.execute(select(A.c.task_id, A.c.annotator_id, A.c.id).where(A.c.task_id.in_(tasks), A.c.annotator_id.in_(annotators)))
-    return {(r.task_id, r.annotator_id): r.id for r in rows}
+    params = {"tasks": sorted({t for t, _ in pairs}), "annotators": sorted({a for _, a in pairs})}
+    return {(r.task_id, r.annotator_id): r.id for r in conn.execute(_IDS, params)}

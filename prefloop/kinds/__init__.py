@@ -34,7 +34,9 @@ selection; ``agreement_label`` (with ``agreement_level``); ``best_from_scores`` 
 ``plausible_mistake`` for scripted humans; ``key_help`` and ``on_key`` for ``prefloop annotate``;
 the ``argilla_*`` methods for the Argilla bridge. A built-in kind (``compare.py``, ``rate.py``,
 ``rank.py``, ``edit.py``) is the model to copy; ``tests/test_kinds.py`` has a plug-in kind that
-goes from the queue to an exported dataset. The web page draws the four built-in kinds only.
+goes from the queue to an exported dataset. Not yet: the annotation server (web page and HTTP
+API) and the Argilla bridge know the four built-in kinds only, so answer a plug-in kind's tasks
+from Python or ``prefloop annotate``, and keep them out of rounds that people label on the page.
 
 ``import prefloop.kinds`` stays light: heavy libraries are imported inside the methods that use them.
 """
