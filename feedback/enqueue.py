@@ -17,8 +17,8 @@ from prefloop.errors import DataError, NotFoundError, QueueError
 from prefloop.kinds import TaskKind, get_kind
 from prefloop.text import check_json, check_text
 
-from .db import Store
-from .models import Generation, Prompt, Task, TaskStatus
+from .store.db import Store
+from .store.models import Generation, Prompt, Task, TaskStatus
 from .prompts import PromptInput, get_or_create_prompt
 
 #: the longest model label the table holds (PostgreSQL refuses longer ones; SQLite would store them).
@@ -74,9 +74,12 @@ class Enqueue:
         k = self.overlap if overlap is None else overlap
         if k < 0:
             raise QueueError(f"overlap must be ≥ 0, got {k}")
-        lo, hi = (scale or self.rating_scale) if task_kind.needs_scale else (None, None)
-        if task_kind.needs_scale and not lo < hi:
-            raise QueueError(f"rating scale must go from low to high, got {lo}–{hi}")
+        lo: int | None = None
+        hi: int | None = None
+        if task_kind.needs_scale:
+            lo, hi = scale or self.rating_scale
+            if not lo < hi:
+                raise QueueError(f"rating scale must go from low to high, got {lo}–{hi}")
         task = Task(
             kind=task_kind.name,
             prompt_id=prompt_ids.pop(),

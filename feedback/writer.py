@@ -9,21 +9,23 @@ moves: +1 when a counted answer becomes submitted, −1 when a submitted one is 
 a leased submit fills the slot its lease held; a record counts when its annotator is human.
 
 :func:`apply` writes a batch of planned rows in one statement per kind of change: one
-``executemany`` INSERT for the new rows, one UPDATE batch for the changed ones and one for the
-counts, on the DBAPI cursor of the caller's transaction (:class:`~prefloop.feedback.store.queue_sql.Fast`:
-compiled once, no per-row ORM work). A judge's chunk of verdicts is one such batch
+multi-row INSERT … RETURNING for the new rows (up to :data:`ROWS_PER_INSERT` a statement), one
+``executemany`` UPDATE batch for the changed ones and one for the counts, on the DBAPI cursor of
+the caller's transaction (:class:`~prefloop.feedback.store.queue_sql.Fast`: compiled once per
+shape, no per-row ORM work). A judge's chunk of verdicts is one such batch
 (:func:`record`), instead of a session round trip per verdict.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from prefloop.errors import InvalidAnswer, NotFoundError
@@ -47,7 +49,7 @@ MAX_KEY = 200
 #: answers read and written per batch: IN lists and executemany stay well inside both databases' limits.
 BATCH = 2000
 
-A, T, N = Annotation.__table__, Task.__table__, Annotator.__table__
+A, T, N = (cast(Table, m.__table__) for m in (Annotation, Task, Annotator))
 
 #: the columns an update may change (with a key: a leased submit over an earlier skip)
 _UPDATED = ("status", "value", "rationale", "confidence", "duration_s", "prompt_tokens", "completion_tokens", "cost",
@@ -55,8 +57,8 @@ _UPDATED = ("status", "value", "rationale", "confidence", "duration_s", "prompt_
 _KEYED = ("late", "idempotency_key")
 _COLUMNS = ("task_id", "annotator_id", *_UPDATED, *_KEYED, "created_at")
 
-INSERT = Fast(insert(A), columns=_COLUMNS)
-INSERT_RETURNING = Fast(insert(A).returning(A.c.id), columns=_COLUMNS)
+#: new rows per INSERT statement: 16 columns × 500 rows stay well inside both databases' parameter limits
+ROWS_PER_INSERT = 500
 UPDATE = Fast(update(A).where(A.c.id == bindparam("row_id")), columns=_UPDATED)
 UPDATE_KEYED = Fast(update(A).where(A.c.id == bindparam("row_id")), columns=_UPDATED + _KEYED)
 
@@ -167,7 +169,7 @@ def plan(ann: NewAnnotation, target: Target, now: dt.datetime) -> Change:
         "cost": ann.cost, "updated_at": now,
     }
     if prior is None:
-        row = {**fields, "task_id": ann.task_id, "annotator_id": ann.annotator_id, "meta": dict(ann.meta or {}),
+        row: dict[str, Any] = {**fields, "task_id": ann.task_id, "annotator_id": ann.annotator_id, "meta": dict(ann.meta or {}),
                "history": [], "late": ann.late, "idempotency_key": ann.idempotency_key, "created_at": now}
         return Change("insert", ann.task_id, row, count)
     if prior.status == ann.status and prior.value == clean and prior.rationale == ann.rationale:
@@ -184,12 +186,12 @@ def plan(ann: NewAnnotation, target: Target, now: dt.datetime) -> Change:
 
 def apply(conn: Connection, changes: Sequence[Change]) -> list[tuple[int, bool]]:
     """Write planned changes, one statement per kind of change; ``(annotation id, changed)`` each."""
-    inserts = [c for c in changes if c.op == "insert"]
-    if len(inserts) == 1:  # one answer (a submit): its id comes back from the INSERT itself
-        inserted = {(inserts[0].row["task_id"], inserts[0].row["annotator_id"]): INSERT_RETURNING.scalar(conn, inserts[0].row)}
-    else:
-        INSERT.many(conn, [c.row for c in inserts])
-        inserted = _ids(conn, [(c.row["task_id"], c.row["annotator_id"]) for c in inserts])
+    rows = [c.row for c in changes if c.op == "insert"]
+    inserted = {}
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start : start + ROWS_PER_INSERT]
+        params = {f"{k}_{i}": v for i, row in enumerate(part) for k, v in row.items()}
+        inserted.update({(r.task_id, r.annotator_id): r.id for r in _insert(len(part)).all(conn, params)})
     UPDATE.many(conn, [c.row for c in changes if c.op == "update" and not c.keyed])
     UPDATE_KEYED.many(conn, [c.row for c in changes if c.op == "update" and c.keyed])
     COUNT_HUMAN_LABEL.many(conn, [{"task": c.task_id} for c in changes if c.count > 0])
@@ -202,6 +204,14 @@ def apply(conn: Connection, changes: Sequence[Change]) -> list[tuple[int, bool]]
             assert c.prior_id is not None
             out.append((c.prior_id, c.op == "update"))
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _insert(n: int) -> Fast:
+    """One multi-row INSERT of ``n`` new annotations (parameters ``<column>_<i>``) that returns
+    each row's (task, annotator, id): one statement and one round trip for a whole batch."""
+    rows = [{c: bindparam(f"{c}_{i}", type_=A.c[c].type) for c in _COLUMNS} for i in range(n)]
+    return Fast(insert(A).values(rows).returning(A.c.task_id, A.c.annotator_id, A.c.id))
 
 
 def write(conn: Connection, ann: NewAnnotation, target: Target, now: dt.datetime) -> tuple[int, bool]:
@@ -254,10 +264,6 @@ _TARGETS = (
     .where(T.c.id.in_(bindparam("tasks", expanding=True)))
 )
 _TASK_EXISTS = select(T.c.id).where(T.c.id == bindparam("task"))
-#: The rows of these tasks by these annotators (the ids of rows just inserted).
-_IDS = select(A.c.task_id, A.c.annotator_id, A.c.id).where(
-    A.c.task_id.in_(bindparam("tasks", expanding=True)), A.c.annotator_id.in_(bindparam("annotators", expanding=True)),
-)
 
 
 def _targets(conn: Connection, answers: list[NewAnnotation]) -> dict[tuple[int, int], Target]:
@@ -271,11 +277,3 @@ def _targets(conn: Connection, answers: list[NewAnnotation]) -> dict[tuple[int, 
                 raise NotFoundError(f"task {a.task_id} does not exist")
             raise NotFoundError(f"annotator {a.annotator_id} does not exist")
     return found
-
-
-def _ids(conn: Connection, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """The ids of the rows just inserted for these (task, annotator) pairs."""
-    if not pairs:
-        return {}
-    params = {"tasks": sorted({t for t, _ in pairs}), "annotators": sorted({a for _, a in pairs})}
-    return {(r.task_id, r.annotator_id): r.id for r in conn.execute(_IDS, params)}

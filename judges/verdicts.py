@@ -75,8 +75,8 @@ def answers(
         if kind.judge_mode == PAIRWISE:
             got = by_task.get(t.id, [])
             out.append((t, kind.judge_answer(t.view, [v for _, v in got], [p for p, _ in got])))
-    for t, v in zip(singles, score_verdicts, strict=True):
-        out.append((t, get_kind(t.kind).judge_answer(t.view, [v])))
+    for t, score in zip(singles, score_verdicts, strict=True):
+        out.append((t, get_kind(t.kind).judge_answer(t.view, [score])))
     return out
 
 

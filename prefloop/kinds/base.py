@@ -18,7 +18,7 @@ import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from prefloop.errors import InvalidAnswer
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from prefloop.feedback.config import AggregationConfig
     from prefloop.judges.base import PairwiseVerdict, PointwiseVerdict
 
-    Verdict = PairwiseVerdict | PointwiseVerdict
+    Verdict: TypeAlias = PairwiseVerdict | PointwiseVerdict
 
 #: The compare answer for "about the same".
 TIE = "tie"
