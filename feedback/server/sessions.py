@@ -15,8 +15,8 @@ import secrets
 from sqlalchemy import delete, select
 
 from .auth import Principal
-from .db import Store
-from .models import Annotator, AnnotatorKind, BrowserSession, utcnow
+from ..db import Store
+from ..models import Annotator, AnnotatorKind, BrowserSession, utcnow
 
 FINGERPRINT_CHARS = 16
 MAX_COOKIE_CHARS = 100

@@ -50,8 +50,9 @@ from prefloop.errors import (
     QueueError,
 )
 
-from . import activity, http_errors
-from .api_models import (
+from .. import activity
+from . import errors as http_errors
+from .schemas import (
     AgreementOut,
     AnnotatorOut,
     CandidateOut,
@@ -73,11 +74,11 @@ from .api_models import (
     error_responses,
 )
 from .auth import Principal, authenticate, list_annotators
-from .db import Store
-from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
-from .queue import ClaimedTask, Queue
+from ..db import Store
+from ..models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
+from ..queue import ClaimedTask, Queue
 from .sessions import end_session, find_session, open_session
-from .signin_limiter import SignInLimiter
+from .limiter import SignInLimiter
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "prefloop_session"
@@ -597,7 +598,7 @@ def create_app(source: Any, config: Any = None) -> FastAPI:
     )
     def api_export(dataset: Literal["dpo", "sft"], round_id: RoundIdQuery = None, _: Principal = Depends(admin)) -> Response:
         """The aggregated DPO pairs or SFT targets as JSON lines (TRL conversational format, with provenance)."""
-        from .export import build_dpo_dataset, build_sft_dataset
+        from ..export import build_dpo_dataset, build_sft_dataset
 
         build = build_dpo_dataset if dataset == "dpo" else build_sft_dataset
         ds = build(st.store, round_ids=[round_id] if round_id is not None else None, config=config.aggregation)

@@ -11,10 +11,10 @@ from typing import Any
 
 from prefloop.text import NA, finite_or_none
 
-from . import activity
-from .agreement import inter_annotator, judge_human_agreement
-from .db import Store
-from .queue import Queue
+from .. import activity
+from ..agreement import inter_annotator, judge_human_agreement
+from ..db import Store
+from ..queue import Queue
 
 AGREEMENT_KINDS = ("compare", "rate")  # the task kinds with a categorical or ordinal label
 
