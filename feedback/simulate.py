@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from prefloop.errors import PrefloopError
 
-from .server.auth import add_annotator
+from .auth import add_annotator
 from .db import Store
 from .models import Generation, Prompt
 

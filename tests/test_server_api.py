@@ -16,7 +16,7 @@ from prefloop.errors import AuthError
 from prefloop.feedback.agreement import inter_annotator
 from prefloop.feedback.server.auth import authenticate, hash_token
 from prefloop.feedback.models import Annotator, Generation, Task
-from prefloop.feedback.server.app import display_order
+from prefloop.feedback.server.annotator_api import display_order
 from serverkit import serve_project
 
 

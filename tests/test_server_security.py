@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from prefloop.feedback.models import Annotation, Annotator, Generation, Prompt
-from prefloop.feedback.server.app import CSP, SESSION_COOKIE, create_app, serve_in_background
+from prefloop.feedback.server import create_app, serve_in_background
+from prefloop.feedback.server.security import CSP
+from prefloop.feedback.server.sessions import SESSION_COOKIE
 from prefloop.feedback.server.limiter import SignInLimiter
 from serverkit import chromium, serve_project, sign_in
 

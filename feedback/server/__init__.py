@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import create_app, serve_in_background
+    from .app import create_app
+    from .run import serve_in_background
 
 __all__ = ["create_app", "serve_in_background"]
 
@@ -22,7 +23,7 @@ def __getattr__(name: str) -> Any:
 
         return create_app
     if name == "serve_in_background":
-        from .app import serve_in_background
+        from .run import serve_in_background
 
         return serve_in_background
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, CursorResult, func, select, update
 
 from prefloop.errors import AuthError, NotFoundError, QueueError
 from prefloop.text import text_problem
@@ -88,10 +89,10 @@ def add_annotator(store: Store, name: str, *, admin: bool = False, rotate: bool 
 def revoke_annotator(store: Store, name: str) -> None:
     """Disable an annotator's token and sessions; their answers stay in the store."""
     with store.session() as s:
-        res = s.execute(
+        res = cast("CursorResult[Any]", s.execute(  # an UPDATE's result: it counts the rows it changed
             update(Annotator).where(Annotator.name == name, Annotator.kind == AnnotatorKind.HUMAN.value)
             .values(active=False, token_hash=None)
-        )
+        ))
         if res.rowcount == 0:
             raise NotFoundError(f"no human annotator called {name!r}", hint="see `prefloop annotators list`")
 
@@ -124,7 +125,7 @@ def authenticate(store: Store, token: str) -> Principal:
     return _principal_where(store, Annotator.token_hash == hash_token(token))
 
 
-def _principal_where(store: Store, condition) -> Principal:  # noqa: ANN001
+def _principal_where(store: Store, condition: ColumnElement[bool]) -> Principal:
     with store.session() as s:
         row = s.execute(
             select(Annotator.id, Annotator.name, Annotator.role, Annotator.token_hash).where(
