@@ -24,7 +24,7 @@ def test_old_paths_reexport_with_a_deprecation_warning(old: str, new: str, name:
 
 
 def test_the_package_exports_the_factory_and_the_runner() -> None:
-    import prefloop.feedback.server as server
+    from prefloop.feedback import server
     from prefloop.feedback.server.app import create_app
     from prefloop.feedback.server.run import serve_in_background
 
