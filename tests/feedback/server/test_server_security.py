@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from prefloop.feedback.models import Annotation, Annotator, Generation, Prompt
 from prefloop.feedback.server import create_app, serve_in_background
+from prefloop.feedback.server.limiter import SignInLimiter
 from prefloop.feedback.server.security import CSP
 from prefloop.feedback.server.sessions import SESSION_COOKIE
-from prefloop.feedback.server.limiter import SignInLimiter
 from serverkit import chromium, serve_project, sign_in
 
 XSS_OUTPUT = (
