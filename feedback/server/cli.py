@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +14,11 @@ from rich.table import Table
 from prefloop.errors import PrefloopError
 
 from ..cli import ProjectOpt, open_project, round_ids
+
+if TYPE_CHECKING:
+    from prefloop.project import Project
+
+    from ..simulate import Oracle
 
 console = Console()
 err = Console(stderr=True)
@@ -95,7 +100,7 @@ def annotators_revoke(
     err.print(f"[green]revoked[/] {name}: their token and sessions no longer work")
 
 
-def _load_oracle(spec: str, project):  # noqa: ANN001, ANN202
+def _load_oracle(spec: str, project: Project) -> Oracle:
     """``store`` or ``package.module:factory`` (called with the project, returns an oracle)."""
     from ..simulate import store_oracle
 
@@ -132,7 +137,8 @@ def cmd_simulate(
 
     project = open_project(project_dir)
     url = url or f"http://{project.config.server.host}:{project.config.server.port}"
-    rid = round_ids(project, [round_number])[0] if round_number is not None else None
+    rids = round_ids(project, [round_number] if round_number is not None else None)
+    rid = rids[0] if rids else None
     tokens = provision_annotators(project.store, n, prefix=prefix)
     err.print(f"{n} scripted annotator(s) of accuracy {accuracy:.0%} labelling at {url} …")
     report = simulate(url, tokens, _load_oracle(oracle, project), accuracy=accuracy, seed=seed, max_tasks=max_tasks,
