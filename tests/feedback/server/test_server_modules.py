@@ -36,6 +36,7 @@ def test_the_package_exports_the_factory_and_the_runner() -> None:
 
 def test_registering_the_cli_commands_does_not_load_fastapi() -> None:
     """`prefloop --help` and `prefloop annotators add` stay quick: FastAPI loads only to serve."""
-    code = "import sys, prefloop.cli, prefloop.feedback.server.auth; print(sorted(m for m in sys.modules if m.startswith('fastapi'))[:3])"
+    code = ("import sys, prefloop.cli, prefloop.feedback.server.auth; "
+            "print(sorted(m for m in sys.modules if m.startswith('fastapi'))[:3])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout
