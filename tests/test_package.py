@@ -32,7 +32,8 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
                    "prefloop/configs/default.yaml", "prefloop/feedback/migrations/versions/0001_initial_schema.py",
                    "prefloop/feedback/store/migrations/env.py", "prefloop/retrieval/bm25.py",
                    "prefloop/feedback/migrations/versions/0004_knowledge_base.py", "prefloop/configs/data/support_kb/refunds.md",
-                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl"):
+                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl",
+                   "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js"):
         assert needed in names
 
 

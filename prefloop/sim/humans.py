@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from prefloop.errors import PrefloopError
 
-from prefloop.feedback.auth import add_annotator
+from prefloop.feedback.server.auth import add_annotator
 from prefloop.feedback.db import Store
 from prefloop.feedback.models import Generation, Prompt
 
