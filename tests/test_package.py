@@ -31,7 +31,8 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
     for needed in ("prefloop/feedback/queue.py", "prefloop/judges/__init__.py", "prefloop/training/models.py",
                    "prefloop/configs/default.yaml", "prefloop/feedback/migrations/versions/0001_initial_schema.py",
                    "prefloop/feedback/migrations/env.py", "prefloop/retrieval/bm25.py",
-                   "prefloop/feedback/migrations/versions/0004_knowledge_base.py", "prefloop/configs/data/support_kb/refunds.md",
+                   "prefloop/feedback/migrations/versions/0004_knowledge_base.py",
+                   "prefloop/feedback/migrations/versions/0005_round_state.py", "prefloop/training/rounds/machine.py", "prefloop/configs/data/support_kb/refunds.md",
                    "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl"):
         assert needed in names
 
