@@ -5,7 +5,8 @@ Answers are plain dicts so that the HTTP API, the terminal mode, judges and Argi
 - rate:    ``{"rating": int}`` inside the task's scale
 - compare: ``{"choice": generation_id}`` (one of the two shown) or ``{"choice": "tie"}``
 - rank:    ``{"ranking": [generation_id, ...]}``, best first, a permutation of the shown ids
-- edit:    ``{"text": str}``, non-empty (the corrected answer, an SFT target)
+- edit:    ``{"text": str}``, storable and not blank once invisible characters are removed
+  (the corrected answer, an SFT target)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefloop.errors import InvalidAnswer
+from prefloop.text import check_text, is_blank
 
 from .models import TaskKind
 
@@ -64,9 +66,15 @@ def validate_answer(
                 f"{where}: ranking {v!r} must be a permutation of the shown outputs {generation_ids}, best first"
             )
         return {"ranking": [int(x) for x in v]}
-    # edit
-    if not isinstance(v, str) or not v.strip():
-        raise InvalidAnswer(f"{where}: the edited text is empty", hint="write the corrected answer, or skip the task")
+    # edit: the text becomes an SFT target, so it must be storable, exportable and visible
+    if not isinstance(v, str):
+        raise InvalidAnswer(f"{where}: the edited text must be text, got {type(v).__name__}")
+    check_text(v, f"{where}: the edited text", error=InvalidAnswer)
+    if is_blank(v):
+        raise InvalidAnswer(
+            f"{where}: the edited text is empty (only spaces or invisible characters)",
+            hint="write the corrected answer, or skip the task",
+        )
     return {"text": v}
 
 

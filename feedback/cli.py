@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -75,33 +76,34 @@ queue_app = typer.Typer(help="Add tasks to the annotation queue and see its stat
 def queue_add(
     path: Path = typer.Argument(..., help="JSONL: one object per task with 'prompt' or 'messages' and 'outputs' (a list)."),
     kind: str = typer.Option("compare", help="Task kind for lines without one: compare, rate, rank or edit."),
-    overlap: Optional[int] = typer.Option(None, help="Distinct humans per task (default: queue.overlap)."),
+    overlap: Optional[int] = typer.Option(None, min=0, help="Distinct humans per task (default: queue.overlap)."),
     priority: float = typer.Option(0.0, help="Higher is served first."),
     project_dir: Optional[Path] = ProjectOpt,
 ) -> None:
     """Enqueue tasks from a JSONL file of prompts and outputs (all or nothing)."""
-    from .importer import parse_record, read_rows
+    from .importer import parse_task, read_rows
+    from .models import TaskKind
 
+    kinds = [k.value for k in TaskKind]
+    if kind not in kinds:
+        raise DataError(f"--kind {kind!r} is not a task kind", hint=f"use one of {', '.join(kinds)}")
+    if not math.isfinite(priority):
+        raise DataError(f"--priority {priority} is not a finite number")
     project = open_project(project_dir)
-    parsed = []
-    for where, row in read_rows(path):
-        outputs = row.pop("outputs", None)
-        task_kind = row.pop("kind", kind)
-        task_priority = row.pop("priority", priority)
-        if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o.strip() for o in outputs):
-            raise DataError(f"{where}: field 'outputs' must be a non-empty list of non-empty strings")
-        parsed.append((where, parse_record(where, row, default_split="train", extra_tags=[]), outputs, task_kind, task_priority))
+    parsed = [parse_task(w, r, default_kind=kind, default_priority=priority) for w, r in read_rows(path)]
     q = project.queue
     with project.store.session() as s:
         from .prompts import get_or_create_prompt
 
-        for where, rec, outputs, task_kind, task_priority in parsed:
-            prompt, _ = get_or_create_prompt(s, rec.prompt, source=path.name, split=rec.split, tags=rec.tags, meta=rec.meta, reference=rec.reference)
+        for task in parsed:
+            rec = task.record
             try:
-                ids = q.add_generations(prompt.id, outputs, model="import", session=s)
-                q.add_task(task_kind, ids, overlap=overlap, priority=float(task_priority), session=s)
-            except (PrefloopError, ValueError) as exc:
-                raise DataError(f"{where}: {exc}") from None
+                prompt, _ = get_or_create_prompt(s, rec.prompt, source=path.name, split=rec.split, tags=rec.tags,
+                                                 meta=rec.meta, reference=rec.reference)
+                ids = q.add_generations(prompt.id, task.outputs, model="import", session=s)
+                q.add_task(task.kind, ids, overlap=overlap, priority=task.priority, session=s)
+            except PrefloopError as exc:
+                raise DataError(f"{rec.where}: {exc.message}", hint=exc.hint) from None
     project.store.analyze()  # PostgreSQL: claims walk the claim index only once statistics exist
     console.print(f"[green]queued[/] {len(parsed)} task(s)")
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
+from prefloop.atomic import atomic_dir, atomic_path
 from prefloop.errors import DataError
 from prefloop.feedback.config import AggregationConfig
 
@@ -122,20 +123,26 @@ def dataset_hash(ds) -> str:  # noqa: ANN001
 
 
 def save_dataset(ds, path: str | Path, fmt: Format = "jsonl") -> Path:  # noqa: ANN001
-    """Write ``ds`` as a ``save_to_disk`` folder, JSON lines or Parquet; returns the path."""
+    """Write ``ds`` as a ``save_to_disk`` folder, JSON lines or Parquet; returns the path.
+
+    Atomically (:mod:`prefloop.atomic`): a previous export at ``path`` is replaced whole, or
+    stays as it was if the writer dies half-way.
+    """
     if len(ds) == 0:
         raise DataError(
             "the dataset is empty: nothing to export",
             hint="label some tasks first (prefloop annotate / judge run), or lower aggregation.min_confidence",
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "disk":
-        ds.save_to_disk(str(path))
-    elif fmt == "jsonl":
-        ds.to_json(str(path), lines=True, force_ascii=False)
-    elif fmt == "parquet":
-        ds.to_parquet(str(path))
-    else:
+    if fmt not in ("disk", "jsonl", "parquet"):
         raise DataError(f"unknown format {fmt!r}", hint="use disk, jsonl or parquet")
+    path = Path(path)
+    if fmt == "disk":
+        with atomic_dir(path) as tmp:
+            ds.save_to_disk(str(tmp))
+    else:
+        with atomic_path(path) as tmp:
+            if fmt == "jsonl":
+                ds.to_json(str(tmp), lines=True, force_ascii=False)
+            else:
+                ds.to_parquet(str(tmp))
     return path

@@ -26,7 +26,7 @@ from prefloop.errors import PrefloopError
 from .db import Store, open_store
 from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
 from .queue import Queue
-from .simulate import Ack, ScoreOracle, SimulationReport, provision_annotators, simulate
+from prefloop.sim import Ack, ScoreOracle, SimulationReport, provision_annotators, simulate
 
 
 def free_port() -> int:

@@ -41,6 +41,10 @@ class TaskKind(str, enum.Enum):
     EDIT = "edit"
 
 
+#: how many outputs a task of each kind shows (least, most).
+OUTPUTS_PER_KIND: dict[str, tuple[int, int]] = {"rate": (1, 1), "edit": (1, 1), "compare": (2, 2), "rank": (2, 64)}
+
+
 class TaskStatus(str, enum.Enum):
     OPEN = "open"  # still needs human labels
     COMPLETE = "complete"  # has `overlap` submitted human labels

@@ -10,14 +10,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from prefloop.errors import DataError
+from prefloop.text import check_json, check_text
 
 from .models import Prompt
 
 PromptInput = str | list[dict[str, str]]
+#: the longest ``source`` label the prompts table holds (PostgreSQL refuses longer ones).
+MAX_SOURCE = 500
 
 
 def normalise_messages(messages: Any, *, where: str = "prompt") -> list[dict[str, str]]:
-    """Check chat messages: a non-empty list of {role, content} with string values."""
+    """Check chat messages: a non-empty list of {role, content} with storable text, ending with a user turn."""
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
     out = []
@@ -25,11 +28,31 @@ def normalise_messages(messages: Any, *, where: str = "prompt") -> list[dict[str
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise DataError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
         if m["role"] not in ("system", "user", "assistant"):
-            raise DataError(f"{where}: messages[{i}].role is {m['role']!r}; expected system, user or assistant")
+            raise DataError(f"{where}: messages[{i}].role is {m['role'][:40]!r}; expected system, user or assistant")
+        check_text(m["content"], f"{where}: messages[{i}].content")
         out.append({"role": m["role"], "content": m["content"]})
     if out[-1]["role"] == "assistant":
         raise DataError(f"{where}: the last message is the assistant's; a prompt must end with a user turn")
+    check_text(out[-1]["content"], f"{where}: messages[{len(out) - 1}].content", allow_blank=False)
     return out
+
+
+def check_prompt(prompt: Any, *, where: str = "prompt") -> PromptInput:
+    """``prompt`` if it is storable: non-blank text, or chat messages (see :func:`normalise_messages`)."""
+    if isinstance(prompt, str):
+        return check_text(prompt, where, allow_blank=False)
+    if isinstance(prompt, list):
+        return normalise_messages(prompt, where=where)
+    raise DataError(f"{where}: expected text or a list of chat messages, got {type(prompt).__name__}")
+
+
+def check_tags(tags: Any, *, where: str = "tags") -> list[str]:
+    """A list of non-blank, storable tag strings."""
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise DataError(f"{where} must be a list of strings")
+    for i, t in enumerate(tags):
+        check_text(t, f"{where}[{i}]", allow_blank=False)
+    return tags
 
 
 def prompt_hash(text: str | None, messages: list[dict[str, str]] | None) -> str:
@@ -47,13 +70,19 @@ def get_or_create_prompt(
     meta: dict[str, Any] | None = None,
     reference: str | None = None,
 ) -> tuple[Prompt, bool]:
-    """Return the stored prompt with this content, creating it if new (``(prompt, created)``)."""
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise DataError("prompt text is empty")
-        text, messages = prompt, None
-    else:
-        text, messages = None, normalise_messages(prompt)
+    """Return the stored prompt with this content, creating it if new (``(prompt, created)``).
+
+    Every field is checked against the text policy (:mod:`prefloop.text`) first: a prompt that
+    could not be stored alike on both databases, or exported afterwards, is refused.
+    """
+    prompt = check_prompt(prompt)
+    text, messages = (prompt, None) if isinstance(prompt, str) else (None, prompt)
+    if source is not None:
+        check_text(source, "source", max_length=MAX_SOURCE)
+    check_tags(list(tags or []))
+    if reference is not None:
+        check_text(reference, "reference")
+    check_json(dict(meta or {}), "meta")
     digest = prompt_hash(text, messages)
     existing = session.scalar(select(Prompt).where(Prompt.content_hash == digest))
     if existing is not None:

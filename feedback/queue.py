@@ -18,6 +18,7 @@ Claim and submit run pre-compiled statements from :mod:`.queue_sql` (a few per c
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -27,12 +28,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from prefloop.errors import DuplicateSubmission, NotAssigned, NotFoundError, QueueError
+from prefloop.errors import DataError, DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
+from prefloop.text import check_json, check_text
 
 from . import queue_sql as sql
 from .answers import validate_answer
 from .db import Store
 from .models import (
+    OUTPUTS_PER_KIND,
     Annotation,
     AnnotationStatus,
     Annotator,
@@ -46,6 +49,11 @@ from .models import (
     utcnow,
 )
 from .prompts import PromptInput, get_or_create_prompt
+
+#: the longest annotator name, idempotency key and model label the tables hold (PostgreSQL
+#: refuses longer ones; SQLite would store them).
+MAX_NAME = MAX_KEY = 200
+MAX_MODEL = 500
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,8 @@ class Queue:
         meta: dict[str, Any] | None = None,
     ) -> int:
         """The id of the annotator called ``name``, created on first sight."""
+        check_text(name, "annotator name", error=QueueError, allow_blank=False, max_length=MAX_NAME)
+        check_json(dict(meta or {}), "meta", error=QueueError)
         with self.store.session() as s:
             row = s.scalar(select(Annotator).where(Annotator.name == name))
             if row is not None:
@@ -181,18 +191,25 @@ class Queue:
                 )
         kind = TaskKind(kind).value
         ids = [int(g) for g in generation_ids]
-        need = {"rate": (1, 1), "edit": (1, 1), "compare": (2, 2), "rank": (2, 64)}[kind]
-        if not need[0] <= len(ids) <= need[1] or len(set(ids)) != len(ids):
+        lo_n, hi_n = OUTPUTS_PER_KIND[kind]
+        if not lo_n <= len(ids) <= hi_n or len(set(ids)) != len(ids):
             raise QueueError(
-                f"a {kind} task needs {need[0]}{'' if need[0] == need[1] else f'–{need[1]}'} distinct outputs, got {ids}"
+                f"a {kind} task needs {lo_n}{'' if lo_n == hi_n else f'–{hi_n}'} distinct outputs, got {ids}"
             )
-        gens = session.execute(select(Generation.id, Generation.prompt_id).where(Generation.id.in_(ids))).all()
+        if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
+            raise QueueError(f"priority is {priority!r}; expected a finite number")
+        check_json(dict(meta or {}), "meta", error=QueueError)
+        gens = session.execute(
+            select(Generation.id, Generation.prompt_id, Generation.text).where(Generation.id.in_(ids))
+        ).all()
         if len(gens) != len(ids):
             missing = sorted(set(ids) - {g.id for g in gens})
             raise NotFoundError(f"generation(s) {missing} do not exist")
         prompt_ids = {g.prompt_id for g in gens}
         if len(prompt_ids) != 1:
             raise QueueError(f"the outputs of one task must answer the same prompt; got prompts {sorted(prompt_ids)}")
+        texts = dict((g.id, g.text) for g in gens)
+        check_distinct_outputs([texts[i] for i in ids], error=QueueError)
         k = self.overlap if overlap is None else overlap
         if k < 0:
             raise QueueError(f"overlap must be ≥ 0, got {k}")
@@ -226,6 +243,13 @@ class Queue:
         session: Session,
     ) -> list[int]:
         """Store outputs of one prompt (created if new, or given by id); returns generation ids."""
+        if not isinstance(outputs, list):
+            raise DataError(f"outputs must be a list of texts, got {type(outputs).__name__}")
+        for i, o in enumerate(outputs):
+            check_text(o, f"outputs[{i}]", allow_blank=False)
+        if model is not None:
+            check_text(model, "model", max_length=MAX_MODEL)
+        check_json(dict(params or {}), "params")
         if isinstance(prompt, int):
             if session.get(Prompt, prompt) is None:
                 raise NotFoundError(f"prompt {prompt} does not exist")
@@ -349,6 +373,7 @@ class Queue:
         meta: dict[str, Any] | None = None,
     ) -> Receipt:
         """Store a claimed task's answer. Idempotent by ``idempotency_key``; see the module doc."""
+        _check_extras(rationale=rationale, idempotency_key=idempotency_key, meta=meta, duration_s=duration_s)
         try:
             return self._submit(annotator_id, task_id, value, idempotency_key, duration_s, rationale, meta)
         except IntegrityError:
@@ -397,6 +422,8 @@ class Queue:
 
     def skip(self, annotator_id: int, task_id: int, *, reason: str | None = None) -> None:
         """Decline a claimed task: it is never served to this annotator again; the slot is freed."""
+        if reason is not None:
+            check_text(reason, "skip reason", error=InvalidAnswer)
         with self.store.transaction() as conn:
             if sql.DROP_LEASE.run(conn, {"task": task_id, "annotator": annotator_id}) == 0:
                 raise NotAssigned(f"task {task_id} is not assigned to this annotator", hint="claim it first")
@@ -438,6 +465,8 @@ class Queue:
                     duration_s=duration_s, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                     cost=cost, meta=meta, session=s,
                 )
+        _check_extras(rationale=rationale, meta=meta, confidence=confidence, duration_s=duration_s,
+                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
         s = session
         task = s.get(Task, task_id)
         if task is None:
@@ -533,6 +562,37 @@ class Queue:
                 "skipped": counts.get(AnnotationStatus.SKIPPED.value, 0),
                 "remaining": int(s.scalar(avail, {"annotator": annotator_id, "now": now}) or 0),
             }
+
+
+def check_distinct_outputs(
+    texts: list[str], *, where: str | None = None, error: type[QueueError] | type[DataError] = QueueError
+) -> None:
+    """Refuse a task whose outputs repeat one text: nobody can prefer an output over itself."""
+    first: dict[str, int] = {}
+    for i, text in enumerate(texts, 1):
+        if text in first:
+            raise error(
+                f"{where + ': ' if where else ''}outputs {first[text]} and {i} are identical; "
+                "a task compares different outputs",
+                hint="drop the duplicate, or use a rate task for a single output",
+            )
+        first[text] = i
+
+
+def _check_extras(
+    *, rationale: str | None = None, idempotency_key: str | None = None, meta: dict[str, Any] | None = None,
+    **numbers: float | None,
+) -> None:
+    """The text policy for what comes with an answer: rationale, key, meta, and numbers that must
+    be finite and ≥ 0 (PostgreSQL stores NaN in a float column, SQLite stores NULL)."""
+    if rationale is not None:
+        check_text(rationale, "rationale", error=InvalidAnswer)
+    if idempotency_key is not None:
+        check_text(idempotency_key, "idempotency key", error=InvalidAnswer, allow_blank=False, max_length=MAX_KEY)
+    check_json(dict(meta or {}), "meta", error=InvalidAnswer)
+    for name, x in numbers.items():
+        if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0):
+            raise InvalidAnswer(f"{name} is {x!r}; expected a finite number ≥ 0")
 
 
 def _task_kinds(kinds: list[str] | None) -> tuple[str, ...]:

@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
+from prefloop.text import text_problem
+
 if TYPE_CHECKING:
     from .cache import VerdictCache
 
@@ -170,7 +172,7 @@ class Judge(ABC):
         fresh: dict[str, Any] = {}
         if first_of:
             idx = sorted(first_of.values())
-            fresh = {keys[i]: v for i, v in zip(idx, compute(idx), strict=True)}
+            fresh = {keys[i]: _storable(v) for i, v in zip(idx, compute(idx), strict=True)}
             if self.cache is not None:
                 ok = {k: v.to_dict() for k, v in fresh.items() if v.ok}
                 if ok:
@@ -184,6 +186,19 @@ class Judge(ABC):
                 v = fresh[k]
             out.append(v)
         return out
+
+
+def _storable(v: Any) -> Any:  # noqa: ANN401 - a verdict
+    """``v``, or a failed verdict saying why when its rationale (untrusted model text) cannot be
+    stored or exported (:mod:`prefloop.text`): never cached, never recorded as an answer."""
+    problem = text_problem(v.rationale) if isinstance(v.rationale, str) else None
+    if problem is None:
+        return v
+    spent = {"prompt_tokens": v.prompt_tokens, "completion_tokens": v.completion_tokens, "cost": v.cost,
+             "latency_s": v.latency_s}
+    if isinstance(v, PointwiseVerdict):
+        spent["scale"] = v.scale
+    return type(v).failed(f"the judge's rationale {problem}", **spent)
 
 
 def _references(references: list[str | None] | None, n: int) -> list[str | None]:

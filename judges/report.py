@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from prefloop.atomic import atomic_path
 from prefloop.text import NA, show_number
 
 
@@ -136,6 +137,7 @@ def plot_agreement(rows: list[AgreementRow], path: str | Path) -> Path:
     ax.set_title("Judge agreement with human labels")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from prefloop.errors import PrefloopError
+from prefloop.text import one_line
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -53,25 +54,57 @@ def _register() -> None:
 _register()
 
 
+def report(message: str, hint: str | None = None) -> None:
+    """An error as one line on stderr (and its hint on a second), whatever the width of the
+    terminal or log it lands in: never wrapped, control characters shown escaped."""
+    console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+    if hint:
+        console.print(f"[yellow]hint:[/] {escape(one_line(hint))}", highlight=False, soft_wrap=True)
+
+
+def database_error(exc: Exception) -> str:
+    """A database driver's error as one line: its first sentence, never the SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"database error ({type(orig).__name__}): {text}"
+
+
 def main() -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    # The click that typer runs on (typer ships its own copy): its usage errors come back here.
+    click = sys.modules[typer.BadParameter.__module__]
     try:
-        app()
+        from prefloop.training.distributed import guard_launched_cli
+
+        guard_launched_cli(console.print)  # under `accelerate launch`: rank 0 drives, the other ranks leave
+        code = app(standalone_mode=False)  # errors come back here, to be printed on one line
+    except click.NoArgsIsHelpError as exc:  # a bare group: its help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # a usage error (a missing argument, a value of the wrong type)
+        ctx = getattr(exc, "ctx", None)
+        report(exc.format_message(), f"see `{ctx.command_path} --help`" if ctx is not None else None)
+        sys.exit(exc.exit_code)
     except PrefloopError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-        if exc.hint:
-            console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+        report(exc.message, exc.hint)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except SQLAlchemyError as exc:  # an IntegrityError or a driver error: one line, no SQL dump
+        if _state["debug"]:
+            raise
+        report(database_error(exc), "run again with `prefloop --debug …` for the full traceback")
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - one line for users, the traceback with --debug
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
-        console.print("[yellow]hint:[/] run again with `prefloop --debug …` for the full traceback", highlight=False)
+        report(f"{type(exc).__name__}: {exc}", "run again with `prefloop --debug …` for the full traceback")
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from prefloop.feedback.config import (
 from prefloop.judges.config import JudgesConfig
 from prefloop.retrieval.config import RagConfig
 from prefloop.strict import StrictModel
+from prefloop.text import one_line, text_problem
 from prefloop.training.config import TrainingConfig
 
 
@@ -62,7 +63,7 @@ class ProjectConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora", "demo")
+PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora", "qwen2.5-0.5b-lora-bf16", "demo")
 
 
 def _allowed_keys(model: type[StrictModel], loc: tuple[Any, ...]) -> list[str]:
@@ -93,7 +94,7 @@ def format_validation_error(exc: ValidationError, source: str, model: type[Stric
             got = err.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
             lines.append(f"{source}: {dotted}: {err['msg']}{shown}")
-    return "\n".join(lines)
+    return "; ".join(lines)
 
 
 def parse_config(data: Any, source: str = "config") -> ProjectConfig:
@@ -101,6 +102,7 @@ def parse_config(data: Any, source: str = "config") -> ProjectConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    _check_text_values(data, "", source)
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as exc:
@@ -112,10 +114,58 @@ def load_config(path: str | Path) -> ProjectConfig:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist", hint="run `prefloop init` to create a project")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte at offset {exc.start})") from None
+    try:
+        _refuse_repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), "", str(path), set())
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({one_line(exc.problem or exc.context or 'syntax error')})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML ({one_line(str(exc))})") from None
     return parse_config(data, str(path))
+
+
+def _refuse_repeated_keys(node: yaml.Node | None, where: str, source: str, seen: set[int]) -> None:
+    """A key given twice in one mapping is an error naming it and both lines (YAML loaders keep
+    the last one silently: a second ``queue:`` section would quietly replace the first)."""
+    if node is None or id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            dotted = f"{where}.{name}" if where else str(name)
+            if name is not None and name != "<<":
+                line = key.start_mark.line + 1
+                if name in first:
+                    raise ConfigError(
+                        f"{source}:{line}: key {dotted!r} appears twice (first at line {first[name]})",
+                        hint="keep one of them",
+                    )
+                first[name] = line
+            _refuse_repeated_keys(value, dotted, source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_repeated_keys(item, f"{where}[{i}]", source, seen)
+
+
+def _check_text_values(value: Any, where: str, source: str) -> None:  # noqa: ANN401 - parsed YAML
+    """Every string in the config (guidelines, rubrics, names) follows the text policy."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            raise ConfigError(f"{source}: {where} {problem}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text_values(v, f"{where}.{k}" if where else str(k), source)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text_values(v, f"{where}[{i}]", source)
 
 
 def preset_text(name: str) -> str:

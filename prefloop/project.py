@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from prefloop.atomic import atomic_write_text
 from prefloop.config import ProjectConfig, load_config, preset_text
 from prefloop.errors import ConfigError, NotFoundError
 
@@ -71,7 +72,7 @@ def init_project(directory: str | Path, *, preset: str = "default", force: bool 
     cfg = root / CONFIG_NAME
     if cfg.exists() and not force:
         raise ConfigError(f"{cfg} already exists", hint="use --force to overwrite it, or pick another directory")
-    cfg.write_text(preset_text(preset))
+    atomic_write_text(cfg, preset_text(preset))
     project = Project(root)
     project.store  # noqa: B018 - creates and migrates the database
     (project.runs_dir).mkdir(exist_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 from prefloop.errors import DataError, PrefloopError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 #: Characters that render as nothing: an edit made only of these (and spaces) is empty.
 INVISIBLE = frozenset("\u0000\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e\u200f"
                       "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069"
@@ -34,6 +35,8 @@ INVISIBLE = frozenset("\u0000\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u2
 
 def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be stored, or ``None`` when it can."""
+    if _UNSTORABLE.search(value) is None:  # the common case: one scan
+        return None
     m = _SURROGATE.search(value)
     if m is not None:
         return f"holds an invalid character (lone surrogate U+{ord(m.group()):04X}) at position {m.start()}"
@@ -75,27 +78,52 @@ def is_blank(value: str) -> bool:
 
 def check_json(value: Any, field: str, *, error: type[PrefloopError] = DataError) -> Any:
     """``value`` if every string in it (keys too) is storable text and every number is finite."""
-    _walk(value, field, error)
+    found = _problem(value)
+    if found is not None:
+        where, problem = found
+        raise error(f"{field}{where}{problem}")
     return value
 
 
-def _walk(value: Any, where: str, error: type[PrefloopError]) -> None:
+def _problem(value: Any) -> tuple[str, str] | None:
+    """``(path below value, what is wrong)`` for the first unstorable part of ``value``, else None.
+
+    The path is built only on the way back from a problem: the walk over a good value (every
+    imported row) allocates nothing.
+    """
     if isinstance(value, str):
-        check_text(value, where, error=error)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise error(f"{where} is {value!r}; only finite numbers can be stored")
-    elif isinstance(value, dict):
+        problem = text_problem(value)
+        return None if problem is None else ("", f" {problem}")
+    if value is None or isinstance(value, int):  # bool is an int
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("", f" is {value!r}; only finite numbers can be stored")
+    if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise error(f"{where}: keys must be text, got {type(k).__name__}")
-            check_text(k, f"{where} key {k[:40]!r}", error=error)
-            _walk(v, f"{where}.{k}", error)
-    elif isinstance(value, (list, tuple)):
+                return "", f": keys must be text, got {type(k).__name__}"
+            problem = text_problem(k)
+            if problem is not None:
+                return "", f" key {k[:40]!r} {problem}"
+            found = _problem(v)
+            if found is not None:
+                return f".{k}{found[0]}", found[1]
+        return None
+    if isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            _walk(v, f"{where}[{i}]", error)
-    elif value is not None and not isinstance(value, (bool, int)):
-        raise error(f"{where}: {type(value).__name__} is not a JSON value")
+            found = _problem(v)
+            if found is not None:
+                return f"[{i}]{found[0]}", found[1]
+        return None
+    return "", f": {type(value).__name__} is not a JSON value"
+
+
+def one_line(message: str, *, limit: int = 500) -> str:
+    """``message`` as one line for an error: line breaks and runs of spaces become one space,
+    other control characters (ANSI escapes) are shown escaped, and a long message is cut."""
+    flat = " ".join(message.split())
+    flat = "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in flat)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def finite_or_none(value: Any) -> Any:

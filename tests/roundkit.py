@@ -100,7 +100,7 @@ def undecided_humans() -> Any:
     """A round hook: a scripted support lead (through the real server) who finds every pair equally
     good ("tie") and corrects every edit to one fixed reply. With :data:`TIE_JUDGE` only one label
     category occurs, so the judge–human Cohen's κ is undefined."""
-    from prefloop.feedback.simulate import ScoreOracle
+    from prefloop.sim import ScoreOracle
     from prefloop.training.demo import scripted_humans
 
     oracle = ScoreOracle(lambda task, gid, text: 0.5,

@@ -13,10 +13,12 @@ import pytest
 PREFLOOP = str(Path(sys.executable).parent / "prefloop")
 
 
-def run(*args, cwd, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("PREFLOOP_DATABASE_URL", None)
-    proc = subprocess.run([PREFLOOP, *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=env, timeout=300)
+def run(*args, cwd, stdin: str | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``prefloop ARGS`` in a real process; the project's own store unless ``env`` names another."""
+    full = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    full.pop("PREFLOOP_DATABASE_URL", None)
+    full.update(env or {})
+    proc = subprocess.run([PREFLOOP, *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=full, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"prefloop {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -91,3 +93,52 @@ def test_errors_are_one_line_with_hint_and_debug_shows_traceback(project, tmp_pa
 def test_export_of_nothing_says_what_to_do(project):
     proc = run("export", "dpo", "x.jsonl", cwd=project, check=False)
     assert proc.returncode == 1 and "empty" in proc.stderr and "label some tasks first" in proc.stderr
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The error line of a failed command, checked to be the only one (a hint line may follow)."""
+    assert proc.returncode == 1, proc
+    lines = proc.stderr.splitlines()
+    assert lines and lines[0].startswith("error: "), proc.stderr
+    assert all(line.startswith("hint: ") for line in lines[1:]), proc.stderr
+    assert "Traceback" not in proc.stderr and "[SQL:" not in proc.stderr
+    return lines[0]
+
+
+def test_queue_add_errors_are_one_line_naming_file_line_and_field_and_nothing_is_written(project, db_url):
+    """The issue's cases, on SQLite and PostgreSQL: wrong types, NaN, a bogus kind, binary input, a NUL."""
+    env = {"PREFLOOP_DATABASE_URL": db_url, "COLUMNS": "80"}  # 80 columns: what rich assumes without a terminal
+    good = b'{"prompt": "fine", "outputs": ["x", "y"]}\n'
+    cases = [
+        (b'{"prompt": "p", "outputs": ["a", "b"], "priority": [1]}', "t.jsonl:2: field 'priority' must be a number, got list"),
+        (b'{"prompt": "p", "outputs": ["a", "b"], "priority": NaN}', "t.jsonl:2: field 'priority' is nan"),
+        (b'{"prompt": "p", "outputs": ["a", "b"], "kind": "bogus"}', "t.jsonl:2: field 'kind' is 'bogus'; expected one of"),
+        (b'{"prompt": "p", "outputs": ["same", "same"]}', "t.jsonl:2: field 'outputs': outputs 1 and 2 are identical"),
+        (b'{"prompt": "p\\u0000", "outputs": ["a", "b"]}', "t.jsonl:2: field 'prompt' holds a NUL character (U+0000)"),
+        (b'{"prompt": "p", "outputs": ["a", "b\\ud800"]}', "t.jsonl:2: field 'outputs'[1] holds an invalid character"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "t.jsonl:2: not valid UTF-8 (byte 0x89 at column 1)"),
+    ]
+    for line, message in cases:
+        (project / "t.jsonl").write_bytes(good + line + b"\n")
+        error = one_line_error(run("queue", "add", "t.jsonl", cwd=project, check=False, env=env))
+        assert message in error, (message, error)
+    assert "open slots 0" in run("queue", "status", cwd=project, env=env).stdout
+
+
+def test_errors_stay_on_one_line_without_a_terminal_and_database_errors_hide_sql(project, tmp_path):
+    long_name = "a-file-name-long-enough-to-wrap-any-80-column-console-" * 2 + ".jsonl"
+    (project / long_name).write_text('{"prompt": "ok"}\n{"prompt": "x", "split": "test"}\n')
+    error = one_line_error(run("import", long_name, cwd=project, check=False, env={"COLUMNS": ""}))
+    assert f"{long_name}:2: field 'split' is 'test'" in error
+    unreachable = {"PREFLOOP_DATABASE_URL": "postgresql+psycopg://nobody:secret-pw@127.0.0.1:1/none"}
+    error = one_line_error(run("queue", "status", cwd=project, check=False, env=unreachable))
+    assert "database" in error and "secret-pw" not in error
+
+
+def test_usage_errors_are_one_line_too(project):
+    proc = run("queue", "add", "--priority", "abc", "t.jsonl", cwd=project, check=False, env={"COLUMNS": ""})
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 2, proc.stderr
+    assert lines[0].startswith("error: Invalid value for '--priority'") and lines[1] == "hint: see `prefloop queue add --help`"
+    proc = run("queue", cwd=project, check=False)  # a group without a command still shows its help
+    assert "add" in proc.stdout + proc.stderr and "status" in proc.stdout + proc.stderr

@@ -48,3 +48,29 @@ def test_every_shipped_preset_validates(name):
 
 def test_fingerprint_changes_with_settings():
     assert parse_config({"queue": {"overlap": 2}}).fingerprint() != parse_config({}).fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("queue:\n  overlap: 2\nannotation: {}\nqueue:\n  overlap: 3\n", r":4: key 'queue' appears twice \(first at line 1\)"),
+        ("queue:\n  overlap: 2\n  lease_seconds: 10\n  overlap: 3\n", r":4: key 'queue\.overlap' appears twice \(first at line 2\)"),
+        ("judges:\n  panel:\n    - name: a\n      name: b\n", r":4: key 'judges\.panel\[0\]\.name' appears twice"),
+    ],
+)
+def test_a_duplicated_key_is_an_error_naming_key_and_line(tmp_path, text, message):
+    p = tmp_path / "prefloop.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=str(p) + message):
+        load_config(p)
+
+
+def test_yaml_and_validation_errors_are_one_line(tmp_path):
+    p = tmp_path / "prefloop.yaml"
+    p.write_text("queue:\n  overlap: 2\n   lease_seconds: [\n")
+    with pytest.raises(ConfigError, match=str(p) + r":3: not valid YAML") as exc:
+        load_config(p)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"queue": {"overlap": -1, "lease_seconds": 0}}, "cfg")
+    assert "queue.overlap" in str(exc.value) and "queue.lease_seconds" in str(exc.value) and "\n" not in str(exc.value)

@@ -91,9 +91,136 @@ def test_csv_parquet_and_saved_hf_dataset(store, tmp_path):
     assert rows["fifth"][0] == "train" and rows["sixth"][0] == "eval"
 
 
+def test_tags_given_on_the_command_line_follow_the_policy(store, tmp_path):
+    f = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a"}])
+    for bad in ("\u200b", "x\x00"):
+        with pytest.raises(DataError, match=r"tags given with --tag\[1\]"):
+            import_prompts(store, f, tags=["fine", bad])
+    assert count(store) == 0
+
+
 def test_unsupported_and_missing_files(store, tmp_path):
     (tmp_path / "p.txt").write_text("x")
     with pytest.raises(DataError, match="unsupported file type .txt"):
         import_prompts(store, tmp_path / "p.txt")
     with pytest.raises(DataError, match="does not exist"):
         import_prompts(store, tmp_path / "none.jsonl")
+
+
+# ----------------------------------------------------------------------------- reading files honestly
+def test_csv_row_with_more_or_fewer_cells_than_the_header_is_refused(store, tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("prompt,reference\nfine,ok\nWhat is 2+2, exactly?,4\n")  # the issue's example: 3 cells
+    with pytest.raises(DataError, match=r"p\.csv:3: 3 cells, but the header has 2 columns") as exc:
+        import_prompts(store, f)
+    assert "quote" in str(exc.value)
+    f.write_text("prompt,reference\nfine,ok\nalone\n")
+    with pytest.raises(DataError, match=r"p\.csv:3: 1 cell, but the header has 2 columns"):
+        import_prompts(store, f)
+    assert count(store) == 0
+
+
+def test_csv_quoted_commas_quotes_and_newlines_round_trip(store, tmp_path):
+    import csv
+
+    rows = [
+        ["What is 2+2, exactly?", "4, of course"],
+        ['She said "hi"\r\nthen left', "  leading and trailing spaces  "],
+        ["multi\nline\nprompt", "x,y\nz"],
+    ]
+    f = tmp_path / "p.csv"
+    with f.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["prompt", "reference"])
+        w.writerows(rows)
+    assert import_prompts(store, f).created == 3
+    with store.session() as s:
+        got = [(p.text, p.reference) for p in s.scalars(select(Prompt).order_by(Prompt.id))]
+    assert got == [tuple(r) for r in rows]
+
+
+def test_csv_header_problems_are_named(store, tmp_path):
+    f = tmp_path / "p.csv"
+    f.write_text("prompt,prompt\na,b\n")
+    with pytest.raises(DataError, match=r"p\.csv:1: column 'prompt' appears twice in the header"):
+        import_prompts(store, f)
+    f.write_text('prompt,reference\n"never closed,x\n')
+    with pytest.raises(DataError, match=r"p\.csv:2: "):
+        import_prompts(store, f)
+    assert count(store) == 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_utf8_bom_is_accepted(store, tmp_path, suffix):
+    f = tmp_path / f"p{suffix}"
+    body = "prompt,reference\nhello,hi\n" if suffix == ".csv" else '{"prompt": "hello", "reference": "hi"}\n'
+    f.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert import_prompts(store, f).created == 1
+    with store.session() as s:
+        p = s.scalar(select(Prompt))
+    assert (p.text, p.reference) == ("hello", "hi")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "where"),
+    [
+        ("p.jsonl", b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n', r"p\.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 16\)"),
+        ("p.csv", b"prompt\nok\nfine\ncaf\xe9\n", r"p\.csv:4: not valid UTF-8 \(byte 0xe9 at column 4\)"),
+        ("p.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"p\.jsonl:1: not valid UTF-8 \(byte 0x89 at column 1\)"),
+        ("p.jsonl", b'{"prompt": "a\x00b"}\n', r"p\.jsonl:1: not valid JSON"),  # a raw NUL byte
+    ],
+)
+def test_invalid_utf8_or_binary_input_names_file_and_line(store, tmp_path, name, data, where):
+    f = tmp_path / name
+    f.write_bytes(data)
+    with pytest.raises(DataError, match=where) as exc:
+        import_prompts(store, f)
+    assert "\n" not in str(exc.value)
+    assert count(store) == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": "x", "meta": {"score": NaN}}', r"p\.jsonl:2: field 'meta'\.score is nan; only finite numbers"),
+        ('{"prompt": "x", "weight": Infinity}', r"p\.jsonl:2: field 'weight' is inf; only finite numbers"),
+        ('{"prompt": "x", "weight": [-Infinity]}', r"p\.jsonl:2: field 'weight'\[0\] is -inf"),
+        ('{"prompt": "x", "prompt": "y"}', r"p\.jsonl:2: field 'prompt' appears twice"),
+        ('{"prompt": "x", "meta": {"a": 1, "a": 2}}', r"p\.jsonl:2: field 'a' appears twice"),
+        ('{"prompt": "\\ud800"}', r"p\.jsonl:2: field 'prompt' holds an invalid character \(lone surrogate U\+D800\)"),
+        ('{"prompt": "a\\u0000b"}', r"p\.jsonl:2: field 'prompt' holds a NUL character"),
+        ('{"prompt": "x", "reference": "r\\u0000"}', r"p\.jsonl:2: field 'reference' holds a NUL"),
+        ('{"prompt": "x", "tags": ["ok", "\\udfff"]}', r"p\.jsonl:2: field 'tags'\[1\] holds an invalid character"),
+        ('{"prompt": "x", "meta": {"k\\u0000": 1}}', r"p\.jsonl:2: field 'meta' key .* holds a NUL"),
+        ('{"messages": [{"role": "user", "content": "\\ud83d"}]}', r"p\.jsonl:2: field 'messages': messages\[0\]\.content holds an invalid"),
+        ('{"prompt": "\\u200b\\ufeff \\u2060"}', r"p\.jsonl:2: field 'prompt' is empty"),
+        ('{"prompt": 7}', r"p\.jsonl:2: field 'prompt' is empty or not text"),
+        ('{"prompt": "x", "tags": ["ok", "\\u200b"]}', r"p\.jsonl:2: field 'tags'\[1\] is empty"),
+    ],
+)
+def test_json_values_that_cannot_be_stored_are_refused(store, tmp_path, line, message):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "fine"}\n' + line + "\n")
+    with pytest.raises(DataError, match=message):
+        import_prompts(store, f)
+    assert count(store) == 0
+
+
+def test_parquet_values_that_cannot_be_stored_are_named_by_row_and_field(store, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"prompt": ["a", "b", "c"], "score": [1.0, float("nan"), 2.0]}), f)
+    with pytest.raises(DataError, match=r"p\.parquet row 2: field 'score' is nan"):
+        import_prompts(store, f)
+    pq.write_table(pa.table({"prompt": ["a", "b"], "blob": [b"x", b"\xff"]}), f)
+    with pytest.raises(DataError, match=r"p\.parquet row 1: field 'blob': bytes is not a JSON value"):
+        import_prompts(store, f)
+    pq.write_table(pa.table({"prompt": pa.array([b"ok", b"caf\xe9"], type=pa.binary()).cast(pa.string(), safe=False)}), f)
+    with pytest.raises(DataError, match=r"p\.parquet"):
+        import_prompts(store, f)
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=r"junk\.parquet: not a readable Parquet file"):
+        import_prompts(store, tmp_path / "junk.parquet")
+    assert count(store) == 0

@@ -251,3 +251,21 @@ def test_run_unknown_judge_and_round(tmp_path, sqlite_url) -> None:  # noqa: ANN
     assert res.exit_code != 0 and "no judge named 'nope'" in str(res.exception)
     res = CliRunner().invoke(app, ["judge", "run", "--round", "7", "--project", str(tmp_path)])
     assert res.exit_code != 0 and "no round 7" in str(res.exception)
+
+
+def test_a_verdict_whose_rationale_cannot_be_stored_is_a_recorded_failure(tmp_path, db_url) -> None:  # noqa: ANN001
+    """A judge's words are untrusted model output: a NUL or a lone surrogate in a rationale would
+    be refused by PostgreSQL (and break every export), so that verdict fails with the reason and
+    the run goes on, on both databases alike."""
+    from prefloop.judges.rules import CallableJudge
+
+    project = make_project(tmp_path, db_url, [])
+    ids = add_tasks(project)
+    judge = CallableJudge("odd", lambda p, o, r: (4, "fine") if o == "Hi!" else (2, "bad\x00bytes \ud800"))
+    judge.cache = None
+    stats = judge_round(project, judge, progress=False, task_ids=ids["rate"])
+    assert (stats.verdicts, stats.recorded, stats.failed) == (2, 2, 1)
+    rows = judge_rows(project, "odd")
+    good, bad = rows[ids["rate"][0]], rows[ids["rate"][1]]
+    assert (good.status, good.rationale) == ("submitted", "fine")
+    assert bad.status == "skipped" and "rationale holds an invalid character (lone surrogate U+D800)" in bad.meta["error"]

@@ -294,7 +294,7 @@ def test_invalid_answers_are_refused_with_the_reason(store: Store) -> None:
 
     assert q.claim(ann, kinds=["edit"]).task_id == edit
     refused(edit, {"text": "   "}, r"the edited text is empty")
-    refused(edit, {"text": 7}, r"empty")
+    refused(edit, {"text": 7}, r"the edited text must be text, got int")
     q.submit(ann, edit, {"text": "fixed"})
 
     values = {a.task_id: a.value for t in (rate, compare, rank, edit) for a in _annotations(store, t)}

@@ -89,3 +89,17 @@ def test_best_vs_worst_after_pointwise_judging(tmp_path: Path, db_url: str) -> N
     assert set(ids) == {first[1], first[2]}  # best (greets, short) vs worst (long, no greeting)
     rates = [x for x in _tasks(project, rid) if x[0] == "rate"]
     assert all(x[2] == 0 and x[4]["purpose"] == "score" for x in rates)  # judge-only scoring tasks
+
+
+def test_identical_candidates_are_never_paired(tmp_path: Path, db_url: str) -> None:
+    """A small policy often samples the same answer twice: nobody can prefer it over itself, and
+    the queue refuses such a compare task, so pairing compares distinct texts only."""
+    from prefloop.training.pairing import create_pair_tasks
+
+    project = make_project(tmp_path / "p", db_url, prompts=2,
+                           patch={"training": {"pairing": {"max_pairs_per_prompt": 10, "edit_tasks_per_prompt": 0}}})
+    rid, cands = _round_with_candidates(project, [["same", "same", "other"], ["twin", "twin"]])
+    stats = create_pair_tasks(project, project.config.training, rid, 1, cands)
+    compares = [x for x in _tasks(project, rid) if x[0] == "compare"]
+    first = next(iter(cands))
+    assert stats.compare == 1 and [set(x[1]) for x in compares] == [{cands[first][0], cands[first][2]}]

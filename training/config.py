@@ -31,6 +31,10 @@ class ModelSettings(StrictModel):
     quantization: Literal["4bit", "8bit"] | None = None
     #: ``auto``: CUDA when present, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: attention kernels for training; null = transformers' default (sdpa), except for SFT packing on
+    #: CUDA, which takes flash_attention_2 when flash-attn is installed, else flex_attention (logged).
+    #: ``flash_attention_2``/``_3`` need CUDA and flash-attn, ``flex_attention`` CUDA (refused otherwise).
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"] | None = None
 
 
 class LoraSettings(StrictModel):
@@ -110,6 +114,11 @@ class _PhaseSettings(StrictModel):
 class SFTSettings(_PhaseSettings):
     #: skip SFT when the round has fewer targets than this.
     min_examples: int = Field(1, ge=1)
+    #: padding-free packing (TRL's best-fit-decreasing packing into ``max_length`` blocks, each
+    #: conversation keeping its own positions and attention): no compute on padding. Correct on any
+    #: attention kernel; fast with flash_attention_2/3 or flex_attention. On CPU it trains (logged: no
+    #: speed-up expected there).
+    packing: bool = False
 
 
 class DPOSettings(_PhaseSettings):
@@ -120,6 +129,8 @@ class DPOSettings(_PhaseSettings):
     loss_weights: list[float] | None = None
     #: compute the reference log-probs once before training (saves a forward per step).
     precompute_ref_log_probs: bool = False
+    #: batch size of that precomputation (no gradients: it can be larger); null = ``batch_size``.
+    precompute_ref_batch_size: int | None = Field(None, ge=1)
     #: skip DPO when the round has fewer pairs than this.
     min_pairs: int = Field(1, ge=1)
 
@@ -151,8 +162,18 @@ class TrainerSettings(StrictModel):
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
     seed: int = 0
-    #: null: on with CUDA, off on CPU (it only slows small models down there).
+    #: null: on with CUDA, off on CPU (it only slows small models down there). Non-reentrant
+    #: (``use_reentrant=False``), which works with LoRA and DDP.
     gradient_checkpointing: bool | None = None
+    #: training processes (Hugging Face accelerate; gloo on CPU, NCCL on GPUs). With N > 1 each phase
+    #: runs under ``accelerate launch`` on the saved dataset; batch_size is per process.
+    num_processes: int = Field(1, ge=1)
+    #: an accelerate config for those processes: a shipped preset (``ddp``, ``deepspeed-zero2``,
+    #: ``deepspeed-zero3``, ``fsdp``) or a path to an accelerate YAML; null = plain DDP.
+    accelerate_config: str | None = None
+    #: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs CUDA and ``pip install liger-kernel``
+    #: (refused otherwise).
+    liger_kernel: bool = False
     #: train on the labels of the last N rounds (0 = every round so far).
     data_rounds: int = Field(1, ge=0)
 

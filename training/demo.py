@@ -119,7 +119,7 @@ def scripted_humans(
         import asyncio
 
         from prefloop.feedback.server import create_app, serve_in_background
-        from prefloop.feedback.simulate import ScoreOracle, provision_annotators, run_simulation
+        from prefloop.sim import ScoreOracle, provision_annotators, run_simulation
 
         if not task_ids:
             return

@@ -208,28 +208,48 @@ def _generate_transformers(
     return [[o or "" for o in per] for per in out]
 
 
+#: LoRA ranks vLLM can reserve room for (``max_lora_rank`` takes one of these).
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora(adapter: Path) -> dict[str, Any]:
+    """How vLLM loads a round's adapter: the smallest ``max_lora_rank`` that holds its rank, and a
+    name and id derived from its weights — vLLM identifies adapters by name, so two rounds'
+    adapters must never share one."""
+    import json
+
+    r = int(json.loads((adapter / "adapter_config.json").read_text()).get("r", 16))
+    rank = next((x for x in VLLM_LORA_RANKS if x >= r), None)
+    if rank is None:
+        raise ConfigError(f"LoRA rank {r} is above vLLM's largest ({VLLM_LORA_RANKS[-1]})",
+                          hint="lower training.lora.r, or use generation.backend: transformers")
+    digest = adapter_fingerprint(adapter) or ""
+    return {"max_lora_rank": rank, "name": f"prefloop-{digest[:16]}", "id": int(digest[:7], 16) + 1}
+
+
 def _generate_vllm(policy: Policy, prompts: list[Messages], sampling: Sampling) -> list[list[str]]:
-    """vLLM with the adapter as a LoRA request (CUDA only; not exercised on the CPU test machine)."""
+    """vLLM with the adapter as a LoRA request (CUDA only; not exercised on the CPU test machine).
+    Generation and evaluation sampling both come here when the backend is vLLM: each round's
+    Policy loads its own adapter."""
     from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
     from vllm.lora.request import LoRARequest  # type: ignore[import-not-found]
 
     from .models import resolve_model
 
+    lora = vllm_lora(policy.adapter) if policy.adapter is not None else None
     if policy._llm is None:
         kwargs: dict[str, Any] = {"model": resolve_model(policy.settings.source), "dtype": policy.settings.dtype,
-                                  "seed": sampling.seed, "enable_lora": policy.adapter is not None}
+                                  "seed": sampling.seed, "enable_lora": lora is not None}
         if policy.settings.quantization == "4bit":
             kwargs["quantization"] = "bitsandbytes"
-        if policy.adapter is not None:
-            import json
-
-            r = json.loads((policy.adapter / "adapter_config.json").read_text()).get("r", 16)
-            kwargs["max_lora_rank"] = max(8, int(r))
+        if lora is not None:
+            kwargs["max_lora_rank"] = lora["max_lora_rank"]
         policy._llm = LLM(**kwargs)
     params = SamplingParams(
         n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1,
         max_tokens=sampling.max_new_tokens, seed=sampling.seed,
     )
-    lora = LoRARequest("policy", 1, str(policy.adapter)) if policy.adapter is not None else None
-    results = policy._llm.chat(prompts, params, lora_request=lora, use_tqdm=True)
+    request = (LoRARequest(lora_name=lora["name"], lora_int_id=lora["id"], lora_path=str(policy.adapter))
+               if lora is not None else None)
+    results = policy._llm.chat(prompts, params, lora_request=request, use_tqdm=True)
     return [[o.text.strip() for o in r.outputs] for r in results]

@@ -160,6 +160,7 @@ def load_causal_lm(
     dtype: str = "float32",
     quantization: str | None = None,
     device: str | None = None,
+    attn_implementation: str | None = None,
 ) -> Any:
     """Load a causal LM: fp32/bf16/fp16, or 4-bit NF4 / 8-bit through bitsandbytes on CUDA."""
     import torch
@@ -167,6 +168,8 @@ def load_causal_lm(
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if quantization in ("4bit", "8bit"):
         from transformers import BitsAndBytesConfig
 

@@ -3,7 +3,8 @@
 Two strategies (``training.pairing.strategy``):
 
 - ``all_pairs``: every pair of a prompt's candidates, up to ``max_pairs_per_prompt`` (a seeded
-  sample), as compare tasks;
+  sample), as compare tasks; candidates with the same text count once (nobody can prefer an
+  answer over itself, and the queue refuses such a task);
 - ``best_vs_worst``: every candidate becomes a rate task, a pointwise judge scores them all, and
   the best-scored candidate is compared with the worst (a prompt whose candidates all score the
   same gives no pair).
@@ -50,6 +51,13 @@ def _count_tasks(store: Any, round_id: int, purpose: str) -> int:
 
 def human_overlap(project: Any, cfg: TrainingConfig) -> int:
     return project.config.queue.overlap if cfg.pairing.overlap is None else cfg.pairing.overlap
+
+
+def _texts(store: Any, ids: list[int]) -> dict[int, str]:
+    from prefloop.feedback.models import Generation
+
+    with store.session() as s:
+        return dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(ids))).tuples().all())
 
 
 def _pairs(ids: list[int], cap: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -118,6 +126,7 @@ def create_pair_tasks(
     p = cfg.pairing
     overlap = human_overlap(project, cfg)
     queue = project.queue
+    texts = _texts(project.store, [g for gens in candidates.values() for g in gens])
     with project.store.session() as s:
         for prompt_id, gens in sorted(candidates.items()):
             rng = random.Random(f"{cfg.generation.seed}:{round_number}:{prompt_id}")
@@ -125,7 +134,7 @@ def create_pair_tasks(
                 assert scores is not None
                 scored = [g for g in gens if g in scores]
                 ranked = sorted(scored, key=lambda g: (-scores[g], g))
-                if len(ranked) >= 2 and scores[ranked[0]] > scores[ranked[-1]]:
+                if len(ranked) >= 2 and scores[ranked[0]] > scores[ranked[-1]] and texts[ranked[0]] != texts[ranked[-1]]:
                     a, b = ranked[0], ranked[-1]
                     pair = [(a, b) if rng.random() < 0.5 else (b, a)]
                 else:
@@ -133,7 +142,11 @@ def create_pair_tasks(
                     stats.skipped_prompts += 1
                 edit_candidates = ranked or gens
             else:
-                pair = _pairs(gens, p.max_pairs_per_prompt, rng) if len(gens) >= 2 else []
+                first: dict[str, int] = {}
+                for g in gens:
+                    first.setdefault(texts[g], g)  # of candidates with equal texts, the first
+                distinct = list(first.values())
+                pair = _pairs(distinct, p.max_pairs_per_prompt, rng) if len(distinct) >= 2 else []
                 edit_candidates = gens
                 if p.rate_tasks:
                     for g in gens:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from prefloop.atomic import atomic_path
 from prefloop.feedback.models import Round
 from prefloop.project import Project
 from prefloop.text import show_number
@@ -153,6 +154,7 @@ def plot(rows: list[RoundRow], path: str | Path, currency: str = "USD") -> Path:
         a.set_xticks(x)
     fig.suptitle("prefloop: rounds of feedback and training")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -10,25 +10,34 @@ One function, :func:`train_phase`, runs either phase so that both share the same
   resumes from the last *complete* checkpoint (one whose ``trainer_state.json`` — written last —
   exists); a finished phase leaves ``<out>/adapter`` and ``<out>/result.json``, drops its
   checkpoints, and is never trained again;
-- **CPU-safe settings**: TRL defaults to bf16 and gradient checkpointing; both are off on CPU.
+- **CPU-safe settings**: TRL defaults to bf16 and gradient checkpointing; both are off on CPU. The
+  GPU throughput settings (bf16, Liger kernels, flash/flex attention, packing) resolve through
+  :func:`resolve_throughput`: refused on CPU with a one-line error, or a fallback that is logged and
+  recorded in the phase's result — never silently ignored;
+- **several processes**: under ``accelerate launch`` (see :mod:`prefloop.training.distributed`)
+  every rank trains and only the main process writes the adapter and ``result.json``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from prefloop.atomic import atomic_dir, atomic_write_text
 from prefloop.errors import ConfigError, PrefloopError
 from prefloop.text import finite_or_none
 
 from .config import DPOSettings, SFTSettings, TrainingConfig
 from .generation import model_load_error, resolve_device
+
+logger = logging.getLogger("prefloop.training")
 
 Phase = Literal["sft", "dpo"]
 RESULT = "result.json"
@@ -50,6 +59,8 @@ class PhaseResult:
     resumed_from: str | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)  # the last logged training metrics
     tokens: int = 0
+    processes: int = 1  # training processes (accelerate world size)
+    notes: list[str] = field(default_factory=list)  # settings that fell back on this machine
 
     def to_json(self) -> dict[str, Any]:
         """As stored in round metrics: a metric TRL logged as NaN/inf (a diverged loss) becomes None."""
@@ -85,10 +96,75 @@ def lora_config(cfg: TrainingConfig) -> Any:
     )
 
 
-def _common_args(cfg: TrainingConfig, s: SFTSettings | DPOSettings, out: Path, device: str, n_rows: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Throughput:
+    """What the speed-oriented settings resolve to on this machine."""
+
+    dtype: str
+    bf16: bool
+    fp16: bool
+    gradient_checkpointing: bool
+    attn_implementation: str | None
+    liger_kernel: bool
+    packing: bool
+    notes: tuple[str, ...] = ()
+
+
+def resolve_throughput(cfg: TrainingConfig, device: str, phase: Phase = "sft") -> Throughput:
+    """The GPU settings for ``device``: CUDA-only kernels are refused without CUDA (a one-line
+    :class:`ConfigError`); mixed precision on CPU falls back to float32 and says so in ``notes``."""
+    m, t = cfg.model, cfg.trainer
+    cuda = device.startswith("cuda")
+    notes: list[str] = []
+    if t.liger_kernel:
+        if not cuda:
+            raise ConfigError("training.trainer.liger_kernel needs a CUDA GPU (Liger's kernels are Triton GPU kernels)",
+                              hint="set liger_kernel: false on a CPU machine")
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise ConfigError("training.trainer.liger_kernel is on but liger-kernel is not installed", hint="pip install liger-kernel")
+    attn = m.attn_implementation
+    if attn in ("flash_attention_2", "flash_attention_3"):
+        if not cuda:
+            raise ConfigError(f"training.model.attn_implementation {attn} needs a CUDA GPU", hint="leave it unset (sdpa) on CPU")
+        package = "flash_attn" if attn == "flash_attention_2" else "flash_attn_interface"
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"training.model.attn_implementation {attn} needs the {package} package",
+                              hint="install flash-attn for your CUDA, or use flex_attention or sdpa")
+    if attn == "flex_attention" and not cuda:
+        raise ConfigError("training.model.attn_implementation flex_attention needs a CUDA GPU to train "
+                          "(PyTorch's FlexAttention has no backward pass on CPU)", hint="leave it unset (sdpa) on CPU")
+    dtype = m.dtype
+    if not cuda and dtype != "float32":
+        notes.append(f"training.model.dtype is {dtype} but there is no CUDA GPU: training runs in float32 "
+                     "(bf16/fp16 mixed precision needs CUDA)")
+        dtype = "float32"
+    packing = phase == "sft" and cfg.sft.packing
+    if packing and cuda and attn is None:
+        # A packed batch is one long sequence: a varlen or block-sparse kernel keeps attention per conversation.
+        attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "flex_attention"
+        notes.append(f"sft.packing: attention kernel {attn} (training.model.attn_implementation was unset)")
+    elif packing and attn in (None, "sdpa", "eager"):
+        notes.append(
+            f"sft.packing with {attn} attention: a packed batch is one sequence under a dense block-diagonal mask "
+            "(correct, but attention work grows with the square of the batch); use flash_attention_2 or flex_attention"
+            if cuda else "sft.packing on CPU: correct (block-diagonal masks), no speed-up expected"
+        )
+    return Throughput(
+        dtype=dtype,
+        # QLoRA computes in bf16 unless fp16 was asked for.
+        bf16=cuda and (dtype == "bfloat16" or (m.quantization is not None and dtype != "float16")),
+        fp16=cuda and dtype == "float16",
+        gradient_checkpointing=t.gradient_checkpointing if t.gradient_checkpointing is not None else cuda,
+        attn_implementation=attn,
+        liger_kernel=t.liger_kernel,
+        packing=packing,
+        notes=tuple(notes),
+    )
+
+
+def _common_args(cfg: TrainingConfig, s: SFTSettings | DPOSettings, out: Path, device: str, plan: Throughput) -> dict[str, Any]:
     t = cfg.trainer
-    cuda = device == "cuda"
-    gc = t.gradient_checkpointing if t.gradient_checkpointing is not None else cuda
+    cuda = device.startswith("cuda")
     args: dict[str, Any] = {
         "output_dir": str(out / "checkpoints"),
         "per_device_train_batch_size": s.batch_size,
@@ -106,17 +182,20 @@ def _common_args(cfg: TrainingConfig, s: SFTSettings | DPOSettings, out: Path, d
         "seed": t.seed,
         "data_seed": t.seed,
         "report_to": "none",  # prefloop's own callback logs to the round's wandb run
-        # bf16 only on CUDA (TRL's default of bf16=True fails or crawls on CPU); QLoRA computes in bf16.
-        "bf16": cuda and (cfg.model.dtype == "bfloat16" or (cfg.model.quantization is not None and cfg.model.dtype != "float16")),
-        "fp16": cuda and cfg.model.dtype == "float16",
+        # bf16 only on CUDA (TRL's default of bf16=True fails or crawls on CPU).
+        "bf16": plan.bf16,
+        "fp16": plan.fp16,
         "use_cpu": not cuda,
-        "gradient_checkpointing": gc,
+        "gradient_checkpointing": plan.gradient_checkpointing,
+        "use_liger_kernel": plan.liger_kernel,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": cuda,
         "disable_tqdm": False,
         "save_only_model": False,
+        # LoRA leaves most parameters frozen: DDP must not wait for their gradients.
+        "ddp_find_unused_parameters": False,
     }
-    if gc:
+    if plan.gradient_checkpointing:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return args
 
@@ -129,10 +208,12 @@ def planned_steps(s: SFTSettings | DPOSettings, n_rows: int) -> int:
     return max(1, math.ceil(batches * s.epochs / s.grad_accum)) if n_rows else 0
 
 
-def load_base(cfg: TrainingConfig, device: str) -> Any:
+def load_base(cfg: TrainingConfig, device: str, plan: Throughput | None = None) -> Any:
     """The base model for training; a quantized one is prepared for k-bit training (QLoRA)."""
+    from .distributed import local_device
     from .models import load_causal_lm
 
+    plan = plan or resolve_throughput(cfg, device)
     if cfg.model.quantization is not None:
         if device != "cuda":
             raise ConfigError(
@@ -141,11 +222,13 @@ def load_base(cfg: TrainingConfig, device: str) -> Any:
             )
         from peft import prepare_model_for_kbit_training
 
-        model = load_causal_lm(cfg.model.source, dtype=cfg.model.dtype, quantization=cfg.model.quantization, device="cuda:0")
-        gc = cfg.trainer.gradient_checkpointing if cfg.trainer.gradient_checkpointing is not None else True
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc)
+        model = load_causal_lm(cfg.model.source, dtype=plan.dtype, quantization=cfg.model.quantization,
+                               device=local_device("cuda"), attn_implementation=plan.attn_implementation)
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.gradient_checkpointing)
     try:
-        return load_causal_lm(cfg.model.source, dtype=cfg.model.dtype, device=device)
+        # Each rank of a multi-process run loads onto its own GPU.
+        return load_causal_lm(cfg.model.source, dtype=plan.dtype, device=local_device(device),
+                              attn_implementation=plan.attn_implementation)
     except OSError as exc:
         raise model_load_error(cfg.model.source, exc) from None
 
@@ -199,15 +282,24 @@ def build_trainer(
 
     device = resolve_device(cfg.model)
     s = cfg.sft if phase == "sft" else cfg.dpo
+    plan = resolve_throughput(cfg, device, phase)
+    from .distributed import is_main_process
+
+    if is_main_process():
+        for note in plan.notes:
+            logger.warning("%s: %s", phase, note)
     tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.model.source)
     tok.padding_side = "right"
-    base = model if model is not None else load_base(cfg, device)
-    args = _common_args(cfg, s, out, device, len(dataset))
+    base = model if model is not None else load_base(cfg, device, plan)
+    args = _common_args(cfg, s, out, device, plan)
     callbacks = [*(callbacks or []), _skip_final_checkpoint()]
     if phase == "sft":
         from trl import SFTConfig, SFTTrainer
 
         train = dataset.select_columns(["messages"])
+        if plan.packing:
+            # Best-fit-decreasing packing implies padding-free batches with per-conversation positions.
+            args.update(packing=True, packing_strategy="bfd")
         trainer = SFTTrainer(
             model=base, args=SFTConfig(**args), train_dataset=train, processing_class=tok,
             peft_config=lora_config(cfg), callbacks=callbacks,
@@ -219,7 +311,7 @@ def build_trainer(
         train = dataset.select_columns(["prompt", "chosen", "rejected"])
         dpo_args = DPOConfig(
             **args, beta=d.beta, loss_type=list(d.loss_type), loss_weights=d.loss_weights,
-            precompute_ref_log_probs=d.precompute_ref_log_probs,
+            precompute_ref_log_probs=d.precompute_ref_log_probs, precompute_ref_batch_size=d.precompute_ref_batch_size,
         )
         # ref_model=None + peft_config: the reference is the base model with the adapter disabled.
         trainer = DPOTrainer(
@@ -228,6 +320,7 @@ def build_trainer(
         )
     if init_adapter is not None:
         load_adapter_weights(trainer.model, init_adapter)
+    trainer.prefloop_notes = list(plan.notes)
     return trainer
 
 
@@ -255,24 +348,24 @@ def train_phase(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
+    acc = trainer.accelerator
     logs = [h for h in trainer.state.log_history if "loss" in h]
     last = {k: float(v) for k, v in (logs[-1] if logs else {}).items() if isinstance(v, (int, float))}
     tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or last.get("num_tokens", 0))
-    tmp = out / (ADAPTER + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    trainer.model.save_pretrained(str(tmp))
-    if (out / ADAPTER).exists():
-        shutil.rmtree(out / ADAPTER)
-    os.replace(tmp, out / ADAPTER)
+    # Collective under DeepSpeed ZeRO-3 / FSDP (every rank takes part); the main process writes.
+    state = acc.get_state_dict(trainer.model_wrapped)
     result = PhaseResult(
         phase=phase, adapter_dir=str(out / ADAPTER), steps=int(trainer.state.global_step), examples=len(dataset),
         train_seconds=seconds, resumed_from=str(resume) if resume else None, metrics=last, tokens=tokens,
+        processes=acc.num_processes, notes=list(getattr(trainer, "prefloop_notes", [])),
     )
-    tmp_result = out / (RESULT + ".tmp")
-    tmp_result.write_text(json.dumps(result.to_json(), indent=2))
-    os.replace(tmp_result, done)
-    del trainer
-    # The phase is finished: its checkpoints (optimizer state, tens of MB each) are no longer needed.
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    if acc.is_main_process:
+        with atomic_dir(out / ADAPTER) as tmp:
+            trainer.model.save_pretrained(str(tmp), state_dict=state)
+        atomic_write_text(done, json.dumps(result.to_json(), indent=2))
+    acc.wait_for_everyone()  # no rank returns before the adapter is there
+    del trainer, state
+    if acc.is_main_process:
+        # The phase is finished: its checkpoints (optimizer state, tens of MB each) are no longer needed.
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result

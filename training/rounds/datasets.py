@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from prefloop.atomic import atomic_dir
 from prefloop.feedback.export import build_dpo_dataset, build_sft_dataset, dataset_hash
 from prefloop.feedback.models import Artifact, Round
 
 from .context import RoundContext
-from .files import replace_dir
 from .state import DatasetRef
 
 if TYPE_CHECKING:
@@ -63,5 +63,6 @@ def _save(ctx: RoundContext, kind: str, ds: Dataset, digest: str, path: Path) ->
                                                Artifact.sha256 == digest))
     if same is not None and (path / "dataset_info.json").is_file():
         return
-    replace_dir(path, lambda tmp: ds.save_to_disk(str(tmp)))
+    with atomic_dir(path) as tmp:
+        ds.save_to_disk(str(tmp))
     ctx.register_artifact(f"{kind}-dataset", path, digest, {"rows": len(ds)})

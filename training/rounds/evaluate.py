@@ -8,10 +8,12 @@ details to ``round-N/eval.json``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import select
 
+from prefloop.atomic import atomic_write_text
 from prefloop.errors import ConfigError
 from prefloop.feedback.models import Generation, Round
 from prefloop.judges import Judge, PairwiseJudge
@@ -20,7 +22,6 @@ from prefloop.judges.runner import use_store_cache
 from ..evaluation import mean_or_none, win_rate
 from ..generation import Sampling
 from .context import PURPOSE_EVAL, RoundContext
-from .files import write_json
 from .sampling import fill_generations
 
 #: added to the generation seed for eval samples, so that they differ from the train candidates.
@@ -81,4 +82,5 @@ def run(ctx: RoundContext) -> None:
                 cost += wr.cost
         result["judge_cost"] = cost
     ctx.patch_metrics(eval=result)  # first: the store names a non-finite number
-    write_json(ctx.dir / "eval.json", {"summary": result, "details": details})
+    atomic_write_text(ctx.dir / "eval.json", json.dumps({"summary": result, "details": details}, indent=2, default=str,
+                                                        allow_nan=False))

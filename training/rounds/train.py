@@ -1,4 +1,5 @@
-"""training: SFT then DPO (each when enabled and with enough data) from round N−1's adapter.
+"""training: SFT then DPO (each when enabled and with enough data) from round N−1's adapter, in
+this process or under ``trainer.num_processes`` processes (:mod:`prefloop.training.distributed`).
 
 TRL resumes a phase from its last complete checkpoint and a finished phase is skipped, so a
 round killed during training continues where it stopped. The final adapter is copied to
@@ -12,15 +13,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from prefloop.atomic import atomic_dir
+
 from ..config import DPOSettings, SFTSettings
-from ..trainers import ADAPTER_WEIGHTS, Phase, train_phase
+from ..distributed import run_phase
+from ..trainers import ADAPTER_WEIGHTS, Phase
 from .context import RoundContext
-from .files import replace_dir, sha256_file
+from .files import sha256_file
 
 
 def run(ctx: RoundContext) -> None:
-    from datasets import load_from_disk  # heavy (pyarrow and more): only where a dataset is loaded
-
     t = ctx.training
     refs = ctx.state().datasets
     init = ctx.policy_adapter()
@@ -35,8 +37,8 @@ def run(ctx: RoundContext) -> None:
         if rows < floor:
             notes.append(f"{phase} skipped: {rows} example(s), fewer than {floor}")
             continue
-        ds = load_from_disk(refs[phase].path)
-        res = train_phase(phase, t, ds, ctx.dir / phase, init_adapter=init, callbacks=[ctx.tracker.callback(phase)])
+        res = run_phase(phase, t, refs[phase].path, ctx.dir / phase, init_adapter=init, tracker=ctx.tracker,
+                        base_dir=ctx.project.root, say=ctx.say)
         phases[phase] = res.to_json()
         init = res.adapter_dir
     adapter_path, adapter_hash = None, None
@@ -44,7 +46,8 @@ def run(ctx: RoundContext) -> None:
         final = ctx.dir / "adapter"
         src = Path(init)
         if final.resolve() != src.resolve():
-            replace_dir(final, lambda tmp: shutil.copytree(src, tmp))
+            with atomic_dir(final) as tmp:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
         adapter_path, adapter_hash = str(final), sha256_file(final / ADAPTER_WEIGHTS)
         ctx.register_artifact("adapter", final, adapter_hash, {"phases": list(phases), "base_model": t.model.source})
     elif init is not None:

@@ -1,0 +1,348 @@
+"""Scripted annotators: N concurrent clients that label through the real HTTP API like humans of
+a given accuracy, measured against an oracle. The demo uses them to play the humans; the load
+test uses them to hammer the server while it is killed and restarted.
+
+An **oracle** is any callable ``oracle(task: SimTask) -> dict | None`` that returns the best
+answer value for a task (``{"choice": id | "tie"}``, ``{"rating": n}``, ``{"ranking": [...]}``,
+``{"text": ...}``), or ``None`` when it cannot tell (the annotator then answers at random).
+:class:`ScoreOracle` builds one from a score per output; :func:`store_oracle` scores outputs by
+``generations.meta["oracle_score"]`` or by similarity to ``prompts.reference``.
+
+Clients are resilient the way a careful script must be: a request that fails for a network
+reason or a 5xx is retried, and a retried submit reuses its idempotency key, so an answer the
+server stored before it died is acknowledged once, never stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import functools
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from prefloop.errors import PrefloopError
+
+from prefloop.feedback.auth import add_annotator
+from prefloop.feedback.db import Store
+from prefloop.feedback.models import Generation, Prompt
+
+
+class SimulationError(PrefloopError):
+    """The server refused a scripted annotator's request for a reason a retry cannot fix."""
+
+
+@dataclass(frozen=True)
+class SimTask:
+    """A task as the API served it to one annotator (candidates in that annotator's display order)."""
+
+    task_id: int
+    kind: str
+    prompt_text: str
+    candidates: list[tuple[int, str]]  # (generation_id, text)
+    scale: tuple[int, int] | None
+    allow_tie: bool
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> SimTask:
+        return cls(
+            task_id=int(data["task_id"]),
+            kind=data["kind"],
+            prompt_text=data["prompt"]["text"],
+            candidates=[(int(c["generation_id"]), c["text"]) for c in data["candidates"]],
+            scale=tuple(data["scale"]) if data.get("scale") else None,
+            allow_tie=bool(data.get("allow_tie", True)),
+            raw=data,
+        )
+
+    @property
+    def ids(self) -> list[int]:
+        return [g for g, _ in self.candidates]
+
+
+Oracle = Callable[[SimTask], "dict[str, Any] | None"]
+Score = Callable[[SimTask, int, str], "float | None"]
+
+
+class ScoreOracle:
+    """An oracle from a score per output (higher is better; ratings read it as a share of the scale).
+
+    ``score(task, generation_id, text)`` returns a float (``None``: unknown). ``reference(task)``,
+    if given, returns the corrected text for edit tasks.
+    """
+
+    def __init__(self, score: Score, reference: Callable[[SimTask], str | None] | None = None, *, tie_tolerance: float = 1e-9) -> None:
+        self.score = score
+        self.reference = reference
+        self.tie_tolerance = tie_tolerance
+
+    def __call__(self, task: SimTask) -> dict[str, Any] | None:
+        if task.kind == "edit":
+            text = self.reference(task) if self.reference else None
+            return {"text": text} if text else None
+        scores = [self.score(task, g, t) for g, t in task.candidates]
+        if any(s is None for s in scores):
+            return None
+        if task.kind == "rate":
+            lo, hi = task.scale or (1, 5)
+            share = min(1.0, max(0.0, float(scores[0])))
+            return {"rating": lo + round(share * (hi - lo))}
+        if task.kind == "compare":
+            (a, sa), (b, sb) = zip(task.ids, scores, strict=True)
+            if abs(sa - sb) <= self.tie_tolerance:
+                return {"choice": "tie"} if task.allow_tie else None
+            return {"choice": a if sa > sb else b}
+        ranked = sorted(zip(scores, task.ids, strict=True), key=lambda p: -p[0])
+        return {"ranking": [g for _, g in ranked]}
+
+
+def similarity(a: str, b: str) -> float:
+    """1.0 for the same text (ignoring surrounding space and case), else difflib's ratio."""
+    a, b = a.strip().lower(), b.strip().lower()
+    return 1.0 if a == b else difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def store_oracle(store: Store) -> ScoreOracle:
+    """Scores from the store: ``generations.meta["oracle_score"]`` (0–1) when present, else the
+    similarity of the output to ``prompts.reference``; edit tasks are corrected to the reference."""
+
+    @functools.lru_cache(maxsize=256)
+    def lookup(ids: tuple[int, ...]) -> tuple[dict[int, dict], str | None]:
+        with store.session() as s:
+            rows = s.execute(
+                select(Generation.id, Generation.meta, Prompt.reference)
+                .join(Prompt, Prompt.id == Generation.prompt_id)
+                .where(Generation.id.in_(ids))
+            ).all()
+        return {r.id: dict(r.meta or {}) for r in rows}, (rows[0].reference if rows else None)
+
+    def score(task: SimTask, gid: int, text: str) -> float | None:
+        metas, reference = lookup(tuple(task.ids))
+        if "oracle_score" in metas.get(gid, {}):
+            return float(metas[gid]["oracle_score"])
+        return similarity(reference, text) if reference else None
+
+    return ScoreOracle(score, lambda task: lookup(tuple(task.ids))[1])
+
+
+# ------------------------------------------------------------------------------------- a human's answer
+def answer_like_human(task: SimTask, best: dict[str, Any] | None, accuracy: float, rng: random.Random) -> dict[str, Any]:
+    """The oracle's answer with probability ``accuracy``, otherwise a plausible wrong one."""
+    right = best is not None and rng.random() < accuracy
+    if right:
+        return best
+    ids = task.ids
+    if task.kind == "compare":
+        if best is None or best["choice"] == "tie":
+            return {"choice": rng.choice(ids)}
+        return {"choice": ids[1] if best["choice"] == ids[0] else ids[0]}
+    if task.kind == "rate":
+        lo, hi = task.scale or (1, 5)
+        if best is None:
+            return {"rating": rng.randint(lo, hi)}
+        near = [v for v in (best["rating"] - 1, best["rating"] + 1) if lo <= v <= hi]
+        return {"rating": rng.choice(near)}
+    if task.kind == "rank":
+        order = list(best["ranking"]) if best else list(ids)
+        if best is None:
+            rng.shuffle(order)
+            return {"ranking": order}
+        i = rng.randrange(len(order) - 1)
+        order[i], order[i + 1] = order[i + 1], order[i]
+        return {"ranking": order}
+    # edit: a careless human leaves the output as it was
+    original = task.candidates[0][1]
+    return {"text": original if original.strip() else "(no answer)"}
+
+
+# ------------------------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledged submission: the server said it stored this answer."""
+
+    annotator: str
+    task_id: int
+    annotation_id: int
+    idempotency_key: str
+    duplicate: bool  # acknowledged on a retry: the first attempt had been stored
+    attempts: int
+    latency_s: float  # the successful request alone
+    end_to_end_s: float  # from the first attempt, retries included
+    correct: bool | None  # equal to the oracle's answer (None: the oracle did not know)
+
+
+@dataclass
+class SimulationReport:
+    acks: list[Ack] = field(default_factory=list)
+    skips: int = 0
+    conflicts: int = 0
+    retries: int = 0
+    claim_latencies: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def submissions(self) -> int:
+        return len(self.acks)
+
+    @property
+    def per_second(self) -> float:
+        return self.submissions / self.elapsed_s if self.elapsed_s else 0.0
+
+    def latency(self, q: float, *, which: str = "submit") -> float:
+        values = sorted(self.claim_latencies if which == "claim" else [a.latency_s for a in self.acks])
+        return percentile(values, q)
+
+    @property
+    def accuracy(self) -> float | None:
+        known = [a.correct for a in self.acks if a.correct is not None]
+        return sum(known) / len(known) if known else None
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0–100) by linear interpolation; NaN when there are no values."""
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+class _Client:
+    """One annotator's HTTP client: retries network failures and 5xx until ``retry_for`` runs out."""
+
+    def __init__(self, http: Any, report: SimulationReport, retry_for: float) -> None:
+        self.http = http
+        self.report = report
+        self.retry_for = retry_for
+
+    async def call(self, path: str, body: dict[str, Any]) -> tuple[int, Any, int, float]:
+        """POST ``body``; returns (status, json or None, attempts, latency of the last attempt)."""
+        import httpx
+
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            attempt += 1
+            start = time.monotonic()
+            try:
+                r = await self.http.post(path, json=body)
+            except httpx.TransportError as exc:  # connection refused/reset, timeouts: the server is down
+                failure = f"{type(exc).__name__}: {exc}"
+            else:
+                latency = time.monotonic() - start
+                if r.status_code < 500 and r.status_code != 429:
+                    return r.status_code, (r.json() if r.content else None), attempt, latency
+                failure = f"HTTP {r.status_code}"
+                if r.status_code == 429:
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+            if time.monotonic() > deadline:
+                raise SimulationError(f"POST {path} kept failing for {self.retry_for:.0f} s ({failure})",
+                                      hint="is the server running? see its log")
+            self.report.retries += 1
+            await asyncio.sleep(min(1.0, 0.05 * 2 ** min(attempt, 5)))
+
+
+async def _annotate(
+    name: str, token: str, base_url: str, oracle: Oracle, accuracy: float, rng: random.Random, report: SimulationReport,
+    *, max_tasks: int | None, think_s: float, skip_rate: float, retry_for: float, claim_body: dict[str, Any],
+    seconds: Callable[[SimTask, random.Random], float] | None = None,
+) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=httpx.Timeout(30.0)) as http:
+        client = _Client(http, report, retry_for)
+        done = 0
+        while max_tasks is None or done < max_tasks:
+            status, data, _, latency = await client.call("/api/tasks/next", claim_body)
+            if status == 204:
+                return
+            if status != 200:
+                raise SimulationError(f"{name}: claim refused with HTTP {status}: {data}")
+            report.claim_latencies.append(latency)
+            claimed_at = time.monotonic()
+            task = SimTask.from_api(data)
+            if think_s > 0:
+                await asyncio.sleep(rng.expovariate(1 / think_s))
+            if skip_rate and rng.random() < skip_rate:
+                status, data, attempts, _ = await client.call(f"/api/tasks/{task.task_id}/skip", {"reason": "simulated skip"})
+                if status == 200 or (status == 409 and attempts > 1):  # a lost reply to a skip that was stored
+                    report.skips += 1
+                    continue
+                raise SimulationError(f"{name}: skip of task {task.task_id} refused with HTTP {status}: {data}")
+            best = await asyncio.to_thread(oracle, task)
+            value = answer_like_human(task, best, accuracy, rng)
+            key = f"{name}-{task.task_id}-{uuid.uuid4().hex}"
+            started = time.monotonic()
+            # ``seconds``: a simulated time on task (the demo prices human labels without sleeping).
+            spent = seconds(task, rng) if seconds is not None else started - claimed_at
+            body = {"value": value, "idempotency_key": key, "duration_s": round(spent, 3)}
+            status, data, attempts, latency = await client.call(f"/api/tasks/{task.task_id}/submit", body)
+            if status == 409:  # the task was taken from us (e.g. skipped elsewhere): move on
+                report.conflicts += 1
+                continue
+            if status != 200:
+                raise SimulationError(f"{name}: submit of task {task.task_id} refused with HTTP {status}: {data}")
+            report.acks.append(Ack(
+                annotator=name, task_id=task.task_id, annotation_id=int(data["annotation_id"]), idempotency_key=key,
+                duplicate=bool(data["duplicate"]), attempts=attempts, latency_s=latency,
+                end_to_end_s=time.monotonic() - started, correct=None if best is None else value == best,
+            ))
+            done += 1
+
+
+async def run_simulation(
+    base_url: str,
+    tokens: dict[str, str],
+    oracle: Oracle,
+    *,
+    accuracy: float = 0.8,
+    seed: int = 0,
+    max_tasks: int | None = None,
+    think_s: float = 0.0,
+    skip_rate: float = 0.0,
+    retry_for: float = 60.0,
+    round_id: int | None = None,
+    kinds: list[str] | None = None,
+    report: SimulationReport | None = None,
+    seconds: Callable[[SimTask, random.Random], float] | None = None,
+) -> SimulationReport:
+    """Run one client per ``tokens`` entry (name → token) until the queue has nothing left for them
+    (or each has answered ``max_tasks``). Pass ``report`` to watch it fill while the run goes on."""
+    if not 0 <= accuracy <= 1:
+        raise SimulationError(f"accuracy must be between 0 and 1, got {accuracy}")
+    report = report if report is not None else SimulationReport()
+    claim_body: dict[str, Any] = {}
+    if round_id is not None:
+        claim_body["round_id"] = round_id
+    if kinds:
+        claim_body["kinds"] = kinds
+    start = time.monotonic()
+    await asyncio.gather(*(
+        _annotate(name, token, base_url, oracle, accuracy, random.Random(f"{seed}:{name}"), report,
+                  max_tasks=max_tasks, think_s=think_s, skip_rate=skip_rate, retry_for=retry_for, claim_body=claim_body,
+                  seconds=seconds)
+        for name, token in tokens.items()
+    ))
+    report.elapsed_s = time.monotonic() - start
+    return report
+
+
+def simulate(base_url: str, tokens: dict[str, str], oracle: Oracle, **kwargs: Any) -> SimulationReport:
+    """Blocking :func:`run_simulation`."""
+    return asyncio.run(run_simulation(base_url, tokens, oracle, **kwargs))
+
+
+def provision_annotators(store: Store, n: int, *, prefix: str = "sim") -> dict[str, str]:
+    """``n`` human annotators ``{prefix}-1`` … with fresh tokens (name → token)."""
+    if n < 1:
+        raise SimulationError(f"need at least one annotator, got {n}")
+    return {f"{prefix}-{i}": add_annotator(store, f"{prefix}-{i}", rotate=True) for i in range(1, n + 1)}
