@@ -16,13 +16,16 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
 from prefloop.errors import ConfigError, NotFoundError
 
 from .base import Judge, PairwiseJudge, PairwiseVerdict, PointwiseJudge, PointwiseVerdict
+
+if TYPE_CHECKING:
+    from prefloop.feedback.db import Store
 
 
 @dataclass
@@ -168,7 +171,9 @@ def rank_record(t: _Task, pairs: list[tuple[int, int]], vs: list[PairwiseVerdict
     }
 
 
-def _ensure_cache(judge: Judge, store: Any) -> None:
+def use_store_cache(judge: Judge, store: Store) -> None:
+    """Give a judge without a cache the store's verdict cache, so that re-judging (a resumed round,
+    evaluation) costs nothing; a judge that already has a cache keeps it."""
     from .cache import StoreCache
 
     if getattr(judge, "cache", None) is None:
@@ -176,6 +181,9 @@ def _ensure_cache(judge: Judge, store: Any) -> None:
             judge.set_cache(StoreCache(store))
         else:
             judge.cache = StoreCache(store)
+
+
+_ensure_cache = use_store_cache  # the old private name, kept for one release
 
 
 def judge_round(
@@ -201,7 +209,7 @@ def judge_round(
             raise NotFoundError(f"no judge named {judge!r} in the config", hint=f"configured judges: {', '.join(judges) or 'none (add judges.panel)'}")
         judge = judges[judge]
     store, queue = project.store, project.queue
-    _ensure_cache(judge, store)
+    use_store_cache(judge, store)
     judge.check()  # e.g. a missing API key: fail before any work
     identity = judge.identity
     stats = JudgeRunStats(judge.name)

@@ -116,7 +116,10 @@ class Round(Base):
     adapter_hash: Mapped[str | None] = mapped_column(String(64))
     config_hash: Mapped[str | None] = mapped_column(String(64))
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: what the round reports (eval, datasets, training, cost, agreement)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: what the orchestrator reads back to resume: ``prefloop.training.rounds.RoundState`` as JSON
+    state_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
