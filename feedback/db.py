@@ -148,6 +148,9 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     store = Store(url)
     if migrate:
         store.migrate()
+        from .bulk import recover
+
+        recover(store)  # finish a bulk write whose writer died after its commit point
     return store
 
 

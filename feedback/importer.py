@@ -5,12 +5,14 @@ Each record has ``prompt`` (text) or ``messages`` (chat turns), and optionally `
 and ``meta`` (an object). Any other field is kept in ``meta`` (task data an oracle may need).
 Every record is checked before anything is written; one bad record names the file, the line
 and the field, and nothing is imported. Re-importing the same prompt does not duplicate it.
+Reading and checking live here; writing is :mod:`.bulk` (short transactions, all or nothing).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,9 @@ from typing import Any
 
 from prefloop.errors import DataError
 
+from . import bulk
 from .db import Store
-from .prompts import get_or_create_prompt, normalise_messages
+from .prompts import normalise_messages
 
 SPLITS = ("train", "eval")
 KNOWN = {"prompt", "text", "messages", "split", "tags", "reference", "meta", "source"}
@@ -33,6 +36,20 @@ class PromptRecord:
     reference: str | None
     meta: dict[str, Any]
     where: str
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One line of a ``queue add`` file: a prompt, its outputs, the task's kind and priority."""
+
+    prompt: PromptRecord
+    outputs: list[str]
+    kind: str
+    priority: float
+
+    @property
+    def where(self) -> str:
+        return self.prompt.where
 
 
 @dataclass(frozen=True)
@@ -146,22 +163,38 @@ def import_prompts(
     split: str = "train",
     tags: list[str] | None = None,
     source: str | None = None,
+    batch_rows: int = bulk.DEFAULT_BATCH_ROWS,
+    progress: bulk.ProgressFn | None = None,
 ) -> ImportResult:
-    """Validate every record of ``path``, then store them all in one transaction."""
+    """Validate every record of ``path``, then store them all or none (see :mod:`.bulk`)."""
     path = Path(path)
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     records = [parse_record(w, r, default_split=split, extra_tags=list(tags or [])) for w, r in read_rows(path)]
     if not records:
         raise DataError(f"{path}: no records found")
-    created = existing = 0
-    with store.session() as s:
-        for rec in records:
-            _, new = get_or_create_prompt(
-                s, rec.prompt, source=source or str(path.name), split=rec.split, tags=rec.tags,
-                meta=rec.meta, reference=rec.reference,
-            )
-            created += new
-            existing += not new
-    store.analyze()  # PostgreSQL: fresh planner statistics after a bulk insert
-    return ImportResult(created, existing)
+    created = bulk.write_prompts(store, records, source=source or path.name, batch_rows=batch_rows, progress=progress)
+    return ImportResult(created, len(records) - created)
+
+
+def read_tasks(path: str | Path, *, kind: str = "compare", priority: float = 0.0) -> list[TaskRecord]:
+    """Every line of a ``queue add`` file, checked: a prompt (as for an import) and its ``outputs``.
+
+    ``kind`` and ``priority`` are the defaults for lines that do not give their own.
+    """
+    out = []
+    for where, row in read_rows(Path(path)):
+        outputs = row.pop("outputs", None)
+        task_kind = row.pop("kind", kind)
+        task_priority = row.pop("priority", priority)
+        if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o.strip() for o in outputs):
+            raise DataError(f"{where}: field 'outputs' must be a non-empty list of non-empty strings")
+        if not isinstance(task_kind, str):
+            raise DataError(f"{where}: field 'kind' must be text")
+        if isinstance(task_priority, bool) or not isinstance(task_priority, (int, float)) or not math.isfinite(task_priority):
+            raise DataError(f"{where}: field 'priority' must be a finite number")
+        record = parse_record(where, row, default_split="train", extra_tags=[])
+        out.append(TaskRecord(record, outputs, task_kind, float(task_priority)))
+    if not out:
+        raise DataError(f"{path}: no records found")
+    return out

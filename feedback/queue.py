@@ -175,13 +175,10 @@ class Queue:
                     kind, generation_ids, overlap=overlap, priority=priority, round_id=round_id,
                     scale=scale, meta=meta, session=s,
                 )
-        kind = TaskKind(kind).value
         ids = [int(g) for g in generation_ids]
-        need = {"rate": (1, 1), "edit": (1, 1), "compare": (2, 2), "rank": (2, 64)}[kind]
-        if not need[0] <= len(ids) <= need[1] or len(set(ids)) != len(ids):
-            raise QueueError(
-                f"a {kind} task needs {need[0]}{'' if need[0] == need[1] else f'–{need[1]}'} distinct outputs, got {ids}"
-            )
+        if len(set(ids)) != len(ids):
+            raise QueueError(f"a task needs distinct outputs, got {ids}")
+        fields = self.task_fields(kind, len(ids), overlap=overlap, priority=priority, scale=scale, meta=meta)
         gens = session.execute(select(Generation.id, Generation.prompt_id).where(Generation.id.in_(ids))).all()
         if len(gens) != len(ids):
             missing = sorted(set(ids) - {g.id for g in gens})
@@ -189,27 +186,46 @@ class Queue:
         prompt_ids = {g.prompt_id for g in gens}
         if len(prompt_ids) != 1:
             raise QueueError(f"the outputs of one task must answer the same prompt; got prompts {sorted(prompt_ids)}")
+        task = Task(prompt_id=prompt_ids.pop(), round_id=round_id, generation_ids=ids, **fields)
+        session.add(task)
+        session.flush()
+        return task.id
+
+    def task_fields(
+        self,
+        kind: str | TaskKind,
+        n_outputs: int,
+        *,
+        overlap: int | None = None,
+        priority: float = 0.0,
+        scale: tuple[int, int] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The columns of a new task of ``kind`` over ``n_outputs`` outputs, with this queue's defaults.
+
+        Raises :class:`QueueError` for a task that cannot be served (wrong number of outputs,
+        negative overlap, an empty rating scale); one task or a bulk ``queue add`` alike.
+        """
+        try:
+            kind = TaskKind(kind).value
+        except ValueError:
+            raise QueueError(f"unknown task kind {kind!r}", hint=f"use one of {', '.join(k.value for k in TaskKind)}") from None
+        need = {"rate": (1, 1), "edit": (1, 1), "compare": (2, 2), "rank": (2, 64)}[kind]
+        if not need[0] <= n_outputs <= need[1]:
+            raise QueueError(
+                f"a {kind} task needs {need[0]}{'' if need[0] == need[1] else f'–{need[1]}'} outputs, got {n_outputs}"
+            )
         k = self.overlap if overlap is None else overlap
         if k < 0:
             raise QueueError(f"overlap must be ≥ 0, got {k}")
         lo, hi = scale or self.rating_scale if kind == "rate" else (None, None)
         if kind == "rate" and not lo < hi:
             raise QueueError(f"rating scale must go from low to high, got {lo}–{hi}")
-        task = Task(
-            kind=kind,
-            prompt_id=prompt_ids.pop(),
-            round_id=round_id,
-            generation_ids=ids,
-            overlap=k,
-            priority=float(priority),
-            status=TaskStatus.OPEN.value if k > 0 else TaskStatus.COMPLETE.value,
-            scale_min=lo,
-            scale_max=hi,
-            meta={"allow_tie": self.allow_ties, **(meta or {})},
-        )
-        session.add(task)
-        session.flush()
-        return task.id
+        return {
+            "kind": kind, "overlap": k, "n_done": 0, "priority": float(priority),
+            "status": TaskStatus.OPEN.value if k > 0 else TaskStatus.COMPLETE.value,
+            "scale_min": lo, "scale_max": hi, "meta": {"allow_tie": self.allow_ties, **(meta or {})},
+        }
 
     def add_generations(
         self,

@@ -316,10 +316,10 @@ class Orchestrator:
         return prev.adapter_path if prev is not None else None
 
     def _prompts(self, split: str) -> dict[int, Any]:
-        from prefloop.feedback.models import Prompt
+        from prefloop.feedback.prompts import visible_prompts
 
         with self.store.session() as s:
-            rows = s.scalars(select(Prompt).where(Prompt.split == split).order_by(Prompt.id)).all()
+            rows = s.scalars(visible_prompts(split)).all()
             for p in rows:
                 s.expunge(p)
             return {p.id: p for p in rows}
