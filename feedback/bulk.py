@@ -42,12 +42,13 @@ a sequential scan, and a 30,000-prompt import after a 10-prompt pilot took 2.7×
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, delete, func, insert, literal, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy import JSON, Table, delete, func, insert, literal, select, text, update
+from sqlalchemy.engine import Connection, Dialect
 
 from prefloop.errors import DataError, PrefloopError
 
@@ -81,8 +82,7 @@ def write_prompts(
     progress: ProgressFn | None = None,
 ) -> int:
     """Store checked prompt records, all or none; returns how many were new."""
-    now = utcnow()
-    rows = [_prompt_row(r, source, now) for r in records]
+    rows = _prepare_prompts(store, records, source)
     created = 0
     with _writing(store, "import", source, progress, batch_rows) as w:
         for start in range(0, len(rows), _positive(batch_rows)):
@@ -108,19 +108,33 @@ def add_tasks(
 
     Prompts already stored are reused; ``overlap`` defaults to the queue's.
     """
-    store, now = queue.store, utcnow()
+    store = queue.store
+    dialect, now = store.engine.dialect, utcnow()
+    prompts = _prepare_prompts(store, [r.prompt for r in records], source)
+    as_task, as_output = _columns(dialect, T, _TASK_COLUMNS), _columns(dialect, G, _GENERATION_COLUMNS)
+    output = as_output.row({"id": None, "prompt_id": None, "text": None, "model": "import", "params": {}, "meta": {},
+                            "bulk_id": None, "created_at": now})
+    tasks: dict[tuple[str, int, float], list[Any]] = {}  # one converted row per kind, size and priority
     prepared = []
-    for rec in records:
-        try:
-            fields = queue.task_fields(rec.kind, len(rec.outputs), overlap=overlap, priority=rec.priority)
-        except PrefloopError as exc:
-            raise DataError(f"{rec.where}: {exc.message}", hint=exc.hint) from None
-        prepared.append((_prompt_row(rec.prompt, source, now), rec.outputs, {**fields, "created_at": now}))
+    for rec, prompt in zip(records, prompts, strict=True):
+        shape = (rec.kind, len(rec.outputs), rec.priority)
+        if shape not in tasks:
+            try:
+                fields = queue.task_fields(rec.kind, len(rec.outputs), overlap=overlap, priority=rec.priority)
+            except PrefloopError as exc:
+                raise DataError(f"{rec.where}: {exc.message}", hint=exc.hint) from None
+            tasks[shape] = as_task.row({**fields, "prompt_id": None, "generation_ids": None, "created_at": now})
+        outputs = []
+        for text_ in rec.outputs:
+            row = output.copy()
+            row[_OUTPUT_TEXT] = text_
+            outputs.append(row)
+        prepared.append((prompt, outputs, tasks[shape].copy()))
     with _writing(store, "queue add", source, progress, batch_rows) as w:
         for start in range(0, len(prepared), _positive(batch_rows)):
             chunk = prepared[start:start + batch_rows]
             with w.batch() as conn:
-                _insert_tasks(conn, chunk, w, start, now)
+                _insert_tasks(conn, chunk, w, start)
             _report(progress, "write", start + len(chunk), len(prepared))
         w.commit(len(prepared))
     store.analyze()  # PostgreSQL: claims walk the claim index only once statistics exist
@@ -223,41 +237,127 @@ def _one_writer_at_a_time(store: Store, progress: ProgressFn | None) -> Iterator
 
 
 # ------------------------------------------------------------------ rows
-def _prompt_row(rec: PromptRecord, source: str | None, now: Any) -> dict[str, Any]:  # noqa: ANN401
-    fields = prompt_fields(rec.prompt, source=source, split=rec.split, tags=rec.tags, meta=rec.meta,
-                           reference=rec.reference)
-    return {**fields, "created_at": now}
+_PROMPT_COLUMNS = ("text", "messages", "source", "split", "tags", "meta", "reference", "content_hash", "created_at",
+                   "bulk_id")
+_GENERATION_COLUMNS = ("id", "prompt_id", "text", "model", "params", "meta", "bulk_id", "created_at")
+_TASK_COLUMNS = ("kind", "prompt_id", "generation_ids", "overlap", "priority", "status", "scale_min", "scale_max",
+                 "meta", "created_at")
+_HASH, _OUTPUT_TEXT = _PROMPT_COLUMNS.index("content_hash"), _GENERATION_COLUMNS.index("text")
 
 
-def _insert(conn: Connection, table: Table):  # noqa: ANN202 - the dialect's Insert, which has on_conflict_*
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+def _prepare_prompts(store: Store, records: Sequence[PromptRecord], source: str | None) -> list[list[Any]]:
+    """Every prompt row in the driver's form, before any transaction (``bulk_id`` is set per batch)."""
+    as_row, now = _columns(store.engine.dialect, P, _PROMPT_COLUMNS), utcnow()
+    return [as_row.row({**prompt_fields(r.prompt, source=source, split=r.split, tags=r.tags, meta=r.meta,
+                                        reference=r.reference), "created_at": now, "bulk_id": None}) for r in records]
 
 
-def _insert_prompts(conn: Connection, rows: list[dict[str, Any]], bulk_id: int) -> dict[str, int]:
+def _insert_prompts(conn: Connection, rows: list[list[Any]], bulk_id: int) -> dict[str, int]:
     """Store the new ones among ``rows`` in one statement; returns their ids by content hash."""
-    stmt = _insert(conn, P).on_conflict_do_nothing(index_elements=[P.c.content_hash])
-    stmt = stmt.returning(P.c.content_hash, P.c.id)
-    return dict(conn.execute(stmt, [{**r, "bulk_id": bulk_id} for r in rows]).all())
+    for r in rows:
+        r[-1] = bulk_id
+    done = _columns(conn.dialect, P, _PROMPT_COLUMNS).insert(
+        conn, rows, suffix=" ON CONFLICT (content_hash) DO NOTHING RETURNING content_hash, id")
+    return dict(done)
 
 
-def _insert_tasks(conn: Connection, chunk: list[tuple[dict, list[str], dict]], w: _Writer, start: int, now: Any) -> None:  # noqa: ANN401
+def _insert_tasks(conn: Connection, chunk: list[tuple[list, list[list], list]], w: _Writer, start: int) -> None:
     prompt_ids = _insert_prompts(conn, [p for p, _, _ in chunk], w.id)
-    missing = {p["content_hash"] for p, _, _ in chunk} - prompt_ids.keys()
+    missing = {p[_HASH] for p, _, _ in chunk} - prompt_ids.keys()
     if missing:  # stored before, or earlier in this file
         prompt_ids.update(conn.execute(select(P.c.content_hash, P.c.id).where(P.c.content_hash.in_(missing))).all())
     gen_ids = iter(_reserve_ids(conn, G, sum(len(outputs) for _, outputs, _ in chunk)))
     generations, tasks = [], []
-    for pos, (prompt, outputs, fields) in enumerate(chunk, start):
-        prompt_id = prompt_ids[prompt["content_hash"]]
-        ids = [next(gen_ids) for _ in outputs]
-        generations += [{"id": g, "prompt_id": prompt_id, "round_id": None, "text": o, "model": "import", "params": {},
-                         "meta": {}, "bulk_id": w.id, "created_at": now} for g, o in zip(ids, outputs, strict=True)]
-        task = {**fields, "prompt_id": prompt_id, "generation_ids": ids}
-        if w.staged:  # the queue's counters start when the task is published
-            task = {k: v for k, v in task.items() if k != "n_done"} | {"bulk_id": w.id, "pos": pos}
+    for prompt, outputs, task in chunk:
+        prompt_id = prompt_ids[prompt[_HASH]]
+        ids = []
+        for out in outputs:
+            out[0], out[1], out[-2] = next(gen_ids), prompt_id, w.id  # id, prompt_id, bulk_id
+            ids.append(out[0])
+            generations.append(out)
+        task[1], task[2] = prompt_id, json.dumps(ids)
         tasks.append(task)
-    conn.execute(insert(G), generations)
-    conn.execute(insert(ST if w.staged else T), tasks)
+    _columns(conn.dialect, G, _GENERATION_COLUMNS).insert(conn, generations)
+    if w.staged:  # the queue's counters start when the task is published
+        _columns(conn.dialect, ST, ("bulk_id", "pos", *_TASK_COLUMNS)).insert(
+            conn, [[w.id, pos, *t] for pos, t in enumerate(tasks, start)])
+    else:
+        _columns(conn.dialect, T, (*_TASK_COLUMNS, "n_done")).insert(conn, [[*t, 0] for t in tasks])
+
+
+class _Columns:
+    """Rows of some columns of a table, converted and inserted without SQLAlchemy's per-value work.
+
+    SQLAlchemy converts each value of each row through its column type on every execution, which
+    cost 5–10× the database's own work here (issue 14 asks for the database's speed). So rows are
+    converted once, while they are prepared (JSON as SQLAlchemy's JSON type writes it, ``None``
+    included; other types by the dialect's own converters), and inserted by multi-row ``VALUES``
+    statements sent through the connection, so that events and error translation work as usual.
+    """
+
+    def __init__(self, dialect: Dialect, table: Table, columns: tuple[str, ...]) -> None:
+        pg = dialect.name == "postgresql"
+        self.names = columns
+        self.convert: list[tuple[int, Callable[[Any], Any]]] = []
+        marks = []
+        for i, c in enumerate(columns):
+            col_type = table.c[c].type
+            if isinstance(col_type, JSON):
+                self.convert.append((i, _json))
+                marks.append("%s::json" if pg else "?")
+                continue
+            to_db = col_type.dialect_impl(dialect).bind_processor(dialect)
+            if to_db is not None:  # datetimes on SQLite: one `now` for every row, converted once
+                self.convert.append((i, functools.lru_cache(maxsize=16)(functools.partial(_unless_none, to_db))))
+            marks.append("%s" if pg else "?")
+        self.one = "(" + ", ".join(marks) + ")"
+        quote = dialect.identifier_preparer
+        self.head = f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) VALUES "
+        self.per_statement = max(1, _MAX_PARAMETERS // len(columns))
+
+    def row(self, values: dict[str, Any]) -> list[Any]:
+        out = [values[c] for c in self.names]
+        for i, to_db in self.convert:
+            out[i] = to_db(out[i])
+        return out
+
+    def insert(self, conn: Connection, rows: Sequence[Sequence[Any]], *, suffix: str = "") -> list[Any]:
+        """Insert converted ``rows``; returns what ``suffix`` (``RETURNING …``) returns."""
+        out: list[Any] = []
+        for i in range(0, len(rows), self.per_statement):
+            part = rows[i:i + self.per_statement]
+            sql = self.head + ", ".join([self.one] * len(part)) + suffix
+            result = conn.exec_driver_sql(sql, tuple(v for r in part for v in r))
+            if result.returns_rows:
+                out += result.all()
+        return out
+
+
+_BUILT: dict[tuple[str, str, str, tuple[str, ...]], _Columns] = {}
+
+
+def _columns(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _Columns:
+    key = (dialect.name, dialect.driver, table.name, columns)
+    if key not in _BUILT:
+        _BUILT[key] = _Columns(dialect, table, columns)
+    return _BUILT[key]
+
+
+#: Parameters per statement: SQLite's default limit (32,766 since 3.32; PostgreSQL allows 65,535).
+_MAX_PARAMETERS = 32_766
+
+
+def _unless_none(to_db: Callable[[Any], Any], value: Any) -> Any:  # noqa: ANN401
+    return None if value is None else to_db(value)
+
+
+def _json(value: Any) -> str:  # noqa: ANN401
+    """A JSON column's value as SQLAlchemy's JSON type writes it (the common empty cases for free)."""
+    if value is None:
+        return "null"
+    if not value and isinstance(value, (dict, list)):
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value)
 
 
 def _reserve_ids(conn: Connection, table: Table, n: int) -> list[int]:
@@ -276,8 +376,6 @@ def _reserve_ids(conn: Connection, table: Table, n: int) -> list[int]:
 
 
 # ------------------------------------------------------------------ publish and clean up (SQLite)
-_TASK_COLUMNS = ("kind", "prompt_id", "generation_ids", "overlap", "priority", "status", "scale_min", "scale_max",
-                 "meta", "created_at")
 
 
 def _publish_tasks(store: Store, bulk_id: int, batch_rows: int, progress: ProgressFn | None) -> None:

@@ -9,8 +9,9 @@ PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead (see :mod:`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.dialects import registry
@@ -80,6 +81,8 @@ class Store:
             engine_url = parsed.set(drivername="sqlite+prefloop_immediate")
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=40)
+        self._engine_kwargs = kwargs
+        self._reader: Engine | None = None  # SQLite: connections for Store.read()
         self.engine = create_engine(engine_url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
@@ -107,6 +110,26 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A Core connection in a transaction that only reads, for long reads (exports, statistics).
+
+        Every other SQLite transaction here begins ``IMMEDIATE``, holding the write lock from its
+        first statement; a read of 100k labels would stall every claim and submit for seconds.
+        This one begins ``DEFERRED``: a consistent snapshot that, in WAL mode, neither waits for
+        the writer nor makes it wait (SQLAlchemy's recipe for pysqlite transactions).
+        """
+        if self.dialect != "sqlite":
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        if self._reader is None:
+            self._reader = create_engine(self.url, **self._engine_kwargs)
+            _configure_sqlite(self._reader)
+            event.listen(self._reader, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        with self._reader.connect() as conn, conn.begin():
+            yield conn
+
     def analyze(self) -> None:
         """Refresh PostgreSQL's planner statistics; call it after a bulk import of tasks.
 
@@ -132,6 +155,20 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._reader is not None:
+            self._reader.dispose()
+
+
+def rows_by_id(conn: Connection, columns: tuple, ids: Iterable[int], *, chunk: int = 5000) -> Iterator[Any]:
+    """Rows of ``columns`` whose first column (an id) is in ``ids``, a few thousand ids per statement.
+
+    One ``IN`` of 100,000 parameters costs SQLAlchemy seconds to expand and passes SQLite's limit.
+    """
+    from sqlalchemy import select
+
+    ordered = sorted(set(ids))
+    for i in range(0, len(ordered), chunk):
+        yield from conn.execute(select(*columns).where(columns[0].in_(ordered[i:i + chunk])))
 
 
 def alembic_config(store: Store):  # noqa: ANN201 - alembic.config.Config

@@ -62,6 +62,13 @@ class Role(str, enum.Enum):
     ADMIN = "admin"
 
 
+def chat_messages(text: str | None, messages: list[Any] | None) -> list[dict[str, str]]:
+    """A stored prompt's text or messages as chat messages (a plain-text prompt is one user turn)."""
+    if messages:
+        return [dict(m) for m in messages]
+    return [{"role": "user", "content": text or ""}]
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -88,9 +95,7 @@ class Prompt(Base):
 
     def as_messages(self) -> list[dict[str, str]]:
         """The prompt as chat messages (a plain-text prompt becomes one user turn)."""
-        if self.messages:
-            return [dict(m) for m in self.messages]
-        return [{"role": "user", "content": self.text or ""}]
+        return chat_messages(self.text, self.messages)
 
     @property
     def display_text(self) -> str:

@@ -20,24 +20,24 @@ import signal
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select
-from sqlalchemy.engine import Engine
-from typer.testing import CliRunner
-
-from prefloop.cli import app
-from prefloop.errors import DataError
 from prefloop.feedback import bulk
 from prefloop.feedback.db import Store, open_store
 from prefloop.feedback.importer import import_prompts, read_tasks
 from prefloop.feedback.models import BulkWrite, Generation, Prompt, StagedTask, Task
 from prefloop.feedback.prompts import visible_prompts
 from prefloop.feedback.queue import Queue
-
 from serverkit import make_project
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
+
+from prefloop.cli import app
+from prefloop.errors import DataError
 
 
 def write_prompts(path: Path, start: int, n: int) -> Path:
@@ -382,3 +382,58 @@ def test_import_counts_created_and_existing_within_and_across_files(store: Store
     assert (res.created, res.existing) == (3, 0)
     f.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["c", "d", "What is 1 + 1?"]))
     assert (lambda r: (r.created, r.existing))(import_prompts(store, f)) == (1, 2)
+
+
+# ------------------------------------------------------------------ exports
+def _labelled(store: Store, n: int) -> None:
+    q = Queue(store)
+    for i in range(n):
+        q.add_comparison(f"Which is right: {i} + {i}?", [str(2 * i), str(2 * i + 1)])
+    me = q.ensure_annotator("ada")
+    while (task := q.claim(me)) is not None:
+        q.submit(me, task.task_id, {"choice": task.candidates[0].generation_id})
+
+
+def test_an_export_reads_while_a_writer_holds_the_sqlite_lock(sqlite_url: str) -> None:
+    """Exports read a snapshot: they never wait for the write lock, so they never make a submit wait."""
+    import sqlite3
+
+    from prefloop.feedback.export import build_dpo_dataset, build_sft_dataset
+
+    store = open_store(sqlite_url)
+    _labelled(store, 5)
+    writer = sqlite3.connect(store.url.database, isolation_level=None, timeout=0)
+    writer.execute("BEGIN IMMEDIATE")  # an annotator's submit in the middle of its transaction
+    writer.execute("UPDATE tasks SET priority = 1")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(lambda: len(build_dpo_dataset(store, min_confidence=0)))
+            assert done.result(timeout=30) == 5, "the export waited for the writer's lock"
+            assert len(pool.submit(build_sft_dataset, store).result(timeout=30)) == 0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    store.dispose()
+
+
+def test_export_prints_no_library_progress_bars(store: Store, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    from prefloop.feedback.export import build_dpo_dataset, save_dataset
+
+    _labelled(store, 3)
+    ds = build_dpo_dataset(store, min_confidence=0)
+    for fmt in ("jsonl", "parquet", "disk"):
+        save_dataset(ds, tmp_path / f"dpo.{fmt}", fmt)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", ""), f"an export printed: {err[:200]!r}"
+    assert [json.loads(x)["chosen"][0]["content"] for x in (tmp_path / "dpo.jsonl").read_text().splitlines()] == ["0", "2", "4"]
+
+
+def test_the_fast_prompt_hash_is_the_stored_one() -> None:
+    """Text prompts are hashed without building a dict; the hash must equal what earlier versions stored."""
+    import hashlib
+
+    from prefloop.feedback.prompts import prompt_hash
+
+    for text in ["hi", 'a "quoted" \\ back\\slash', "ünïcödé 😀\n\t", "\u2028 line separator", "  spaced  "]:
+        payload = json.dumps({"text": text, "messages": None}, sort_keys=True, ensure_ascii=False)
+        assert prompt_hash(text, None) == hashlib.sha256(payload.encode()).hexdigest()
