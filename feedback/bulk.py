@@ -8,14 +8,14 @@ SQLite a bulk write
 
 1. prepares every row before it writes anything (the records come checked; hashes and column
    values are computed here, outside any transaction);
-2. writes in short transactions of ``batch_rows`` records each (milliseconds; claims and
-   submits take the lock in between) rows that nobody sees yet: prompts and outputs carry the
+2. writes rows that nobody sees yet, in short transactions of at most ``batch_rows`` rows
+   (milliseconds; claims and submits take the lock in between): prompts and outputs carry the
    id of a ``bulk_writes`` row in state ``staging`` (readers list prompts through
    :func:`~prefloop.feedback.prompts.visible_prompts`; outputs are reached only through tasks),
    and tasks wait in ``staged_tasks``, where no claim looks;
 3. commits with one single-row UPDATE (state ``committed``): from then on its prompts are
    visible, and the write is complete and durable;
-4. moves its tasks into ``tasks``, ``batch_rows`` per transaction, then marks itself ``done``.
+4. moves its tasks into ``tasks`` in transactions as short, then marks itself ``done``.
    A claim walks an index of ``tasks``, so making many tasks claimable costs lock time in
    proportion to their number; short steps after the commit point keep each wait short, and a
    task that becomes claimable a moment after another changes nothing an annotator can see.
@@ -60,7 +60,8 @@ if TYPE_CHECKING:
     from .importer import PromptRecord, TaskRecord
     from .queue import Queue
 
-#: Records per write transaction: about 10–40 ms of lock time on SQLite (benchmarks/bulk_paths.py).
+#: Rows written per transaction (a prompt; or a task's prompt, outputs and task): tens of
+#: milliseconds of SQLite's write lock (benchmarks/bulk_paths.py).
 DEFAULT_BATCH_ROWS = 2000
 COMMITTED, DONE = "committed", "done"
 
@@ -131,11 +132,10 @@ def add_tasks(
             outputs.append(row)
         prepared.append((prompt, outputs, tasks[shape].copy()))
     with _writing(store, "queue add", source, progress, batch_rows) as w:
-        for start in range(0, len(prepared), _positive(batch_rows)):
-            chunk = prepared[start:start + batch_rows]
+        for start, end in _batches([2 + len(outputs) for _, outputs, _ in prepared], _positive(batch_rows)):
             with w.batch() as conn:
-                _insert_tasks(conn, chunk, w, start)
-            _report(progress, "write", start + len(chunk), len(prepared))
+                _insert_tasks(conn, prepared[start:end], w, start)
+            _report(progress, "write", end, len(prepared))
         w.commit(len(prepared))
     store.analyze()  # PostgreSQL: claims walk the claim index only once statistics exist
     return len(prepared)
@@ -291,29 +291,37 @@ class _Columns:
     SQLAlchemy converts each value of each row through its column type on every execution, which
     cost 5–10× the database's own work here (issue 14 asks for the database's speed). So rows are
     converted once, while they are prepared (JSON as SQLAlchemy's JSON type writes it, ``None``
-    included; other types by the dialect's own converters), and inserted by multi-row ``VALUES``
-    statements sent through the connection, so that events and error translation work as usual.
+    included; other types by the dialect's own converters), then inserted by statements sent
+    through the connection, so that events and error translation work as usual: on SQLite one
+    multi-row ``VALUES`` per 32,766 values; on PostgreSQL one ``INSERT … SELECT FROM unnest(…)``
+    with one array per column (a ``VALUES`` list of thousands of rows takes PostgreSQL longer to
+    plan than to insert).
     """
 
     def __init__(self, dialect: Dialect, table: Table, columns: tuple[str, ...]) -> None:
-        pg = dialect.name == "postgresql"
+        self.pg = dialect.name == "postgresql"
         self.names = columns
         self.convert: list[tuple[int, Callable[[Any], Any]]] = []
-        marks = []
         for i, c in enumerate(columns):
             col_type = table.c[c].type
             if isinstance(col_type, JSON):
                 self.convert.append((i, _json))
-                marks.append("%s::json" if pg else "?")
                 continue
             to_db = col_type.dialect_impl(dialect).bind_processor(dialect)
             if to_db is not None:  # datetimes on SQLite: one `now` for every row, converted once
                 self.convert.append((i, functools.lru_cache(maxsize=16)(functools.partial(_unless_none, to_db))))
-            marks.append("%s" if pg else "?")
-        self.one = "(" + ", ".join(marks) + ")"
         quote = dialect.identifier_preparer
-        self.head = f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) VALUES "
-        self.per_statement = max(1, _MAX_PARAMETERS // len(columns))
+        head = f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
+        if self.pg:  # JSON travels as text and is cast; other arrays take the column's own type
+            types = ["text" if isinstance(table.c[c].type, JSON) else table.c[c].type.compile(dialect=dialect)
+                     for c in columns]
+            casts = [f"u.c{i}::json" if isinstance(table.c[c].type, JSON) else f"u.c{i}" for i, c in enumerate(columns)]
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
+            names = ", ".join(f"c{i}" for i in range(len(columns)))
+            self.sql = f"{head}SELECT {', '.join(casts)} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY u.n"
+        else:
+            self.head, self.one = head + "VALUES ", "(" + ", ".join(["?"] * len(columns)) + ")"
+            self.per_statement = max(1, _MAX_PARAMETERS // len(columns))
 
     def row(self, values: dict[str, Any]) -> list[Any]:
         out = [values[c] for c in self.names]
@@ -323,6 +331,12 @@ class _Columns:
 
     def insert(self, conn: Connection, rows: Sequence[Sequence[Any]], *, suffix: str = "") -> list[Any]:
         """Insert converted ``rows``; returns what ``suffix`` (``RETURNING …``) returns."""
+        if not rows:
+            return []
+        if self.pg:
+            columns = tuple(list(c) for c in zip(*rows, strict=True))
+            result = conn.exec_driver_sql(self.sql + suffix, columns)
+            return result.all() if result.returns_rows else []
         out: list[Any] = []
         for i in range(0, len(rows), self.per_statement):
             part = rows[i:i + self.per_statement]
@@ -379,7 +393,9 @@ def _reserve_ids(conn: Connection, table: Table, n: int) -> list[int]:
 
 
 def _publish_tasks(store: Store, bulk_id: int, batch_rows: int, progress: ProgressFn | None) -> None:
-    """Move a committed write's tasks into the queue, ``batch_rows`` per transaction, in file order."""
+    """Move a committed write's tasks into the queue, in file order: ``batch_rows`` rows changed per
+    transaction (each task moved is one row inserted and one deleted)."""
+    per_step = max(1, batch_rows // 2)
     total = moved = None
     while True:
         with store.transaction() as conn:
@@ -390,12 +406,12 @@ def _publish_tasks(store: Store, bulk_id: int, batch_rows: int, progress: Progre
             lo = left[0]
             if total is None:
                 total = conn.execute(select(BW.c.rows).where(BW.c.id == bulk_id)).scalar_one()
-            part = (ST.c.bulk_id == bulk_id) & (ST.c.pos >= lo) & (ST.c.pos < lo + batch_rows)
+            part = (ST.c.bulk_id == bulk_id) & (ST.c.pos >= lo) & (ST.c.pos < lo + per_step)
             cols = [ST.c[c] for c in _TASK_COLUMNS]
             rows = select(*cols, literal(0)).where(part).order_by(ST.c.pos)
             conn.execute(insert(T).from_select([*_TASK_COLUMNS, "n_done"], rows))
             conn.execute(delete(ST).where(part))
-            moved = min(left[1] + 1, lo + batch_rows)
+            moved = min(left[1] + 1, lo + per_step)
         _report(progress, "publish", moved, total)
 
 
@@ -423,6 +439,18 @@ def _roll_back(store: Store, bulk_id: int, batch_rows: int = DEFAULT_BATCH_ROWS)
                     break
     with store.transaction() as conn:
         conn.execute(delete(BW).where(BW.c.id == bulk_id, BW.c.state == STAGING))
+
+
+def _batches(rows_per_record: Sequence[int], batch_rows: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of consecutive records writing at most ``batch_rows`` rows (at least one record)."""
+    start, rows = 0, 0
+    for i, n in enumerate(rows_per_record):
+        if rows and rows + n > batch_rows:
+            yield start, i
+            start, rows = i, 0
+        rows += n
+    if rows:
+        yield start, len(rows_per_record)
 
 
 def _report(progress: ProgressFn | None, phase: str, done: int, total: int) -> None:

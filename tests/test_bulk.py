@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import queue as stdlib_queue
+import re
 import signal
 import subprocess
 import sys
@@ -147,9 +148,8 @@ def test_sqlite_bulk_writes_hold_the_write_lock_for_one_batch_at_most(sqlite_url
     n = bulk.add_tasks(Queue(store), read_tasks(write_tasks(tmp_path / "t.jsonl", 0, 1000)), batch_rows=batch)
     assert n == 1000
     assert per_transaction, "no transaction was observed"
-    # A batch of tasks writes up to one prompt, several outputs and one task per record.
-    assert max(per_transaction) <= batch * 5, f"a transaction changed {max(per_transaction)} rows"
-    assert len(per_transaction) >= 2000 // batch + 1000 // batch
+    assert max(per_transaction) <= batch, f"a transaction changed {max(per_transaction)} rows"
+    assert len(per_transaction) >= 2000 // batch + 1000 * 4 // batch
     store.dispose()
 
 
@@ -437,3 +437,46 @@ def test_the_fast_prompt_hash_is_the_stored_one() -> None:
     for text in ["hi", 'a "quoted" \\ back\\slash', "ünïcödé 😀\n\t", "\u2028 line separator", "  spaced  "]:
         payload = json.dumps({"text": text, "messages": None}, sort_keys=True, ensure_ascii=False)
         assert prompt_hash(text, None) == hashlib.sha256(payload.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ the command line
+PREFLOOP = str(Path(sys.executable).parent / "prefloop")
+
+
+def run_in_terminal(args: list[str], cwd: Path) -> str:
+    """What a person sees: the command on a pseudo-terminal, stdout and stderr together."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([PREFLOOP, *args], cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal, env=env)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))  # colours, cursor
+    assert proc.wait(timeout=300) == 0, shown
+    return shown
+
+
+def test_import_and_queue_add_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "proj", f"sqlite:///{tmp_path / 'proj' / 'store.db'}")
+    project.store.dispose()
+    write_prompts(tmp_path / "p.jsonl", 0, 3000)
+    write_tasks(tmp_path / "t.jsonl", 0, 3000)
+    seen = run_in_terminal(["import", str(tmp_path / "p.jsonl")], project.root)
+    assert "writing" in seen and "imported 3000 new prompt(s), 0 already present" in seen
+    assert "adding to the queue" in run_in_terminal(["queue", "add", str(tmp_path / "t.jsonl")], project.root)
+    quiet = run_in_terminal(["import", "-q", str(tmp_path / "p.jsonl")], project.root)
+    assert "writing" not in quiet and "imported 0 new prompt(s), 3000 already present" in quiet
+    piped = subprocess.run([PREFLOOP, "queue", "add", str(tmp_path / "t.jsonl")], cwd=project.root, capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert piped.returncode == 0 and piped.stderr == "" and piped.stdout.strip() == "queued 3000 task(s)"
