@@ -179,16 +179,18 @@ def longest_transaction(store: Store, write: Callable[[Store, Path], None], path
 
 
 def timed(backend: str, tmp: Path, pg_url: str | None, write: Callable[[Store, Path], None], path: Path,
-          pilot: Path | None = None) -> tuple[float, float]:
-    """Seconds for ``write`` into a fresh store (after ``pilot`` if given), and its longest transaction."""
+          pilot: Path | None = None) -> tuple[float, float, float]:
+    """Seconds and CPU seconds of this process for ``write`` into a fresh store (after ``pilot`` if
+    given), and its longest transaction. On SQLite the CPU seconds include the database's work, and
+    other load on the machine hardly changes them."""
     store = open_store(fresh(backend, tmp, "bench", pg_url))
     if pilot is not None:
         import_prompts(store, pilot)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     longest = longest_transaction(store, write, path)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     store.dispose()
-    return seconds, longest
+    return seconds, cpu, longest
 
 
 # ------------------------------------------------------------------ annotators meanwhile
@@ -285,7 +287,8 @@ def main() -> None:
     writes = {"import": (prefloop_import, plain_import, prompts_file), "queue-add": (prefloop_queue_add, plain_queue_add,
                                                                                      tasks_file)}
     table = Table(title=f"Bulk paths, {n:,} rows, {args.runs} runs: rows/s median (min–max)")
-    for col in ("database", "path", "prefloop rows/s", "plain executemany rows/s", "ratio", "longest write txn",
+    for col in ("database", "path", "prefloop rows/s", "plain executemany rows/s", "ratio",
+                "rows per CPU-s: prefloop / plain", "longest write txn",
                 f"longest gap, {args.annotators} annotators: prefloop / plain"):
         table.add_column(col, justify="left" if col in ("database", "path") else "right")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -303,20 +306,24 @@ def main() -> None:
                         console.print(f"  {backend} export: build {b:.2f} s, write {w:.2f} s, {rows} pairs")
                     total = Runs([b + w for b, w in zip(build.seconds, write.seconds)])
                     table.add_row(backend, f"export DPO ({total.median():.1f} s: build {build.median():.1f} + "
-                                  f"JSONL {write.median():.1f})", total.rate(n), "", "", "", "")
+                                  f"JSONL {write.median():.1f})", total.rate(n), "", "", "", "", "")
                     continue
                 ours, plain = writes[path_name][0], writes[path_name][1]
                 src = writes[path_name][2](tmp / f"{path_name}.jsonl", n)
                 variants = [("", None)] + ([(" after a 10-prompt pilot", pilot)] if path_name == "import" else [])
                 for label, before in variants:
-                    mine, base, held = Runs(), Runs(), []
+                    mine, base, mine_cpu, base_cpu, held = Runs(), Runs(), Runs(), Runs(), []
                     for _ in range(args.runs):
-                        seconds, longest = timed(backend, tmp, args.postgres_url, ours, src, before)
+                        seconds, cpu, longest = timed(backend, tmp, args.postgres_url, ours, src, before)
                         mine.seconds.append(seconds)
+                        mine_cpu.seconds.append(cpu)
                         held.append(longest)
-                        base.seconds.append(timed(backend, tmp, args.postgres_url, plain, src, before)[0])
-                        console.print(f"  {backend} {path_name}{label}: prefloop {seconds:.2f} s "
-                                      f"(longest transaction {longest * 1000:.0f} ms), plain {base.seconds[-1]:.2f} s")
+                        seconds, cpu, _ = timed(backend, tmp, args.postgres_url, plain, src, before)
+                        base.seconds.append(seconds)
+                        base_cpu.seconds.append(cpu)
+                        console.print(f"  {backend} {path_name}{label}: prefloop {mine.seconds[-1]:.2f} s "
+                                      f"({mine_cpu.seconds[-1]:.2f} s CPU, longest transaction {longest * 1000:.0f} ms), "
+                                      f"plain {seconds:.2f} s ({cpu:.2f} s CPU)")
                     gaps = ""
                     if args.annotators and not label:
                         ours_gap, ours_acks = longest_gap(backend, tmp, args.postgres_url, ours, src, args.annotators)
@@ -325,8 +332,10 @@ def main() -> None:
                         console.print(f"  {backend} {path_name} with annotators: longest gap {gaps} "
                                       f"({ours_acks} / {plain_acks} submits acknowledged meanwhile)")
                     txn = f"{max(held) * 1000:,.0f} ms" if backend == "sqlite" else "one (no blocking lock)"
+                    per_cpu = (f"{n / mine_cpu.median():,.0f} / {n / base_cpu.median():,.0f}"
+                               if backend == "sqlite" else "")
                     table.add_row(backend, path_name + label, mine.rate(n), base.rate(n),
-                                  f"{mine.median() / base.median():.1f}×", txn, gaps)
+                                  f"{mine.median() / base.median():.1f}×", per_cpu, txn, gaps)
     console.print(table)
     load_after = os.getloadavg()
     console.print("load average before " + " ".join(f"{x:.1f}" for x in load_before)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 #: Rows written per transaction (a prompt; or a task's prompt, outputs and task): tens of
 #: milliseconds of SQLite's write lock (benchmarks/bulk_paths.py).
-DEFAULT_BATCH_ROWS = 2000
+DEFAULT_BATCH_ROWS = 5000
 COMMITTED, DONE = "committed", "done"
 
 #: ``progress(phase, done, total)`` after each step: phase ``write`` (records staged),
@@ -70,6 +71,36 @@ COMMITTED, DONE = "committed", "done"
 ProgressFn = Callable[[str, int, int], None]
 
 P, G, T, ST, BW = (m.__table__ for m in (Prompt, Generation, Task, StagedTask, BulkWrite))
+
+
+class _Pacer:
+    """Leaves SQLite's write lock free for a moment after every quarter second of holding it.
+
+    A claim or submit that finds the lock taken sleeps and tries again (SQLite's busy handler:
+    after 1, 2, 5 … ms, then every 100 ms). A writer that begins its next transaction as soon as
+    it commits can win the lock every time: publishing 100k tasks once kept four annotators
+    waiting 2.5 s. So after ``HOLD`` seconds of transactions the writer stays out for ``FREE``
+    seconds, longer than the longest of those sleeps: every waiting claim and submit runs first.
+    Time spent outside the lock anyway (preparing rows, a checkpoint) counts as such a pause.
+    """
+
+    HOLD, FREE = 0.25, 0.12
+
+    def __init__(self) -> None:
+        self.held, self.free_since = 0.0, time.monotonic()
+
+    @contextlib.contextmanager
+    def transaction(self, store: Store) -> Iterator[Connection]:
+        began = time.monotonic()
+        if began - self.free_since >= self.FREE:
+            self.held = 0.0
+        with store.transaction() as conn:
+            yield conn
+        self.free_since = time.monotonic()
+        self.held += self.free_since - began
+        if self.held >= self.HOLD:
+            time.sleep(self.FREE)  # pacing, see the class doc
+            self.held, self.free_since = 0.0, time.monotonic()
 #: Two keys for pg_advisory_xact_lock: this constant and the schema's name, hashed.
 _PG_LOCK_KEY = 0x70726566  # "pref"
 
@@ -83,10 +114,11 @@ def write_prompts(
     progress: ProgressFn | None = None,
 ) -> int:
     """Store checked prompt records, all or none; returns how many were new."""
+    _positive(batch_rows)
     rows = _prepare_prompts(store, records, source)
     created = 0
     with _writing(store, "import", source, progress, batch_rows) as w:
-        for start in range(0, len(rows), _positive(batch_rows)):
+        for start in range(0, len(rows), batch_rows):
             chunk = rows[start:start + batch_rows]
             with w.batch() as conn:
                 created += len(_insert_prompts(conn, chunk, w.id))
@@ -109,6 +141,7 @@ def add_tasks(
 
     Prompts already stored are reused; ``overlap`` defaults to the queue's.
     """
+    _positive(batch_rows)
     store = queue.store
     dialect, now = store.engine.dialect, utcnow()
     prompts = _prepare_prompts(store, [r.prompt for r in records], source)
@@ -132,7 +165,7 @@ def add_tasks(
             outputs.append(row)
         prepared.append((prompt, outputs, tasks[shape].copy()))
     with _writing(store, "queue add", source, progress, batch_rows) as w:
-        for start, end in _batches([2 + len(outputs) for _, outputs, _ in prepared], _positive(batch_rows)):
+        for start, end in _batches([2 + len(outputs) for _, outputs, _ in prepared], batch_rows):
             with w.batch() as conn:
                 _insert_tasks(conn, prepared[start:end], w, start)
             _report(progress, "write", end, len(prepared))
@@ -151,7 +184,7 @@ def recover(store: Store) -> None:
     with store.transaction() as conn:
         pending = conn.execute(select(BW.c.id).where(BW.c.state == COMMITTED)).scalars().all()
     for bulk_id in pending:
-        _publish_tasks(store, bulk_id, DEFAULT_BATCH_ROWS, None)
+        _publish_tasks(store, bulk_id, DEFAULT_BATCH_ROWS, None, _Pacer())
 
 
 # ------------------------------------------------------------------ one bulk write
@@ -161,7 +194,7 @@ class _Writer:
     def __init__(self, store: Store, bulk_id: int, conn: Connection | None,
                  batch_rows: int, progress: ProgressFn | None) -> None:
         self.store, self.id, self.conn = store, bulk_id, conn  # conn: PostgreSQL's one transaction
-        self.batch_rows, self.progress = batch_rows, progress
+        self.batch_rows, self.progress, self.pacer = batch_rows, progress, _Pacer()
 
     @property
     def staged(self) -> bool:
@@ -172,7 +205,7 @@ class _Writer:
         if self.conn is not None:
             yield self.conn
         else:
-            with self.store.transaction() as conn:
+            with self.pacer.transaction(self.store) as conn:
                 yield conn
 
     def commit(self, n_rows: int) -> None:
@@ -181,11 +214,11 @@ class _Writer:
         if self.conn is not None:
             self.conn.execute(update(BW).where(BW.c.id == self.id).values(state=DONE, **finished))
             return
-        with self.store.transaction() as conn:
+        with self.pacer.transaction(self.store) as conn:
             has_tasks = conn.execute(select(ST.c.pos).where(ST.c.bulk_id == self.id).limit(1)).first() is not None
             conn.execute(update(BW).where(BW.c.id == self.id).values(state=COMMITTED if has_tasks else DONE, **finished))
         if has_tasks:
-            _publish_tasks(self.store, self.id, self.batch_rows, self.progress)
+            _publish_tasks(self.store, self.id, self.batch_rows, self.progress, self.pacer)
 
 
 @contextlib.contextmanager
@@ -206,7 +239,7 @@ def _writing(store: Store, kind: str, source: str | None, progress: ProgressFn |
             yield writer
         except BaseException:
             with contextlib.suppress(Exception):  # if this fails too, the next bulk writer cleans up
-                _roll_back(store, bulk_id)
+                _roll_back(store, bulk_id, writer.pacer)
             raise
 
 
@@ -392,13 +425,13 @@ def _reserve_ids(conn: Connection, table: Table, n: int) -> list[int]:
 # ------------------------------------------------------------------ publish and clean up (SQLite)
 
 
-def _publish_tasks(store: Store, bulk_id: int, batch_rows: int, progress: ProgressFn | None) -> None:
+def _publish_tasks(store: Store, bulk_id: int, batch_rows: int, progress: ProgressFn | None, pacer: _Pacer) -> None:
     """Move a committed write's tasks into the queue, in file order: ``batch_rows`` rows changed per
     transaction (each task moved is one row inserted and one deleted)."""
     per_step = max(1, batch_rows // 2)
     total = moved = None
     while True:
-        with store.transaction() as conn:
+        with pacer.transaction(store) as conn:
             left = conn.execute(select(func.min(ST.c.pos), func.max(ST.c.pos)).where(ST.c.bulk_id == bulk_id)).first()
             if left[0] is None:
                 conn.execute(update(BW).where(BW.c.id == bulk_id).values(state=DONE))
@@ -419,11 +452,12 @@ def _roll_back_dead(store: Store) -> None:
     """Delete what dead bulk writes staged (the caller holds the one-writer lock)."""
     with store.transaction() as conn:
         dead = conn.execute(select(BW.c.id).where(BW.c.state == STAGING)).scalars().all()
+    pacer = _Pacer()
     for bulk_id in dead:
-        _roll_back(store, bulk_id)
+        _roll_back(store, bulk_id, pacer)
 
 
-def _roll_back(store: Store, bulk_id: int, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+def _roll_back(store: Store, bulk_id: int, pacer: _Pacer, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
     """Delete a staging write's rows, ``batch_rows`` per transaction, then the write itself.
 
     A write past its commit point is complete: it is never rolled back, only finished.
@@ -433,7 +467,7 @@ def _roll_back(store: Store, bulk_id: int, batch_rows: int = DEFAULT_BATCH_ROWS)
             return
     for table, key in ((ST, ST.c.pos), (G, G.c.id), (P, P.c.id)):
         while True:
-            with store.transaction() as conn:
+            with pacer.transaction(store) as conn:
                 some = select(key).where(table.c.bulk_id == bulk_id).limit(batch_rows).scalar_subquery()
                 if conn.execute(delete(table).where(table.c.bulk_id == bulk_id, key.in_(some))).rowcount == 0:
                     break
