@@ -82,20 +82,16 @@ def build_dpo_dataset(
     prefs = [p for p in preferences(store, round_ids=round_ids, config=config)
              if p.confidence >= floor and (sources is None or p.source in sources)]
     prompts, texts = _prompts_and_texts(store, {p.prompt_id for p in prefs}, {g for p in prefs for g in (p.chosen_id, p.rejected_id)})
-    rows: dict[str, list[Any]] = {c: [] for c in DPO_COLUMNS}
-    for p in prefs:
-        row = {
-            "prompt": prompts[p.prompt_id],
-            "chosen": [{"role": "assistant", "content": texts[p.chosen_id]}],
-            "rejected": [{"role": "assistant", "content": texts[p.rejected_id]}],
-            "prompt_id": p.prompt_id, "chosen_id": p.chosen_id, "rejected_id": p.rejected_id,
-            "source": p.source, "method": p.method, "confidence": p.confidence,
-            "n_annotators": p.n_annotators, "annotators": p.annotators, "task_ids": p.task_ids,
-            "round": -1 if p.round_number is None else p.round_number,
-        }
-        for c in DPO_COLUMNS:
-            rows[c].append(row[c])
-    return _dataset(rows, "dpo")
+    rows: dict[str, list[Any]] = {
+        "prompt": [prompts[p.prompt_id] for p in prefs],
+        "chosen": [[{"role": "assistant", "content": texts[p.chosen_id]}] for p in prefs],
+        "rejected": [[{"role": "assistant", "content": texts[p.rejected_id]}] for p in prefs],
+        "round": [-1 if p.round_number is None else p.round_number for p in prefs],
+    }
+    for c in ("prompt_id", "chosen_id", "rejected_id", "source", "method", "confidence", "n_annotators", "annotators",
+              "task_ids"):
+        rows[c] = [getattr(p, c) for p in prefs]
+    return _dataset({c: rows[c] for c in DPO_COLUMNS}, "dpo")
 
 
 def build_sft_dataset(
