@@ -27,6 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import statistics
@@ -235,7 +236,7 @@ def longest_gap(backend: str, tmp: Path, pg_url: str | None, write: Callable[[St
         p.join()
     store.dispose()
     inside = [start, *(t for t in times if start <= t <= end), end]
-    return max(b - a for a, b in zip(inside, inside[1:])), len(inside) - 2
+    return max(b - a for a, b in itertools.pairwise(inside)), len(inside) - 2
 
 
 # ------------------------------------------------------------------ export

@@ -9,6 +9,7 @@ PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead (see :mod:`.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ class Store:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=40)
         self._engine_kwargs = kwargs
         self._reader: Engine | None = None  # SQLite: connections for Store.read()
+        self._reader_lock = threading.Lock()
         self.engine = create_engine(engine_url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
@@ -119,14 +121,16 @@ class Store:
         This one begins ``DEFERRED``: a consistent snapshot that, in WAL mode, neither waits for
         the writer nor makes it wait (SQLAlchemy's recipe for pysqlite transactions).
         """
-        if self.dialect != "sqlite":
+        private = self.url.database in (None, "", ":memory:")  # another connection would see another database
+        if self.dialect != "sqlite" or private:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
             return
-        if self._reader is None:
-            self._reader = create_engine(self.url, **self._engine_kwargs)
-            _configure_sqlite(self._reader)
-            event.listen(self._reader, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = create_engine(self.url, **self._engine_kwargs)
+                _configure_sqlite(self._reader)
+                event.listen(self._reader, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         with self._reader.connect() as conn, conn.begin():
             yield conn
 
