@@ -403,14 +403,15 @@ def test_an_export_reads_while_a_writer_holds_the_sqlite_lock(sqlite_url: str) -
 
     store = open_store(sqlite_url)
     _labelled(store, 5)
+    assert len(build_dpo_dataset(store, min_confidence=0)) == 5  # imports datasets before the clock matters
     writer = sqlite3.connect(store.url.database, isolation_level=None, timeout=0)
     writer.execute("BEGIN IMMEDIATE")  # an annotator's submit in the middle of its transaction
     writer.execute("UPDATE tasks SET priority = 1")
     try:
         with ThreadPoolExecutor(1) as pool:
             done = pool.submit(lambda: len(build_dpo_dataset(store, min_confidence=0)))
-            assert done.result(timeout=30) == 5, "the export waited for the writer's lock"
-            assert len(pool.submit(build_sft_dataset, store).result(timeout=30)) == 0
+            assert done.result(timeout=60) == 5, "the export waited for the writer's lock"
+            assert len(pool.submit(build_sft_dataset, store).result(timeout=60)) == 0
     finally:
         writer.execute("ROLLBACK")
         writer.close()
