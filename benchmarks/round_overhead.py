@@ -98,7 +98,6 @@ def orchestrated(work: Path, model: str, sft_path: Path, dpo_path: Path) -> floa
 
 def plain(work: Path, model: str, sft_path: Path, dpo_path: Path) -> float:
     """The same TRL calls written out by hand, timed over the same span."""
-    import torch
     from datasets import load_from_disk
     from peft import LoraConfig, set_peft_model_state_dict
     from safetensors.torch import load_file

@@ -12,13 +12,20 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from prefloop.feedback.config import AggregationConfig
+from sqlalchemy import case, select
 
 from .answers import TIE
-from .db import Store
-from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Round, Task, TaskKind
+from .db import Store, rows_by_id
+from .models import (
+    Annotation,
+    AnnotationStatus,
+    Annotator,
+    AnnotatorKind,
+    Round,
+    Task,
+    TaskKind,
+)
 
 HUMAN, JUDGE, MIXED = "human", "judge", "mixed"
 
@@ -89,33 +96,41 @@ class SFTTarget:
 
 
 def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds: list[str] | None = None) -> list[TaskLabels]:
-    """Every task (optionally of some rounds / kinds) with its submitted annotations."""
-    with store.session() as s:
-        q = select(Task.id, Task.kind, Task.prompt_id, Task.round_id, Task.generation_ids, Task.scale_min, Task.scale_max, Round.number).outerjoin(
-            Round, Round.id == Task.round_id
-        )
+    """Every task (optionally of some rounds / kinds) with its submitted annotations.
+
+    Reads without taking SQLite's write lock (:meth:`Store.read`): annotators keep working.
+    """
+    def only_these(q):  # noqa: ANN001, ANN202 - the same filter on tasks and on their annotations
         if round_ids is not None:
             q = q.where(Task.round_id.in_(round_ids))
         if kinds is not None:
             q = q.where(Task.kind.in_(kinds))
+        return q
+
+    with store.read() as conn:
+        q = select(Task.id, Task.kind, Task.prompt_id, Task.round_id, Task.generation_ids, Task.scale_min, Task.scale_max, Round.number).outerjoin(
+            Round, Round.id == Task.round_id
+        )
         tasks = {
             r.id: TaskLabels(
                 r.id, r.kind, r.prompt_id, r.round_id, r.number, [int(g) for g in r.generation_ids],
                 (r.scale_min, r.scale_max) if r.scale_min is not None else None,
             )
-            for r in s.execute(q.order_by(Task.id))
+            for r in conn.execute(only_these(q).order_by(Task.id))
         }
         if not tasks:
             return []
+        judge_meta = case((Annotator.kind == AnnotatorKind.JUDGE.value, Annotation.meta))  # humans' is never read
         aq = (
-            select(Annotation.task_id, Annotation.value, Annotation.confidence, Annotation.meta, Annotator.name, Annotator.kind)
+            select(Annotation.task_id, Annotation.value, Annotation.confidence, judge_meta.label("meta"), Annotator.name,
+                   Annotator.kind)
             .join(Annotator, Annotator.id == Annotation.annotator_id)
             .where(Annotation.status == AnnotationStatus.SUBMITTED.value)
             .order_by(Annotation.id)
         )
         if round_ids is not None or kinds is not None:
-            aq = aq.where(Annotation.task_id.in_(list(tasks)))
-        for r in s.execute(aq):
+            aq = only_these(aq.join(Task, Task.id == Annotation.task_id))
+        for r in conn.execute(aq):
             if r.task_id in tasks:
                 consistent = (r.meta or {}).get("consistent", True) is not False
                 tasks[r.task_id].labels.append(Label(r.name, r.kind, r.value, r.confidence, consistent))
@@ -134,9 +149,9 @@ def compare_outcome(t: TaskLabels) -> Outcome:
         return Outcome(t.task_id, "unlabelled", None, None, None, 0.0, {}, [])
     # An inconsistent judge verdict (it flipped under position swap) counts as a tie.
     choices = [str(lab.value["choice"]) if lab.consistent else TIE for lab in voters]
-    votes = Counter(choices)
+    votes = Counter(choices) if len(choices) > 1 else {choices[0]: 1}  # one voter: most tasks, no Counter
     names = [lab.annotator for lab in voters]
-    ranked = votes.most_common()
+    ranked = votes.most_common() if len(choices) > 1 else [(choices[0], 1)]
     top, n_top = ranked[0]
     if len(ranked) > 1 and ranked[1][1] == n_top:
         return Outcome(t.task_id, "disagreement", None, None, source, n_top / len(voters), dict(votes), names)
@@ -248,8 +263,8 @@ def sft_targets(store: Store, *, round_ids: list[int] | None = None, config: Agg
             if mean >= config.sft_min_rating:
                 rated.append((t, mean, voters))
     if rated:
-        with store.session() as s:
-            texts = dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_([t.generation_ids[0] for t, _, _ in rated]))).all())
+        with store.read() as conn:
+            texts = dict(rows_by_id(conn, (Generation.id, Generation.text), [t.generation_ids[0] for t, _, _ in rated]))
         for t, mean, voters in rated:
             lo, hi = t.scale or (1, 5)
             out.append(SFTTarget(

@@ -20,6 +20,7 @@ from sqlalchemy import delete, select
 from prefloop.config import ProjectConfig
 from prefloop.errors import NotFoundError, PrefloopError
 from prefloop.feedback.db import Store
+from prefloop.feedback.prompts import visible_prompts
 from prefloop.feedback.models import Artifact, Generation, Prompt, Round
 from prefloop.judges import Judge, judges_from_config
 from prefloop.project import Project
@@ -129,7 +130,7 @@ class RoundContext:
     # ------------------------------------------------------------------ what several states read
     def prompts(self, split: str) -> dict[int, Prompt]:
         with self.store.session() as s:
-            rows = s.scalars(select(Prompt).where(Prompt.split == split).order_by(Prompt.id)).all()
+            rows = s.scalars(visible_prompts(split)).all()  # not the rows of an import still staging
             for p in rows:
                 s.expunge(p)
             return {p.id: p for p in rows}
