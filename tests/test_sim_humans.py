@@ -52,10 +52,7 @@ def _served(root: Path, url: str, *, reverse_priority: bool = False) -> Iterator
 
 
 def _rows(served: Any) -> list[tuple[str, int, dict, float]]:
-    with served.store.session() as s:
-        return [tuple(r) for r in s.execute(
-            select(Annotator.name, Annotation.task_id, Annotation.value, Annotation.duration_s)
-            .join(Annotator, Annotator.id == Annotation.annotator_id).order_by(Annotation.task_id))]
+    return _rows_of(served.project)
 
 
 def _run(served: Any, names: int, **kw: Any) -> list[tuple[str, int, dict, float]]:
@@ -112,3 +109,69 @@ def test_simulated_seconds_parse_and_refuse() -> None:
     for bad in ("compare", "compare=fast", "=3", "edit=-1", "edit=inf", "compare=25,,"):
         with pytest.raises(SimulationError, match="--seconds"):
             SimulatedSeconds.parse(bad)
+
+
+@pytest.mark.slow
+def test_follow_waits_for_the_round_and_reports_simulated_seconds(tmp_path: Path, db_url: str) -> None:
+    """`simulate-annotators --follow` started before any round exists waits for round 1's tasks,
+    labels them, and stops once round 1 is done; `--seconds` prices its time for the ROI report."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from roundkit import make_project
+
+    from prefloop.feedback.models import Task
+    from prefloop.feedback.server import create_app, serve_in_background
+    from prefloop.training.roi import round_cost
+    from prefloop.training.rounds import Orchestrator
+
+    project = make_project(tmp_path / "p", db_url, prompts=4, patch={"training": {"wait": {"deadline_minutes": 10}}})
+    try:
+        with serve_in_background(create_app(project)) as url:
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "prefloop.cli", "simulate-annotators", "--n", "2", "--accuracy", "1.0", "--oracle",
+                 "support-desk", "--seconds", "compare=25,edit=60", "--follow", "--until-round", "1", "--poll", "0.2",
+                 "--deadline", "15", "--url", url, "-p", str(project.root)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+            try:
+                deadline = time.monotonic() + 120
+                while not _annotator_exists(project, "sim-2"):  # it is up (and finds an empty queue)
+                    assert sim.poll() is None, sim.communicate()
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                orch = Orchestrator(project, progress=False)
+                done = orch.run_next()  # round 0, then round 1, which waits for the humans
+                stdout, stderr = sim.communicate(timeout=120)
+            finally:
+                if sim.poll() is None:
+                    sim.kill()
+        assert sim.returncode == 0, stderr
+        assert [r.state for r in done] == ["done", "done"]
+        one = done[1]
+        with project.store.session() as s:
+            kinds = dict(s.execute(select(Task.id, Task.kind).where(Task.round_id == one.id)).all())
+        rows = [r for r in _rows_of(project) if r[0].startswith("sim-") and r[1] in kinds]
+        assert len(rows) >= 6  # the 6 waited-for tasks at least (the queue's other open tasks may follow)
+        for _, task_id, _, seconds in rows:
+            base = {"compare": 25, "edit": 60}[kinds[task_id]]
+            assert 0.7 * base <= seconds <= 1.3 * base
+        cost = round_cost(project.store, one.id, one.metrics, project.config.cost)
+        assert cost.human_seconds == pytest.approx(sum(r[3] for r in rows))
+        assert cost.human_cost == pytest.approx(cost.human_seconds * project.config.cost.human_hourly_rate / 3600)
+        assert str(len(rows)) in stdout
+    finally:
+        project.store.dispose()
+
+
+def _annotator_exists(project: Any, name: str) -> bool:
+    with project.store.session() as s:
+        return s.scalar(select(Annotator.id).where(Annotator.name == name)) is not None
+
+
+def _rows_of(project: Any) -> list[tuple[str, int, dict, float]]:
+    with project.store.session() as s:
+        return [tuple(r) for r in s.execute(
+            select(Annotator.name, Annotation.task_id, Annotation.value, Annotation.duration_s)
+            .join(Annotator, Annotator.id == Annotation.annotator_id).order_by(Annotation.task_id))]

@@ -140,16 +140,30 @@ def scripted_humans(
         from prefloop.feedback.server import create_app, serve_in_background
         from prefloop.sim import provision_annotators, run_simulation
 
-        if not task_ids:
+        budget = labels_needed(project.store, task_ids, project.config.training.wait.labels_per_task)
+        if not budget:
             return
         tokens = provision_annotators(project.store, n, prefix=prefix)
         with serve_in_background(create_app(project)) as url:
             asyncio.run(run_simulation(
                 url, tokens, oracle or task.human_oracle(project.store), accuracy=accuracy, seed=seed, round_id=round_id,
-                max_tasks=-(-len(task_ids) // n), total_tasks=len(task_ids), seconds=time_on_task, order=order,
+                total_tasks=budget, seconds=time_on_task, order=order,
             ))
 
     return hook
+
+
+def labels_needed(store: Any, task_ids: list[int], per_task: int | None) -> int:
+    """Human labels the open tasks among ``task_ids`` still need (``per_task`` each, default their overlap):
+    a resumed round asks only for what is missing."""
+    from sqlalchemy import select
+
+    from prefloop.feedback.models import Task, TaskStatus
+
+    with store.session() as s:
+        rows = s.execute(select(Task.overlap, Task.n_done)
+                         .where(Task.id.in_(task_ids), Task.status == TaskStatus.OPEN.value)).all()
+    return sum(max(0, (per_task or overlap) - done) for overlap, done in rows)
 
 
 # ------------------------------------------------------------------------------------------- run it
