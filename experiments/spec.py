@@ -131,11 +131,27 @@ def parse_spec(data: Any, source: str = "experiment spec") -> ExperimentSpec:
         raise ConfigError(format_validation_error(exc, source, ExperimentSpec), hint="see the README's Experiments section") from None
 
 
+def shipped_specs() -> list[str]:
+    """Names of the experiment specs shipped in ``prefloop/configs/experiments``."""
+    from importlib import resources
+
+    folder = resources.files("prefloop.configs") / "experiments"
+    return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml")) if folder.is_dir() else []
+
+
+def shipped_spec(name: str) -> Path | None:
+    from importlib import resources
+
+    return Path(str(resources.files("prefloop.configs") / "experiments" / f"{name}.yaml")) if name in shipped_specs() else None
+
+
 def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read a spec file; a ``base`` path is made absolute (relative to the spec file)."""
+    """Read a spec file (or a shipped spec by name); a ``base`` path is made absolute (relative to the spec file)."""
     path = Path(path)
+    if not path.is_file() and shipped_spec(str(path)) is not None:
+        path = shipped_spec(str(path))
     if not path.is_file():
-        raise ConfigError(f"experiment spec {path} does not exist")
+        raise ConfigError(f"experiment spec {path} does not exist", hint=f"shipped specs: {', '.join(shipped_specs())}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

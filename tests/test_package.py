@@ -32,7 +32,9 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
                    "prefloop/configs/default.yaml", "prefloop/feedback/migrations/versions/0001_initial_schema.py",
                    "prefloop/feedback/migrations/env.py", "prefloop/retrieval/bm25.py",
                    "prefloop/feedback/migrations/versions/0004_knowledge_base.py", "prefloop/configs/data/support_kb/refunds.md",
-                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl"):
+                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl",
+                   "prefloop/experiments/worker.py", "prefloop/sim/task.py", "prefloop/configs/tasks/arithmetic/task.py",
+                   "prefloop/configs/tasks/arithmetic/prompts.jsonl", "prefloop/configs/experiments/feedback-sources.yaml"):
         assert needed in names
 
 
@@ -55,5 +57,5 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(wheel, tmp_path):
     init = subprocess.run([str(env_dir / "bin" / "prefloop"), "init", "p"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "p" / "prefloop.db").exists()
-    for generic in ("feedback", "training", "judges", "configs", "retrieval"):
+    for generic in ("feedback", "training", "judges", "configs", "retrieval", "experiments"):
         assert not Path(site, generic).exists()
