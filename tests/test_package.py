@@ -38,7 +38,9 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
                   "prefloop/feedback/store/migrations/versions/0005_round_state.py", "prefloop/training/rounds/machine.py",
                   "prefloop/configs/data/support_kb/refunds.md",
                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl",
-                  "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js"):
+                  "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js",
+                  "prefloop/experiments/worker.py", "prefloop/sim/task.py", "prefloop/configs/tasks/arithmetic/task.py",
+                  "prefloop/configs/tasks/arithmetic/prompts.jsonl", "prefloop/configs/experiments/feedback-sources.yaml"):
         assert needed in names
 
 
@@ -61,5 +63,5 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(wheel, tmp_path):
     init = subprocess.run([str(env_dir / "bin" / "prefloop"), "init", "p"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "p" / "prefloop.db").exists()
-    for generic in ("feedback", "training", "judges", "configs", "retrieval"):
+    for generic in ("feedback", "training", "judges", "configs", "retrieval", "experiments"):
         assert not Path(site, generic).exists()
