@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-from .server.cli import annotators_app, cmd_serve, cmd_simulate, register
+from ..sim.cli import cmd_simulate
+from .server.cli import annotators_app, cmd_serve, register
 
 __all__ = ["annotators_app", "cmd_serve", "cmd_simulate", "register"]
 
