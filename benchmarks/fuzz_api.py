@@ -1,4 +1,4 @@
-"""Figures of the API fuzzing (schemathesis, ``tests/test_server_fuzz.py``): per database, how many
+"""Figures of the API fuzzing (schemathesis, ``tests/feedback/server/test_server_fuzz.py``): per database, how many
 operations were fuzzed, how many requests were sent, how many answers were 5xx, and the
 statuses seen. Runs the pytest module with a report file and tabulates it.
 
@@ -39,7 +39,7 @@ def main() -> None:
                "PREFLOOP_FUZZ_COUNT_ONLY": "1" if args.count_only else "0", "OMP_NUM_THREADS": "1"}
         started = time.monotonic()
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "tests/test_server_fuzz.py", "-q", "-p", "no:cacheprovider"],
+            [sys.executable, "-m", "pytest", "tests/feedback/server/test_server_fuzz.py", "-q", "-p", "no:cacheprovider"],
             cwd=ROOT, env=env, capture_output=True, text=True,
         )
         seconds = time.monotonic() - started

@@ -83,22 +83,21 @@ def orchestrated(work: Path, model: str, sft_path: Path, dpo_path: Path) -> floa
     root.mkdir()
     (root / CONFIG_NAME).write_text(yaml.safe_dump({"training": training_config(model)}))
     project = Project(root)
-    datasets = {k: {"rows": len(load_from_disk(str(p))), "sha256": dataset_hash(load_from_disk(str(p))), "path": str(p), "by_source": {}}
-                for k, p in (("sft", sft_path), ("dpo", dpo_path))}
+    refs = {k: {"rows": len(load_from_disk(str(p))), "sha256": dataset_hash(load_from_disk(str(p))), "path": str(p)}
+            for k, p in (("sft", sft_path), ("dpo", dpo_path))}
     with project.store.session() as s:
         snap = config_snapshot(project.config)
-        s.add(Round(number=0, state="done", config=snap, metrics={"loop_id": "bench"}))
-        s.add(Round(number=1, state="training", config=snap,
-                    metrics={"loop_id": "bench", "datasets": datasets, "transitions": [], "seconds": {}}))
+        s.add(Round(number=0, state="done", config=snap, metrics={}, state_data={"loop_id": "bench"}))
+        s.add(Round(number=1, state="training", config=snap, metrics={},
+                    state_data={"loop_id": "bench", "datasets": refs}))
     Orchestrator(project, progress=False).resume(1)
     with project.store.session() as s:
-        m = s.scalar(select(Round).where(Round.number == 1)).metrics
-    return float(m["seconds"]["training"])
+        control = s.scalar(select(Round).where(Round.number == 1)).state_data
+    return float(control["seconds"]["training"])
 
 
 def plain(work: Path, model: str, sft_path: Path, dpo_path: Path) -> float:
     """The same TRL calls written out by hand, timed over the same span."""
-    import torch
     from datasets import load_from_disk
     from peft import LoraConfig, set_peft_model_state_dict
     from safetensors.torch import load_file

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from prefloop.feedback.config import AggregationConfig
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from prefloop.kinds import KINDS, TaskKind
 from prefloop.kinds.base import (
@@ -26,8 +26,8 @@ from prefloop.kinds.base import (
 )
 from prefloop.kinds.compare import COMPARE, Outcome
 
-from .db import Store
-from .models import Annotation, AnnotationStatus, Annotator, Generation, Round, Task
+from .db import Store, rows_by_id
+from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Generation, Round, Task
 
 T = TypeVar("T", Preference, SFTTarget)
 
@@ -38,33 +38,41 @@ __all__ = [
 
 
 def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds: list[str] | None = None) -> list[TaskLabels]:
-    """Every task (optionally of some rounds / kinds) with its submitted annotations."""
-    with store.session() as s:
-        q = select(Task.id, Task.kind, Task.prompt_id, Task.round_id, Task.generation_ids, Task.scale_min, Task.scale_max, Round.number).outerjoin(
-            Round, Round.id == Task.round_id
-        )
+    """Every task (optionally of some rounds / kinds) with its submitted annotations.
+
+    Reads without taking SQLite's write lock (:meth:`Store.read`): annotators keep working.
+    """
+    def only_these(q):  # noqa: ANN001, ANN202 - the same filter on tasks and on their annotations
         if round_ids is not None:
             q = q.where(Task.round_id.in_(round_ids))
         if kinds is not None:
             q = q.where(Task.kind.in_(kinds))
+        return q
+
+    with store.read() as conn:
+        q = select(Task.id, Task.kind, Task.prompt_id, Task.round_id, Task.generation_ids, Task.scale_min, Task.scale_max, Round.number).outerjoin(
+            Round, Round.id == Task.round_id
+        )
         tasks = {
             r.id: TaskLabels(
                 r.id, r.kind, r.prompt_id, r.round_id, r.number, [int(g) for g in r.generation_ids],
                 (r.scale_min, r.scale_max) if r.scale_min is not None else None,
             )
-            for r in s.execute(q.order_by(Task.id))
+            for r in conn.execute(only_these(q).order_by(Task.id))
         }
         if not tasks:
             return []
+        judge_meta = case((Annotator.kind == AnnotatorKind.JUDGE.value, Annotation.meta))  # humans' is never read
         aq = (
-            select(Annotation.task_id, Annotation.value, Annotation.confidence, Annotation.meta, Annotator.name, Annotator.kind)
+            select(Annotation.task_id, Annotation.value, Annotation.confidence, judge_meta.label("meta"), Annotator.name,
+                   Annotator.kind)
             .join(Annotator, Annotator.id == Annotation.annotator_id)
             .where(Annotation.status == AnnotationStatus.SUBMITTED.value)
             .order_by(Annotation.id)
         )
         if round_ids is not None or kinds is not None:
-            aq = aq.where(Annotation.task_id.in_(list(tasks)))
-        for r in s.execute(aq):
+            aq = only_these(aq.join(Task, Task.id == Annotation.task_id))
+        for r in conn.execute(aq):
             if r.task_id in tasks:
                 consistent = (r.meta or {}).get("consistent", True) is not False
                 tasks[r.task_id].labels.append(Label(r.name, r.kind, r.value, r.confidence, consistent))
@@ -106,5 +114,6 @@ def sft_targets(store: Store, *, round_ids: list[int] | None = None, config: Agg
 
 
 def _texts(store: Store, generation_ids: list[int]) -> dict[int, str]:
-    with store.session() as s:
-        return dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(generation_ids))).all())
+    """The texts of these outputs, read without taking SQLite's write lock."""
+    with store.read() as conn:
+        return dict(rows_by_id(conn, (Generation.id, Generation.text), generation_ids))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from prefloop.errors import DataError, NotFoundError, PrefloopError
+from prefloop.errors import DataError, NotFoundError
 from prefloop.kinds import KINDS, kind_names
 from prefloop.project import Project, init_project
 from prefloop.text import show_number
@@ -55,18 +58,46 @@ def cmd_init(
     console.print(f"[green]initialised[/] {project.root} (config {project.root / 'prefloop.yaml'}, store {project.store.safe_url})")
 
 
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
+@contextlib.contextmanager
+def bulk_progress(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress bar on stderr for a bulk write (nothing when quiet or when stderr is no terminal)."""
+    err = Console(stderr=True)
+    if quiet or not err.is_terminal:
+        yield None
+        return
+    labels = {"check": "checking records", "wait": "waiting for another import", "write": "writing",
+              "publish": "adding to the queue"}
+    columns = (TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        shown: dict[str, TaskID] = {"check": bar.add_task(labels["check"], total=None)}
+
+        def update(phase: str, done: int, total: int) -> None:
+            for other in shown.keys() - {phase}:
+                bar.update(shown[other], visible=False)
+            if phase not in shown:
+                shown[phase] = bar.add_task(labels.get(phase, phase), total=total or None)
+            bar.update(shown[phase], completed=done, total=total or None, visible=True)
+
+        yield update
+
+
 def cmd_import(
     path: Path = typer.Argument(..., help="JSONL, CSV, Parquet file or a saved HF dataset folder."),
     split: str = typer.Option("train", help="Split for records that don't name one: train or eval."),
     tag: list[str] = typer.Option([], "--tag", help="Tag added to every imported prompt (repeatable)."),
     source: Optional[str] = typer.Option(None, help="Source label stored on each prompt (default: file name)."),
+    quiet: bool = QuietOpt,
     project_dir: Optional[Path] = ProjectOpt,
 ) -> None:
-    """Import prompts (all or nothing: one bad record imports none)."""
+    """Import prompts (all or nothing: one bad record imports none; annotators keep working meanwhile)."""
     from .importer import import_prompts
 
     project = open_project(project_dir)
-    result = import_prompts(project.store, path, split=split, tags=tag, source=source)
+    with bulk_progress(quiet) as progress:
+        result = import_prompts(project.store, path, split=split, tags=tag, source=source, progress=progress)
     console.print(f"[green]imported[/] {result.created} new prompt(s), {result.existing} already present")
 
 
@@ -79,32 +110,22 @@ def queue_add(
     kind: str = typer.Option("compare", help="Task kind for lines without one: compare, rate, rank or edit."),
     overlap: Optional[int] = typer.Option(None, min=0, help="Distinct humans per task (default: queue.overlap)."),
     priority: float = typer.Option(0.0, help="Higher is served first."),
+    quiet: bool = QuietOpt,
     project_dir: Optional[Path] = ProjectOpt,
 ) -> None:
     """Enqueue tasks from a JSONL file of prompts and outputs (all or nothing)."""
-    from .importer import parse_task, read_rows
+    from .bulk import add_tasks
+    from .importer import read_tasks
 
     if kind not in kind_names():
         raise DataError(f"--kind {kind!r} is not a task kind", hint=f"use one of {', '.join(kind_names())}")
     if not math.isfinite(priority):
         raise DataError(f"--priority {priority} is not a finite number")
     project = open_project(project_dir)
-    parsed = [parse_task(w, r, default_kind=kind, default_priority=priority) for w, r in read_rows(path)]
-    q = project.queue
-    with project.store.session() as s:
-        from .prompts import get_or_create_prompt
-
-        for task in parsed:
-            rec = task.record
-            try:
-                prompt, _ = get_or_create_prompt(s, rec.prompt, source=path.name, split=rec.split, tags=rec.tags,
-                                                 meta=rec.meta, reference=rec.reference)
-                ids = q.add_generations(prompt.id, task.outputs, model="import", session=s)
-                q.add_task(task.kind, ids, overlap=overlap, priority=task.priority, session=s)
-            except PrefloopError as exc:
-                raise DataError(f"{rec.where}: {exc.message}", hint=exc.hint) from None
-    project.store.analyze()  # PostgreSQL: claims walk the claim index only once statistics exist
-    console.print(f"[green]queued[/] {len(parsed)} task(s)")
+    with bulk_progress(quiet) as progress:
+        records = read_tasks(path, kind=kind, priority=priority)
+        n = add_tasks(project.queue, records, overlap=overlap, source=path.name, progress=progress)
+    console.print(f"[green]queued[/] {n} task(s)")
 
 
 @queue_app.command("status")

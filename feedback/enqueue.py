@@ -52,14 +52,10 @@ class Enqueue:
                     kind, generation_ids, overlap=overlap, priority=priority, round_id=round_id,
                     scale=scale, meta=meta, session=s,
                 )
-        task_kind = get_kind(kind)
         ids = [int(g) for g in generation_ids]
-        lo_n, hi_n = task_kind.outputs
-        if not lo_n <= len(ids) <= hi_n or len(set(ids)) != len(ids):
-            raise QueueError(f"a {task_kind.name} task needs {task_kind.outputs_text()} distinct outputs, got {ids}")
-        if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
-            raise QueueError(f"priority is {priority!r}; expected a finite number")
-        check_json(dict(meta or {}), "meta", error=QueueError)
+        if len(set(ids)) != len(ids):
+            raise QueueError(f"a task needs distinct outputs, got {ids}")
+        fields = self.task_fields(kind, len(ids), overlap=overlap, priority=priority, scale=scale, meta=meta)
         gens = session.execute(
             select(Generation.id, Generation.prompt_id, Generation.text).where(Generation.id.in_(ids))
         ).all()
@@ -71,6 +67,34 @@ class Enqueue:
             raise QueueError(f"the outputs of one task must answer the same prompt; got prompts {sorted(prompt_ids)}")
         texts = dict((g.id, g.text) for g in gens)
         check_distinct_outputs([texts[i] for i in ids], error=QueueError)
+        task = Task(prompt_id=prompt_ids.pop(), round_id=round_id, generation_ids=ids, **fields)
+        session.add(task)
+        session.flush()
+        return task.id
+
+    def task_fields(
+        self,
+        kind: str | TaskKind,
+        n_outputs: int,
+        *,
+        overlap: int | None = None,
+        priority: float = 0.0,
+        scale: tuple[int, int] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The columns of a new task of ``kind`` over ``n_outputs`` outputs, with this queue's defaults.
+
+        Raises :class:`QueueError` for a task that cannot be served (an unknown kind, the wrong
+        number of outputs for it, negative overlap, an empty rating scale, a priority or meta that
+        cannot be stored); one task or a bulk ``queue add`` alike.
+        """
+        task_kind = get_kind(kind)
+        lo_n, hi_n = task_kind.outputs
+        if not lo_n <= n_outputs <= hi_n:
+            raise QueueError(f"a {task_kind.name} task needs {task_kind.outputs_text()} outputs, got {n_outputs}")
+        if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
+            raise QueueError(f"priority is {priority!r}; expected a finite number")
+        check_json(dict(meta or {}), "meta", error=QueueError)
         k = self.overlap if overlap is None else overlap
         if k < 0:
             raise QueueError(f"overlap must be ≥ 0, got {k}")
@@ -80,21 +104,11 @@ class Enqueue:
             lo, hi = scale or self.rating_scale
             if not lo < hi:
                 raise QueueError(f"rating scale must go from low to high, got {lo}–{hi}")
-        task = Task(
-            kind=task_kind.name,
-            prompt_id=prompt_ids.pop(),
-            round_id=round_id,
-            generation_ids=ids,
-            overlap=k,
-            priority=float(priority),
-            status=TaskStatus.OPEN.value if k > 0 else TaskStatus.COMPLETE.value,
-            scale_min=lo,
-            scale_max=hi,
-            meta={"allow_tie": self.allow_ties, **(meta or {})},
-        )
-        session.add(task)
-        session.flush()
-        return task.id
+        return {
+            "kind": task_kind.name, "overlap": k, "n_done": 0, "priority": float(priority),
+            "status": TaskStatus.OPEN.value if k > 0 else TaskStatus.COMPLETE.value,
+            "scale_min": lo, "scale_max": hi, "meta": {"allow_tie": self.allow_ties, **(meta or {})},
+        }
 
     def add_generations(
         self,

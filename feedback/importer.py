@@ -5,6 +5,7 @@ Each record has ``prompt`` (text) or ``messages`` (chat turns), and optionally `
 and ``meta`` (an object). Any other field is kept in ``meta`` (task data an oracle may need).
 Every record is checked before anything is written; one bad record names the file, the line
 and the field, and nothing is imported. Re-importing the same prompt does not duplicate it.
+Reading and checking live here; writing is :mod:`.bulk` (short transactions, all or nothing).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from prefloop.errors import DataError
 from prefloop.kinds import KINDS
 from prefloop.text import check_json, check_text, one_line
 
+from . import bulk
 from .db import Store
-from .prompts import check_tags, get_or_create_prompt, normalise_messages
 from .enqueue import check_distinct_outputs
+from .prompts import check_tags, normalise_messages
 
 SPLITS = ("train", "eval")
 KNOWN = {"prompt", "text", "messages", "split", "tags", "reference", "meta", "source"}
@@ -42,12 +44,16 @@ class PromptRecord:
 
 @dataclass(frozen=True)
 class TaskRecord:
-    """One line of a ``queue add`` file: the prompt, its outputs, the task kind and priority."""
+    """One line of a ``queue add`` file: a prompt, its outputs, the task's kind and priority."""
 
-    record: PromptRecord
+    prompt: PromptRecord
     outputs: list[str]
     kind: str
     priority: float
+
+    @property
+    def where(self) -> str:
+        return self.prompt.where
 
 
 @dataclass(frozen=True)
@@ -303,8 +309,10 @@ def import_prompts(
     split: str = "train",
     tags: list[str] | None = None,
     source: str | None = None,
+    batch_rows: int = bulk.DEFAULT_BATCH_ROWS,
+    progress: bulk.ProgressFn | None = None,
 ) -> ImportResult:
-    """Validate every record of ``path``, then store them all in one transaction."""
+    """Validate every record of ``path``, then store them all or none (see :mod:`.bulk`)."""
     path = Path(path)
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
@@ -312,14 +320,17 @@ def import_prompts(
     records = [parse_record(w, r, default_split=split, extra_tags=extra_tags) for w, r in read_rows(path)]
     if not records:
         raise DataError(f"{path}: no records found")
-    created = existing = 0
-    with store.session() as s:
-        for rec in records:
-            _, new = get_or_create_prompt(
-                s, rec.prompt, source=source or str(path.name), split=rec.split, tags=rec.tags,
-                meta=rec.meta, reference=rec.reference,
-            )
-            created += new
-            existing += not new
-    store.analyze()  # PostgreSQL: fresh planner statistics after a bulk insert
-    return ImportResult(created, existing)
+    created = bulk.write_prompts(store, records, source=source or path.name, batch_rows=batch_rows, progress=progress)
+    return ImportResult(created, len(records) - created)
+
+
+def read_tasks(path: str | Path, *, kind: str = "compare", priority: float = 0.0) -> list[TaskRecord]:
+    """Every line of a ``queue add`` file, checked by :func:`parse_task` before anything is written.
+
+    ``kind`` and ``priority`` are the defaults for lines that do not give their own.
+    """
+    path = Path(path)
+    out = [parse_task(w, r, default_kind=kind, default_priority=priority) for w, r in read_rows(path)]
+    if not out:
+        raise DataError(f"{path}: no records found")
+    return out

@@ -1,4 +1,8 @@
-"""Prompt identity: one row per distinct prompt content, whichever path created it."""
+"""Prompt identity: one row per distinct prompt content, whichever path created it.
+
+Readers list prompts through :func:`visible_prompts`: the rows of a bulk write that has not
+committed yet (see :mod:`.bulk`) are already in the table but belong to nobody yet.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,17 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from prefloop.errors import DataError
 from prefloop.text import check_json, check_text
 
-from .models import Prompt
+from .models import BulkWrite, Prompt
+
+#: The state of a bulk write whose rows nobody may see yet.
+STAGING = "staging"
 
 PromptInput = str | list[dict[str, str]]
 #: the longest ``source`` label the prompts table holds (PostgreSQL refuses longer ones).
@@ -56,8 +64,56 @@ def check_tags(tags: Any, *, where: str = "tags") -> list[str]:
 
 
 def prompt_hash(text: str | None, messages: list[dict[str, str]] | None) -> str:
-    payload = json.dumps({"text": text, "messages": messages}, sort_keys=True, ensure_ascii=False)
+    if messages is None and text is not None:  # the common case, written out: 3× faster for bulk imports
+        payload = '{"messages": null, "text": ' + json.dumps(text, ensure_ascii=False) + "}"
+    else:
+        payload = json.dumps({"text": text, "messages": messages}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def prompt_fields(
+    prompt: PromptInput,
+    *,
+    source: str | None = None,
+    split: str = "train",
+    tags: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
+    reference: str | None = None,
+    checked: bool = False,
+) -> dict[str, Any]:
+    """The column values of a prompt row, content hash included (one insert or a bulk one).
+
+    Every field is checked against the text policy (:mod:`prefloop.text`) first — a prompt that
+    could not be stored alike on both databases, or exported afterwards, is refused — unless
+    ``checked``: the bulk path passes records that :func:`prefloop.feedback.importer.parse_record`
+    has checked already, field by field, with file and line in its messages.
+    """
+    if not checked:
+        prompt = check_prompt(prompt)
+        if source is not None:
+            check_text(source, "source", max_length=MAX_SOURCE)
+        check_tags(list(tags or []))
+        if reference is not None:
+            check_text(reference, "reference")
+        check_json(dict(meta or {}), "meta")
+    text, messages = (prompt, None) if isinstance(prompt, str) else (None, prompt)
+    return {
+        "text": text, "messages": messages, "source": source, "split": split, "tags": list(tags or []),
+        "meta": dict(meta or {}), "reference": reference, "content_hash": prompt_hash(text, messages),
+    }
+
+
+def visible() -> ColumnElement[bool]:
+    """True for prompts that are not part of a bulk write still staging."""
+    return ~exists().where(BulkWrite.id == Prompt.bulk_id, BulkWrite.state == STAGING)
+
+
+def visible_prompts(split: str | None = None) -> Select:
+    """Prompts a reader may use (optionally of one split), in the order they were stored."""
+    q = select(Prompt).where(visible())
+    if split is not None:
+        q = q.where(Prompt.split == split)
+    return q.order_by(Prompt.id)
 
 
 def get_or_create_prompt(
@@ -72,31 +128,19 @@ def get_or_create_prompt(
 ) -> tuple[Prompt, bool]:
     """Return the stored prompt with this content, creating it if new (``(prompt, created)``).
 
-    Every field is checked against the text policy (:mod:`prefloop.text`) first: a prompt that
-    could not be stored alike on both databases, or exported afterwards, is refused.
+    A prompt that a bulk write has staged but not committed is adopted: it becomes visible now
+    and no longer the bulk write's to delete if that write fails.
     """
-    prompt = check_prompt(prompt)
-    text, messages = (prompt, None) if isinstance(prompt, str) else (None, prompt)
-    if source is not None:
-        check_text(source, "source", max_length=MAX_SOURCE)
-    check_tags(list(tags or []))
-    if reference is not None:
-        check_text(reference, "reference")
-    check_json(dict(meta or {}), "meta")
-    digest = prompt_hash(text, messages)
-    existing = session.scalar(select(Prompt).where(Prompt.content_hash == digest))
+    fields = prompt_fields(prompt, source=source, split=split, tags=tags, meta=meta, reference=reference)
+    existing = session.scalar(select(Prompt).where(Prompt.content_hash == fields["content_hash"]))
     if existing is not None:
+        if existing.bulk_id is not None and session.scalar(
+            select(BulkWrite.state).where(BulkWrite.id == existing.bulk_id)
+        ) == STAGING:
+            existing.bulk_id = None
+            session.flush()
         return existing, False
-    row = Prompt(
-        text=text,
-        messages=messages,
-        source=source,
-        split=split,
-        tags=list(tags or []),
-        meta=dict(meta or {}),
-        reference=reference,
-        content_hash=digest,
-    )
+    row = Prompt(**fields)
     session.add(row)
     session.flush()
     return row, True

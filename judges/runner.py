@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -24,6 +24,9 @@ from prefloop.kinds import KINDS, PAIRWISE, POINTWISE
 from . import verdicts
 from .base import Judge, PairwiseJudge, PointwiseJudge
 from .verdicts import JudgedTask
+
+if TYPE_CHECKING:
+    from prefloop.feedback.db import Store
 
 
 @dataclass
@@ -74,7 +77,9 @@ def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) ->
         ]
 
 
-def _ensure_cache(judge: Judge, store: Any) -> None:
+def use_store_cache(judge: Judge, store: Store) -> None:
+    """Give a judge without a cache the store's verdict cache, so that re-judging (a resumed round,
+    evaluation) costs nothing; a judge that already has a cache keeps it."""
     from .cache import StoreCache
 
     if getattr(judge, "cache", None) is None:
@@ -82,6 +87,9 @@ def _ensure_cache(judge: Judge, store: Any) -> None:
             judge.set_cache(StoreCache(store))
         else:
             judge.cache = StoreCache(store)
+
+
+_ensure_cache = use_store_cache  # the old private name, kept for one release
 
 
 def judge_round(
@@ -107,7 +115,7 @@ def judge_round(
             raise NotFoundError(f"no judge named {judge!r} in the config", hint=f"configured judges: {', '.join(judges) or 'none (add judges.panel)'}")
         judge = judges[judge]
     store, queue = project.store, project.queue
-    _ensure_cache(judge, store)
+    use_store_cache(judge, store)
     judge.check()  # e.g. a missing API key: fail before any work
     identity = judge.identity
     stats = JudgeRunStats(judge.name)

@@ -41,7 +41,8 @@ def _register() -> None:
     from prefloop.feedback import cli as feedback_cli
 
     feedback_cli.register(app)
-    for module in ("prefloop.judges.cli", "prefloop.training.cli", "prefloop.feedback.server_cli", "prefloop.feedback.argilla_cli", "prefloop.retrieval.cli"):
+    for module in ("prefloop.judges.cli", "prefloop.training.cli", "prefloop.feedback.server.cli", "prefloop.feedback.argilla_cli",
+                   "prefloop.retrieval.cli", "prefloop.sim.cli", "prefloop.experiments.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

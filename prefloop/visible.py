@@ -9,7 +9,7 @@ reader). Anything an annotator judges must show them, so that what they see is w
 Marked: C0 controls except tab and newline (a carriage return only when it is not part of
 ``\\r\\n``), DEL and C1 controls, bidi controls, and invisible format characters. Joiners
 (U+200C/U+200D, U+034F) are left alone: emoji sequences and several scripts need them, and they
-cannot hide or reorder text. ``feedback/static/annotate.js`` (``visibleNodes``) marks exactly the
+cannot hide or reorder text. ``feedback/server/static/annotate.js`` (``visibleNodes``) marks exactly the
 same set, shown the same way; a browser test checks that the two agree.
 """
 

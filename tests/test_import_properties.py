@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from prefloop.errors import DataError
 from prefloop.feedback.cli import queue_add
 from prefloop.feedback.db import Store
-from prefloop.feedback.importer import KNOWN, import_prompts
+from prefloop.feedback.importer import import_prompts
 from prefloop.feedback.models import Base, Generation, Prompt, Task
 
 SETTINGS = settings(derandomize=True, database=None, deadline=None, max_examples=30,

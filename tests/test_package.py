@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # setuptools reuses ./build/lib: files moved or deleted since an earlier build would leak into the wheel
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
                    check=True, timeout=300)
     (whl,) = out.glob("prefloop-*.whl")
@@ -28,11 +31,16 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"prefloop"}
-    for needed in ("prefloop/feedback/queue.py", "prefloop/judges/__init__.py", "prefloop/training/models.py",
-                   "prefloop/configs/default.yaml", "prefloop/feedback/migrations/versions/0001_initial_schema.py",
-                   "prefloop/feedback/store/migrations/env.py", "prefloop/retrieval/bm25.py",
-                   "prefloop/feedback/migrations/versions/0004_knowledge_base.py", "prefloop/configs/data/support_kb/refunds.md",
-                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl"):
+    for needed in ("prefloop/feedback/queue.py", "prefloop/judges/__init__.py", "prefloop/training/rounds/__init__.py",
+                   "prefloop/configs/default.yaml", "prefloop/feedback/store/migrations/versions/0001_initial_schema.py",
+                  "prefloop/feedback/store/migrations/env.py", "prefloop/retrieval/bm25.py",
+                  "prefloop/feedback/store/migrations/versions/0004_knowledge_base.py",
+                  "prefloop/feedback/store/migrations/versions/0005_round_state.py", "prefloop/training/rounds/machine.py",
+                  "prefloop/configs/data/support_kb/refunds.md",
+                  "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl",
+                  "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js",
+                  "prefloop/experiments/worker.py", "prefloop/sim/task.py", "prefloop/configs/tasks/arithmetic/task.py",
+                  "prefloop/configs/tasks/arithmetic/prompts.jsonl", "prefloop/configs/experiments/feedback-sources.yaml"):
         assert needed in names
 
 
@@ -55,5 +63,5 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(wheel, tmp_path):
     init = subprocess.run([str(env_dir / "bin" / "prefloop"), "init", "p"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "p" / "prefloop.db").exists()
-    for generic in ("feedback", "training", "judges", "configs", "retrieval"):
+    for generic in ("feedback", "training", "judges", "configs", "retrieval", "experiments"):
         assert not Path(site, generic).exists()

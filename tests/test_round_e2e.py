@@ -85,9 +85,13 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
 
     # Every state was entered, in order, once.
     for number, r in rounds.items():
-        visited = [t["state"] for t in r.metrics["transitions"]]
+        visited = [t.state for t in r.control.transitions]
         assert visited == list(BASELINE_STATES if number == 0 else STATES), (number, visited)
-        assert not any(t.get("resumed") for t in r.metrics["transitions"])
+        assert not any(t.resumed for t in r.control.transitions)
+        # The control state lives apart from what the round reports.
+        assert not {"loop_id", "transitions", "seconds", "wait_tasks", "wait_started_at", "train_prompt_ids",
+                    "data_rounds"} & set(r.metrics)
+        assert all("path" not in d for d in r.metrics.get("datasets", {}).values())
 
     with project.store.session() as s:
         by_number = {r.number: r for r in s.scalars(select(Round))}
@@ -172,7 +176,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
 
     # wandb: one offline run per round, with its .wandb file, in WANDB_DIR.
     runs = sorted((wandb_offline / "wandb").glob("offline-run-*"))
-    loop = rounds[0].metrics["loop_id"]
+    loop = rounds[0].control.loop_id
     assert {p.name.split("-", 3)[3] for p in runs} == {f"{loop}-r0", f"{loop}-r1", f"{loop}-r2"}
     for p in runs:
         assert list(p.glob("run-*.wandb")), p
@@ -192,7 +196,7 @@ def test_round_refuses_a_second_start_while_one_is_unfinished(tmp_path: Path, wa
 
     project = make_project(tmp_path / "proj", prompts=2)
     orch = Orchestrator(project, progress=False)
-    orch._create_round(0)
+    orch.create_round(0)
     with pytest.raises(RoundError, match="round 0 is unfinished"):
         orch.run_next()
 
@@ -269,9 +273,9 @@ def test_a_failure_in_evaluating_then_round_resume(tmp_path: Path, project_on, w
     with project.store.session() as s:
         r1 = s.scalar(select(Round).where(Round.number == 1))
         assert (r1.state, r1.error) == ("done", None)
-        visited = [t["state"] for t in r1.metrics["transitions"]]
+        visited = [t["state"] for t in r1.state_data["transitions"]]
         assert visited == [*STATES[:-1], "evaluating", "done"]
-        assert r1.metrics["transitions"][-2].get("resumed") is True
+        assert r1.state_data["transitions"][-2].get("resumed") is True
         assert 0.0 <= r1.metrics["eval"]["oracle_score"] <= 1.0 and r1.metrics["eval"]["vs_base"]["judged"] == 3
         assert set(r1.metrics["agreement"]) <= {"style-rules"} and r1.metrics["cost"]["human_labels"] == 6
         json.dumps(r1.metrics, allow_nan=False)

@@ -101,14 +101,14 @@ def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
     assert after["human/edit/submitted"] + after["human/compare/submitted"] == len(targets)
     with project.store.session() as s:
         r1 = s.scalar(select(Round).where(Round.number == 1))
-        m = r1.metrics
+        m, control = r1.metrics, r1.state_data
         assert r1.state == "done" and r1.adapter_path and Path(r1.adapter_path, "adapter_model.safetensors").is_file()
     sft = m["training"]["phases"]["sft"]
     assert sft["steps"] == 40
     assert sft["resumed_from"] is not None and int(sft["resumed_from"].rsplit("-", 1)[1]) >= int(killed_at.name.split("-")[1])
-    resumed = [t for t in m["transitions"] if t.get("resumed")]
+    resumed = [t for t in control["transitions"] if t.get("resumed")]
     assert [t["state"] for t in resumed] == ["training"]
-    assert [t["state"] for t in m["transitions"] if not t.get("resumed")] == [
+    assert [t["state"] for t in control["transitions"] if not t.get("resumed")] == [
         "created", "generating", "judging", "waiting", "building_datasets", "training", "evaluating", "done"]
 
 
@@ -116,15 +116,15 @@ def _poll_targets(project, round_id: int, timeout: float = 30.0):  # noqa: ANN00
     """The tasks the waiting round recorded as waited for."""
     from prefloop.feedback.models import Round
 
-    metrics: dict = {}
+    control: dict = {}
 
     def recorded() -> bool:
         with project.store.session() as s:
-            metrics.update(s.get(Round, round_id).metrics or {})
-        return "wait_tasks" in metrics
+            control.update(s.get(Round, round_id).state_data or {})
+        return "wait_tasks" in control
 
     wait_until(recorded, "the round to record its waited-for tasks", timeout=timeout, interval=0.1)
-    return metrics["wait_tasks"]
+    return control["wait_tasks"]
 
 
 def test_generation_interrupted_midway_resumes_without_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +152,7 @@ def test_generation_interrupted_midway_resumes_without_duplicates(tmp_path: Path
     monkeypatch.setattr(gen_mod, "generate", flaky)
     orch = Orchestrator(project, progress=False)
     orch.ensure_baseline()
-    rid = orch._create_round(1)
+    rid = orch.create_round(1)
     with pytest.raises(RuntimeError, match="power cut"):
         orch.run(rid)
     with project.store.session() as s:
@@ -167,5 +167,5 @@ def test_generation_interrupted_midway_resumes_without_duplicates(tmp_path: Path
         assert s.get(Round, rid).error is None
     assert sorted(after.values()) == [3, 3, 3, 3] and all(after[p] == 3 for p in first)
     assert calls["n"] == 3  # the resumed round generated only the missing batch
-    states = [t["state"] for t in summary.metrics["transitions"]]
-    assert states.count("generating") == 2 and summary.metrics["transitions"][2].get("resumed")
+    states = [t.state for t in summary.control.transitions]
+    assert states.count("generating") == 2 and summary.control.transitions[2].resumed

@@ -186,7 +186,7 @@ def test_a_round_on_two_processes_writes_its_rows_and_wandb_run_once(tmp_path: P
     # One offline wandb run per round (rounds 0 and 1): the workers opened none; TRL's metrics,
     # replayed from the main rank's log lines, are in round 1's run.
     runs = sorted((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))
-    loop = r1.metrics["loop_id"]
+    loop = r1.control.loop_id
     assert sorted(p.name.split("-", 3)[3] for p in runs) == [f"{loop}-r0", f"{loop}-r1"]
     log = next(next(p for p in runs if p.name.endswith("-r1")).glob("run-*.wandb")).read_bytes()
     assert b"sft/loss" in log and b"dpo/rewards/margins" in log

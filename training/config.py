@@ -189,7 +189,8 @@ class EvaluationSettings(StrictModel):
     #: sampling for evaluation; null = the generation settings'.
     temperature: float | None = Field(None, ge=0)
     max_new_tokens: int | None = Field(None, ge=1)
-    #: a program that scores an answer in [0, 1]: ``support-desk`` (the demo task) or ``package.module:function``.
+    #: a program that scores an answer in [0, 1]: a task's (a shipped task name such as ``support-desk`` or
+    #: ``arithmetic``, or ``package.module:NAME`` of a TaskSpec) or ``package.module:function``.
     oracle: str | None = None
 
 

@@ -15,8 +15,6 @@ The policy (SmolLM2-135M-Instruct) is never told the guide: it has to learn it f
 
 from __future__ import annotations
 
-import functools
-import random
 import re
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from prefloop.sim.humans import TYPICAL_SECONDS
 
 STYLE_GUIDE = (
     "Acme's support style guide: greet the customer by name, answer in 8 to 40 words, "
@@ -33,7 +31,7 @@ STYLE_GUIDE = (
 MIN_WORDS, MAX_WORDS = 8, 40
 CLOSING = "Is there anything else I can help you with?"
 #: simulated seconds a support lead spends per label (the ROI report prices them).
-HUMAN_SECONDS = {"compare": 25.0, "rate": 12.0, "rank": 40.0, "edit": 60.0}
+HUMAN_SECONDS = dict(TYPICAL_SECONDS)
 
 
 def data_path() -> Path:
@@ -89,65 +87,104 @@ def fix_reply(meta: dict[str, Any], text: str) -> str:
     return " ".join(x for x in (greeting, topic, *kept, CLOSING) if x)
 
 
+# ------------------------------------------------------------------------------------------- the task
+def _support_desk() -> Any:
+    from prefloop.sim.task import TaskSpec
+
+    return TaskSpec(
+        name="support-desk",
+        prompts=data_path(),
+        oracle=support_desk_oracle,
+        fix=fix_reply,
+        description=STYLE_GUIDE,
+        config={
+            "judges.default": "style-rules",
+            # Rules a support lead wrote down: only part of the guide (length and a greeting word).
+            "judges.panel": [{"name": "style-rules", "backend": "rules", "rules": [
+                {"type": "length", "unit": "words", "max": 60},
+                {"type": "regex", "pattern": r"(?i)^\W*(hi|hello|hey|dear|good (morning|afternoon|evening))\b"},
+            ]}],
+            "training.judges": ["style-rules"],
+            "training.evaluation.judge": "style-rules",
+            "annotation.guidelines": STYLE_GUIDE + " Prefer the reply that follows more of it.",
+        },
+    )
+
+
+#: The demo's task as a plug-in (``support-desk``): its prompts, oracle, fix and rule judge.
+SUPPORT_DESK = _support_desk()
+
+
 # ------------------------------------------------------------------------------------------- humans
-def _prompt_meta_lookup(store: Any) -> Callable[[int], dict[str, Any]]:
-    from prefloop.feedback.models import Generation, Prompt
-
-    @functools.lru_cache(maxsize=4096)
-    def meta_of(generation_id: int) -> dict[str, Any]:
-        with store.session() as s:
-            row = s.execute(select(Prompt.meta).join(Generation, Generation.prompt_id == Prompt.id)
-                            .where(Generation.id == generation_id)).first()
-        return dict(row[0] or {}) if row else {}
-
-    return meta_of
-
-
 def scripted_humans(
     *, n: int = 2, accuracy: float = 0.85, seed: int = 0, seconds: dict[str, float] | None = None,
-    oracle: Callable[[Any], dict[str, Any] | None] | None = None,
+    oracle: Callable[[Any], dict[str, Any] | None] | None = None, task: Any = None, order: str = "concurrent",
+    prefix: str | None = None,
 ) -> Callable[[Any, int, list[int]], None]:
-    """A round hook: ``n`` scripted support leads label the waited-for tasks through the real HTTP API.
+    """A round hook: ``n`` scripted annotators label the waited-for tasks through the real HTTP API.
 
     They claim by priority (active selection decides what they see), answer like ``oracle`` (default:
-    the support desk's style guide) with probability ``accuracy``, and report ``seconds`` per label
-    kind as their time on task.
+    what ``task`` — default the support desk — knows: its oracle and its fix) with probability
+    ``accuracy``, and report ``seconds`` per label kind as their time on task. ``order``:
+    ``concurrent`` (they race, as people do) or ``round-robin`` (reproducible: experiments).
     """
-    seconds = dict(HUMAN_SECONDS if seconds is None else seconds)
+    from prefloop.sim import SimulatedSeconds
+
+    time_on_task = SimulatedSeconds(dict(HUMAN_SECONDS if seconds is None else seconds))
+    prefix = prefix or ("support-lead" if task is None else "human")
+    task = task or SUPPORT_DESK
 
     def hook(project: Any, round_id: int, task_ids: list[int]) -> None:
         import asyncio
 
         from prefloop.feedback.server import create_app, serve_in_background
-        from prefloop.sim import ScoreOracle, provision_annotators, run_simulation
+        from prefloop.sim import provision_annotators, run_simulation
 
-        if not task_ids:
+        budget = labels_needed(project.store, task_ids, project.config.training.wait.labels_per_task)
+        if not budget:
             return
-        meta_of = _prompt_meta_lookup(project.store)
-
-        def score(task: Any, gid: int, text: str) -> float:
-            return support_desk_oracle(meta_of(gid), [], text)
-
-        def reference(task: Any) -> str:
-            gid, text = task.candidates[0]
-            return fix_reply(meta_of(gid), text)
-
-        tokens = provision_annotators(project.store, n, prefix="support-lead")
-        def time_on_task(task: Any, rng: random.Random) -> float:
-            return seconds.get(task.kind, 20.0) * rng.uniform(0.7, 1.3)
-
+        tokens = provision_annotators(project.store, n, prefix=prefix)
         with serve_in_background(create_app(project)) as url:
             asyncio.run(run_simulation(
-                url, tokens, oracle or ScoreOracle(score, reference), accuracy=accuracy, seed=seed + round_id, round_id=round_id,
-                max_tasks=-(-len(task_ids) // n), seconds=time_on_task,
+                url, tokens, oracle or task.human_oracle(project.store), accuracy=accuracy, seed=seed, round_id=round_id,
+                total_tasks=budget, seconds=time_on_task, order=order,
             ))
 
     return hook
 
 
+def labels_needed(store: Any, task_ids: list[int], per_task: int | None) -> int:
+    """Human labels the open tasks among ``task_ids`` still need (``per_task`` each, default their overlap):
+    a resumed round asks only for what is missing."""
+    from sqlalchemy import select
+
+    from prefloop.feedback.models import Task, TaskStatus
+
+    with store.session() as s:
+        rows = s.execute(select(Task.overlap, Task.n_done)
+                         .where(Task.id.in_(task_ids), Task.status == TaskStatus.OPEN.value)).all()
+    return sum(max(0, (per_task or overlap) - done) for overlap, done in rows)
+
+
 # ------------------------------------------------------------------------------------------- run it
 def demo_config_text() -> str:
     return (resources.files("prefloop.configs") / "demo.yaml").read_text()
+
+
+def run_loop(project: Any, rounds: int, *, humans: Callable[[Any, int, list[int]], None] | None, progress: bool = True,
+             console: Any = None) -> Any:
+    """Run ``project``'s loop up to round ``rounds``: finish an interrupted round, evaluate the base
+    model (round 0) if that is not done yet, then run rounds until round ``rounds`` is done."""
+    from .rounds import Orchestrator
+
+    orch = Orchestrator(project, progress=progress, console=console, humans=humans)
+    pending = orch.unfinished()
+    if pending is not None:
+        orch.resume(pending.number)
+    orch.ensure_baseline()
+    while max(r.number for r in orch.rounds()) < rounds:
+        orch.run_next()
+    return orch
 
 
 def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, console: Any = None,
@@ -158,8 +195,6 @@ def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, c
     from prefloop.feedback.importer import import_prompts
     from prefloop.project import CONFIG_NAME, Project, init_project
 
-    from .rounds import Orchestrator
-
     console = console or Console(stderr=True)
     root = Path(directory)
     if not (root / CONFIG_NAME).is_file():
@@ -167,12 +202,6 @@ def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, c
     else:
         project = Project(root)
     import_prompts(project.store, data_path())
-    orch = Orchestrator(project, progress=progress, console=console, humans=humans or scripted_humans())
     start = time.perf_counter()
-    pending = orch.unfinished()
-    if pending is not None:
-        orch.resume(pending.number)
-    orch.ensure_baseline()
-    while max(r.number for r in orch.rounds()) < rounds:
-        orch.run_next()
+    run_loop(project, rounds, humans=humans or scripted_humans(), progress=progress, console=console)
     return project, time.perf_counter() - start

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,22 +20,15 @@ from prefloop.errors import ConfigError
 #: An oracle scores one answer to one prompt in [0, 1]: ``oracle(prompt_meta, messages, text)``.
 Oracle = Callable[[dict[str, Any], list[dict[str, str]], str], float]
 
-BUILTIN_ORACLES = {"support-desk": "prefloop.training.demo:support_desk_oracle"}
-
 
 def load_oracle(name: str) -> Oracle:
-    """A built-in oracle by name, or ``package.module:function``."""
-    target = BUILTIN_ORACLES.get(name, name)
-    if ":" not in target:
-        raise ConfigError(
-            f"unknown oracle {name!r}",
-            hint=f"use one of {', '.join(BUILTIN_ORACLES)} or 'package.module:function'",
-        )
-    module, attr = target.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load oracle {name!r}: {exc}", hint="check training.evaluation.oracle") from None
+    """A task's oracle: a shipped task name (``support-desk``, ``arithmetic``), ``package.module:NAME``
+    of a :class:`~prefloop.sim.task.TaskSpec`, or ``package.module:function`` of an oracle function."""
+    from prefloop.sim.task import TaskSpec, resolve
+
+    fn = resolve(name, "oracle")
+    if isinstance(fn, TaskSpec):
+        return fn.oracle
     if not callable(fn):
         raise ConfigError(f"oracle {name!r} is not callable")
     return fn

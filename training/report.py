@@ -8,10 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from prefloop.atomic import atomic_path
+from prefloop.feedback.models import Round
+from prefloop.project import Project
 from prefloop.text import show_number
 
 from .roi import cost_per_point, round_cost
+from .rounds.state import RoundState
 
 
 @dataclass
@@ -37,18 +42,15 @@ class RoundRow:
         return self.human_cost + self.judge_cost + self.compute_cost
 
 
-def collect(project: Any) -> list[RoundRow]:
+def collect(project: Project) -> list[RoundRow]:
     """One row per round, from the store (metrics recorded by the orchestrator, costs recomputed)."""
-    from sqlalchemy import select
-
-    from prefloop.feedback.models import Round
-
     with project.store.session() as s:
-        rounds = [(r.id, r.number, r.state, dict(r.metrics or {})) for r in s.scalars(select(Round).order_by(Round.number))]
+        rounds = [(r.id, r.number, r.state, dict(r.metrics or {}), RoundState.of(r).seconds)
+                  for r in s.scalars(select(Round).order_by(Round.number))]
     rows = []
-    for rid, number, state, m in rounds:
+    for rid, number, state, m, seconds in rounds:
         ev = m.get("eval") or {}
-        cost = round_cost(project.store, rid, m, project.config.cost)
+        cost = round_cost(project.store, rid, project.config.cost, seconds=seconds, eval_judge_cost=ev.get("judge_cost") or 0.0)
         ds = m.get("datasets") or {}
         phases = (m.get("training") or {}).get("phases") or {}
         rows.append(RoundRow(

@@ -8,11 +8,15 @@ training, evaluation — everything but waiting for people) × ``cost.compute_ho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select
 
+from prefloop.config import CostConfig
+from prefloop.feedback.db import Store
+from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from prefloop.text import finite_or_none
 
 #: round states whose wall time is machine time (waiting for humans is not).
@@ -38,10 +42,10 @@ class RoundCost:
         return {**asdict(self), "total": self.total}
 
 
-def round_cost(store: Any, round_id: int, metrics: dict[str, Any], cost_config: Any) -> RoundCost:
-    """Labels and spend of one round (its tasks' annotations, its evaluation, its machine time)."""
-    from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
-
+def round_cost(store: Store, round_id: int, cost_config: CostConfig, *, seconds: Mapping[str, float],
+               eval_judge_cost: float = 0.0) -> RoundCost:
+    """Labels and spend of one round: its tasks' annotations, what its evaluation's judge spent
+    (``eval_judge_cost``), and its machine time (``seconds`` per state, from the round state)."""
     out = RoundCost()
     with store.session() as s:
         rows = s.execute(
@@ -55,18 +59,16 @@ def round_cost(store: Any, round_id: int, metrics: dict[str, Any], cost_config: 
     for r in rows:
         submitted = r.status == AnnotationStatus.SUBMITTED.value
         # A float column may hold NaN (PostgreSQL stores it): an unknown time or cost counts as none.
-        seconds, spent = finite_or_none(r.duration_s), finite_or_none(r.cost)
+        duration, spent = finite_or_none(r.duration_s), finite_or_none(r.cost)
         if r.kind == AnnotatorKind.HUMAN.value:
             out.human_labels += int(submitted)
-            out.human_seconds += float(seconds or 0.0)
-            out.human_cost += float(spent) if spent is not None else float(seconds or 0.0) * per_second
+            out.human_seconds += float(duration or 0.0)
+            out.human_cost += float(spent) if spent is not None else float(duration or 0.0) * per_second
         else:
             out.judge_labels += int(submitted)
             out.judge_cost += float(spent or 0.0)
             out.judge_tokens += int(r.prompt_tokens or 0) + int(r.completion_tokens or 0)
-    ev = metrics.get("eval") or {}
-    out.judge_cost += float(ev.get("judge_cost") or 0.0)
-    seconds = metrics.get("seconds") or {}
+    out.judge_cost += float(eval_judge_cost or 0.0)
     out.compute_seconds = sum(float(seconds.get(k, 0.0)) for k in COMPUTE_STATES)
     out.compute_cost = out.compute_seconds * cost_config.compute_hourly_rate / 3600.0
     return out

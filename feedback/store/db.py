@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,9 @@ class Store:
             engine_url = parsed.set(drivername="sqlite+prefloop_immediate")
         else:
             kwargs.update(pool_pre_ping=True)
+        self._engine_kwargs = kwargs
+        self._reader: Engine | None = None  # SQLite: connections for Store.read()
+        self._reader_lock = threading.Lock()
         self.engine = create_engine(engine_url, **kwargs)
         #: connections that can be open at once (the server runs no more request threads than this).
         self.pool_capacity = POOL_SIZE + POOL_OVERFLOW if not in_memory else 1
@@ -175,6 +179,28 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A Core connection in a transaction that only reads, for long reads (exports, statistics).
+
+        Every other SQLite transaction here begins ``IMMEDIATE``, holding the write lock from its
+        first statement; a read of 100k labels would stall every claim and submit for seconds.
+        This one begins ``DEFERRED``: a consistent snapshot that, in WAL mode, neither waits for
+        the writer nor makes it wait (SQLAlchemy's recipe for pysqlite transactions).
+        """
+        private = self.url.database in (None, "", ":memory:")  # another connection would see another database
+        if self.dialect != "sqlite" or private:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = create_engine(self.url, **self._engine_kwargs)
+                _configure_sqlite(self._reader)
+                event.listen(self._reader, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        with self._reader.connect() as conn, conn.begin():
+            yield conn
+
     def analyze(self) -> None:
         """Refresh PostgreSQL's planner statistics; call it after a bulk import of tasks.
 
@@ -200,6 +226,28 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._reader is not None:
+            self._reader.dispose()
+
+
+def rows_by_id(conn: Connection, columns: tuple, ids: Iterable[int], *, chunk: int = 5000) -> Iterator[Any]:
+    """Rows of ``columns`` whose first column (an id) is in ``ids``, a few thousand ids per statement.
+
+    One ``IN`` of 100,000 parameters passes SQLite's limit, and SQLAlchemy spends seconds on the
+    parameters of many: a run of ids with few holes is read as one range and filtered here.
+    """
+    from sqlalchemy import select
+
+    wanted = set(ids)
+    ordered = sorted(wanted)
+    id_col = columns[0]
+    for i in range(0, len(ordered), chunk):
+        part = ordered[i:i + chunk]
+        if part[-1] - part[0] < 2 * len(part):
+            rows = conn.execute(select(*columns).where(id_col.between(part[0], part[-1])))
+            yield from (r for r in rows if r[0] in wanted)
+        else:
+            yield from conn.execute(select(*columns).where(id_col.in_(part)))
 
 
 def alembic_config(store: Store):  # noqa: ANN201 - alembic.config.Config
@@ -216,6 +264,9 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     store = Store(url)
     if migrate:
         store.migrate()
+        from prefloop.feedback.bulk import recover
+
+        recover(store)  # finish a bulk write whose writer died after its commit point
     return store
 
 

@@ -63,6 +63,13 @@ class Role(str, enum.Enum):
     ADMIN = "admin"
 
 
+def chat_messages(text: str | None, messages: list[Any] | None) -> list[dict[str, str]]:
+    """A stored prompt's text or messages as chat messages (a plain-text prompt is one user turn)."""
+    if messages:
+        return [dict(m) for m in messages]
+    return [{"role": "user", "content": text or ""}]
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -83,13 +90,13 @@ class Prompt(Base):
     reference: Mapped[str | None] = mapped_column(Text)
     # sha256 of the normalised content: importing the same prompt twice does not duplicate it.
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The bulk write (import, queue add) that created it; hidden while that write is staging.
+    bulk_id: Mapped[int | None] = mapped_column(Integer, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
     def as_messages(self) -> list[dict[str, str]]:
         """The prompt as chat messages (a plain-text prompt becomes one user turn)."""
-        if self.messages:
-            return [dict(m) for m in self.messages]
-        return [{"role": "user", "content": self.text or ""}]
+        return chat_messages(self.text, self.messages)
 
     @property
     def display_text(self) -> str:
@@ -113,7 +120,10 @@ class Round(Base):
     adapter_hash: Mapped[str | None] = mapped_column(String(64))
     config_hash: Mapped[str | None] = mapped_column(String(64))
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: what the round reports (eval, datasets, training, cost, agreement)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: what the orchestrator reads back to resume: ``prefloop.training.rounds.RoundState`` as JSON
+    state_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
@@ -145,6 +155,7 @@ class Generation(Base):
     model: Mapped[str | None] = mapped_column(String(500))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # sampling parameters
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    bulk_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the `queue add` that stored it
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
     prompt: Mapped[Prompt] = relationship(lazy="joined")
@@ -180,6 +191,44 @@ class Task(Base):
 # first free task instead of sorting every open one (same in migration 0001). Declared on the
 # columns, not as text, so that Alembic's autogenerate sees it unchanged on SQLite too.
 Index("ix_tasks_claim", Task.status, Task.priority.desc(), Task.id)
+
+
+class BulkWrite(Base):
+    """One ``prefloop import`` or ``prefloop queue add`` (see :mod:`prefloop.feedback.bulk`).
+
+    ``state``: ``staging`` (its rows are written but hidden; a staging write whose writer died is
+    deleted by the next one), ``committed`` (complete and visible; its tasks are still being moved
+    into the queue), ``done``.
+    """
+
+    __tablename__ = "bulk_writes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(16), default="staging")
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class StagedTask(Base):
+    """A task of a bulk write on SQLite, waiting here, where no claim looks, until the write commits."""
+
+    __tablename__ = "staged_tasks"
+
+    bulk_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    pos: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # order in the file
+    kind: Mapped[str] = mapped_column(String(16))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    generation_ids: Mapped[list[Any]] = mapped_column(JSON)
+    overlap: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    scale_min: Mapped[int | None] = mapped_column(Integer)
+    scale_max: Mapped[int | None] = mapped_column(Integer)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class Annotator(Base):

@@ -2,10 +2,13 @@
 load tests), and the task plug-ins that tell them what a good answer is."""
 
 from .humans import (
+    ORDERS,
+    TYPICAL_SECONDS,
     Ack,
     Oracle,
     ScoreOracle,
     SimTask,
+    SimulatedSeconds,
     SimulationError,
     SimulationReport,
     answer_like_human,
@@ -13,9 +16,10 @@ from .humans import (
     run_simulation,
     simulate,
     store_oracle,
+    task_rng,
 )
 
 __all__ = [
-    "Ack", "Oracle", "ScoreOracle", "SimTask", "SimulationError", "SimulationReport", "answer_like_human",
-    "provision_annotators", "run_simulation", "simulate", "store_oracle",
+    "ORDERS", "TYPICAL_SECONDS", "Ack", "Oracle", "ScoreOracle", "SimTask", "SimulatedSeconds", "SimulationError",
+    "SimulationReport", "answer_like_human", "provision_annotators", "run_simulation", "simulate", "store_oracle", "task_rng",
 ]

@@ -8,6 +8,11 @@ answer value for a task (``{"choice": id | "tie"}``, ``{"rating": n}``, ``{"rank
 :class:`ScoreOracle` builds one from a score per output; :func:`store_oracle` scores outputs by
 ``generations.meta["oracle_score"]`` or by similarity to ``prompts.reference``.
 
+**Reproducible.** What an annotator answers to a task — the mistake, the skip, the simulated
+seconds — is a function of (seed, annotator, task) (:func:`task_rng`). With ``order="round-robin"``
+the annotators also take turns, one request at a time, so who answers which task is the same from
+run to run (experiments); ``order="concurrent"`` (load tests, the demo) lets them race.
+
 Clients are resilient the way a careful script must be: a request that fails for a network
 reason or a 5xx is retried, and a retried submit reuses its idempotency key, so an answer the
 server stored before it died is acknowledged once, never stored twice.
@@ -16,6 +21,7 @@ server stored before it died is acknowledged once, never stored twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import functools
 import random
@@ -29,7 +35,7 @@ from sqlalchemy import select
 
 from prefloop.errors import PrefloopError
 
-from prefloop.feedback.auth import add_annotator
+from prefloop.feedback.server.auth import add_annotator
 from prefloop.feedback.db import Store
 from prefloop.feedback.models import Generation, Prompt
 
@@ -250,53 +256,177 @@ class _Client:
             await asyncio.sleep(min(1.0, 0.05 * 2 ** min(attempt, 5)))
 
 
-async def _annotate(
-    name: str, token: str, base_url: str, oracle: Oracle, accuracy: float, rng: random.Random, report: SimulationReport,
-    *, max_tasks: int | None, think_s: float, skip_rate: float, retry_for: float, claim_body: dict[str, Any],
-    seconds: Callable[[SimTask, random.Random], float] | None = None,
-) -> None:
-    import httpx
+def task_rng(seed: int | str, annotator: str, task_id: int) -> random.Random:
+    """The randomness of one annotator on one task (think time, skip, answer, mistake, seconds).
 
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=httpx.Timeout(30.0)) as http:
-        client = _Client(http, report, retry_for)
-        done = 0
-        while max_tasks is None or done < max_tasks:
-            status, data, _, latency = await client.call("/api/tasks/next", claim_body)
-            if status == 204:
+    A function of (seed, annotator, task) alone — not of which tasks that annotator saw before, and
+    not of Python's salted ``hash()`` — so the order in which concurrent clients claim tasks cannot
+    change what a given annotator answers to a given task.
+    """
+    return random.Random(f"{seed}:{annotator}:{task_id}")
+
+
+#: Typical seconds a person spends per label, by task kind (``--seconds`` and the demo use these).
+TYPICAL_SECONDS = {"compare": 25.0, "rate": 12.0, "rank": 40.0, "edit": 60.0}
+
+
+@dataclass(frozen=True)
+class SimulatedSeconds:
+    """The time on task a scripted human reports: a price per task kind, ±``jitter`` (uniform).
+
+    Nobody sleeps: the seconds go into ``duration_s``, so the ROI report prices the labels as if a
+    person had spent them.
+    """
+
+    per_kind: dict[str, float]
+    default: float = 20.0
+    jitter: float = 0.3
+
+    def __call__(self, task: SimTask, rng: random.Random) -> float:
+        return self.per_kind.get(task.kind, self.default) * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+    @classmethod
+    def parse(cls, text: str) -> SimulatedSeconds:
+        """``compare=25,edit=60,rate=12,rank=40`` (kinds left out cost ``default``)."""
+        per_kind: dict[str, float] = {}
+        for part in (p.strip() for p in text.split(",")):
+            kind, sep, value = part.partition("=")
+            try:
+                seconds = float(value) if sep and kind.strip() else None
+            except ValueError:
+                seconds = None
+            if seconds is None or not 0 <= seconds < float("inf"):
+                raise SimulationError(f"--seconds: {part!r} is not KIND=SECONDS",
+                                      hint="e.g. --seconds compare=25,edit=60,rate=12,rank=40")
+            per_kind[kind.strip()] = seconds
+        return cls(per_kind)
+
+
+class _Annotator:
+    """One scripted annotator: :meth:`step` claims one task, answers it like a person of
+    ``accuracy`` and submits it through the API."""
+
+    def __init__(self, name: str, http: Any, report: SimulationReport, oracle: Oracle, *, accuracy: float, seed: int,
+                 max_tasks: int | None, think_s: float, skip_rate: float, retry_for: float, claim_body: dict[str, Any],
+                 seconds: Callable[[SimTask, random.Random], float] | None, budget: _Budget) -> None:
+        self.name, self.report, self.oracle = name, report, oracle
+        self.client = _Client(http, report, retry_for)
+        self.accuracy, self.seed, self.max_tasks = accuracy, seed, max_tasks
+        self.think_s, self.skip_rate, self.claim_body, self.seconds = think_s, skip_rate, claim_body, seconds
+        self.budget = budget
+        self.done = 0
+
+    @property
+    def finished(self) -> bool:
+        return (self.max_tasks is not None and self.done >= self.max_tasks) or self.budget.spent
+
+    async def step(self) -> str:
+        """One task: ``answered``, ``skipped``, ``conflict``, or ``empty`` (the queue had nothing for us)."""
+        self.budget.reserve()
+        try:
+            return await self._step()
+        finally:
+            self.budget.settle()
+
+    async def _step(self) -> str:
+        name, client = self.name, self.client
+        status, data, _, latency = await client.call("/api/tasks/next", self.claim_body)
+        if status == 204:
+            return "empty"
+        if status != 200:
+            raise SimulationError(f"{name}: claim refused with HTTP {status}: {data}")
+        self.report.claim_latencies.append(latency)
+        claimed_at = time.monotonic()
+        task = SimTask.from_api(data)
+        rng = task_rng(self.seed, name, task.task_id)
+        if self.think_s > 0:
+            await asyncio.sleep(rng.expovariate(1 / self.think_s))
+        if self.skip_rate and rng.random() < self.skip_rate:
+            status, data, attempts, _ = await client.call(f"/api/tasks/{task.task_id}/skip", {"reason": "simulated skip"})
+            if status == 200 or (status == 409 and attempts > 1):  # a lost reply to a skip that was stored
+                self.report.skips += 1
+                return "skipped"
+            raise SimulationError(f"{name}: skip of task {task.task_id} refused with HTTP {status}: {data}")
+        best = await asyncio.to_thread(self.oracle, task)
+        value = answer_like_human(task, best, self.accuracy, rng)
+        key = f"{name}-{task.task_id}-{uuid.uuid4().hex}"
+        started = time.monotonic()
+        # ``seconds``: a simulated time on task (prices human labels without sleeping).
+        spent = self.seconds(task, rng) if self.seconds is not None else started - claimed_at
+        body = {"value": value, "idempotency_key": key, "duration_s": round(spent, 3)}
+        status, data, attempts, latency = await client.call(f"/api/tasks/{task.task_id}/submit", body)
+        if status == 409:  # the task was taken from us (e.g. skipped elsewhere): move on
+            self.report.conflicts += 1
+            return "conflict"
+        if status != 200:
+            raise SimulationError(f"{name}: submit of task {task.task_id} refused with HTTP {status}: {data}")
+        self.report.acks.append(Ack(
+            annotator=name, task_id=task.task_id, annotation_id=int(data["annotation_id"]), idempotency_key=key,
+            duplicate=bool(data["duplicate"]), attempts=attempts, latency_s=latency,
+            end_to_end_s=time.monotonic() - started, correct=None if best is None else value == best,
+        ))
+        self.done += 1
+        self.budget.answered()
+        return "answered"
+
+
+class _Budget:
+    """At most ``total`` answers across all annotators; concurrent claims reserve a slot first."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total, self.used, self.pending = total, 0, 0
+
+    @property
+    def spent(self) -> bool:
+        return self.total is not None and self.used + self.pending >= self.total
+
+    def reserve(self) -> None:
+        self.pending += 1
+
+    def settle(self) -> None:
+        self.pending -= 1
+
+    def answered(self) -> None:
+        self.used += 1
+
+
+async def _keep_waiting(follow: Callable[[], bool] | None, poll_s: float) -> bool:
+    """With ``follow``: wait ``poll_s`` and say whether to look for tasks again."""
+    if follow is None or not await asyncio.to_thread(follow):
+        return False
+    await asyncio.sleep(poll_s)
+    return True
+
+
+async def _concurrent(annotators: list[_Annotator], follow: Callable[[], bool] | None, poll_s: float) -> None:
+    """Every annotator claims on its own, as fast as it can (load tests, the demo)."""
+
+    async def one(a: _Annotator) -> None:
+        while not a.finished:
+            if await a.step() == "empty" and not await _keep_waiting(follow, poll_s):
                 return
-            if status != 200:
-                raise SimulationError(f"{name}: claim refused with HTTP {status}: {data}")
-            report.claim_latencies.append(latency)
-            claimed_at = time.monotonic()
-            task = SimTask.from_api(data)
-            if think_s > 0:
-                await asyncio.sleep(rng.expovariate(1 / think_s))
-            if skip_rate and rng.random() < skip_rate:
-                status, data, attempts, _ = await client.call(f"/api/tasks/{task.task_id}/skip", {"reason": "simulated skip"})
-                if status == 200 or (status == 409 and attempts > 1):  # a lost reply to a skip that was stored
-                    report.skips += 1
-                    continue
-                raise SimulationError(f"{name}: skip of task {task.task_id} refused with HTTP {status}: {data}")
-            best = await asyncio.to_thread(oracle, task)
-            value = answer_like_human(task, best, accuracy, rng)
-            key = f"{name}-{task.task_id}-{uuid.uuid4().hex}"
-            started = time.monotonic()
-            # ``seconds``: a simulated time on task (the demo prices human labels without sleeping).
-            spent = seconds(task, rng) if seconds is not None else started - claimed_at
-            body = {"value": value, "idempotency_key": key, "duration_s": round(spent, 3)}
-            status, data, attempts, latency = await client.call(f"/api/tasks/{task.task_id}/submit", body)
-            if status == 409:  # the task was taken from us (e.g. skipped elsewhere): move on
-                report.conflicts += 1
-                continue
-            if status != 200:
-                raise SimulationError(f"{name}: submit of task {task.task_id} refused with HTTP {status}: {data}")
-            report.acks.append(Ack(
-                annotator=name, task_id=task.task_id, annotation_id=int(data["annotation_id"]), idempotency_key=key,
-                duplicate=bool(data["duplicate"]), attempts=attempts, latency_s=latency,
-                end_to_end_s=time.monotonic() - started, correct=None if best is None else value == best,
-            ))
-            done += 1
+
+    await asyncio.gather(*(one(a) for a in annotators))
+
+
+async def _round_robin(annotators: list[_Annotator], follow: Callable[[], bool] | None, poll_s: float) -> None:
+    """One request at a time, annotators taking turns in a fixed order: who answers which task, and
+    so every answer, is the same from run to run (experiments)."""
+    active = list(annotators)
+    while active:
+        idle = 0
+        for a in list(active):
+            if a.finished:
+                active.remove(a)
+            elif await a.step() == "empty":
+                idle += 1
+                if follow is None:
+                    active.remove(a)
+        if active and idle == len(active) and not await _keep_waiting(follow, poll_s):
+            return
+
+
+ORDERS = ("concurrent", "round-robin")
 
 
 async def run_simulation(
@@ -307,6 +437,7 @@ async def run_simulation(
     accuracy: float = 0.8,
     seed: int = 0,
     max_tasks: int | None = None,
+    total_tasks: int | None = None,
     think_s: float = 0.0,
     skip_rate: float = 0.0,
     retry_for: float = 60.0,
@@ -314,24 +445,41 @@ async def run_simulation(
     kinds: list[str] | None = None,
     report: SimulationReport | None = None,
     seconds: Callable[[SimTask, random.Random], float] | None = None,
+    order: str = "concurrent",
+    follow: Callable[[], bool] | None = None,
+    poll_s: float = 2.0,
 ) -> SimulationReport:
     """Run one client per ``tokens`` entry (name → token) until the queue has nothing left for them
-    (or each has answered ``max_tasks``). Pass ``report`` to watch it fill while the run goes on."""
+    (or each has answered ``max_tasks``, or all together ``total_tasks``). Pass ``report`` to watch
+    it fill while the run goes on.
+
+    ``order``: ``concurrent`` (each client claims on its own) or ``round-robin`` (one request at a
+    time, in the order of ``tokens``: reproducible). ``follow``: when the queue is empty, wait
+    ``poll_s`` and try again for as long as ``follow()`` says so, instead of stopping.
+    """
+    import httpx
+
     if not 0 <= accuracy <= 1:
         raise SimulationError(f"accuracy must be between 0 and 1, got {accuracy}")
+    if order not in ORDERS:
+        raise SimulationError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     report = report if report is not None else SimulationReport()
     claim_body: dict[str, Any] = {}
     if round_id is not None:
         claim_body["round_id"] = round_id
     if kinds:
         claim_body["kinds"] = kinds
+    budget = _Budget(total_tasks)
     start = time.monotonic()
-    await asyncio.gather(*(
-        _annotate(name, token, base_url, oracle, accuracy, random.Random(f"{seed}:{name}"), report,
-                  max_tasks=max_tasks, think_s=think_s, skip_rate=skip_rate, retry_for=retry_for, claim_body=claim_body,
-                  seconds=seconds)
-        for name, token in tokens.items()
-    ))
+    async with contextlib.AsyncExitStack() as stack:
+        annotators = []
+        for name, token in tokens.items():
+            http = await stack.enter_async_context(httpx.AsyncClient(
+                base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(30.0)))
+            annotators.append(_Annotator(
+                name, http, report, oracle, accuracy=accuracy, seed=seed, max_tasks=max_tasks, think_s=think_s,
+                skip_rate=skip_rate, retry_for=retry_for, claim_body=claim_body, seconds=seconds, budget=budget))
+        await (_round_robin if order == "round-robin" else _concurrent)(annotators, follow, poll_s)
     report.elapsed_s = time.monotonic() - start
     return report
 

@@ -1,7 +1,7 @@
 """knowledge bases: knowledge_bases, kb_documents, kb_chunks (+ PostgreSQL full-text search)
 
 Revision ID: 0004
-Revises: 0002_sessions
+Revises: 0003
 Create Date: 2026-11-30 12:00:00
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0004'
-down_revision = '0002_sessions'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

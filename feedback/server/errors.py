@@ -7,6 +7,10 @@
 - A database that is briefly busy (SQLite's write lock held past the busy timeout, a PostgreSQL
   lock or connection problem, an exhausted pool) is a 503 with ``Retry-After``: the request
   changed nothing and can be sent again as it is.
+- prefloop's own errors map to their status (:func:`status_for`): a bad token 401, a sign-in flood
+  429 with ``Retry-After``, a wrong role or CSRF token 403, a missing object 404, an answer that
+  does not fit its task 422 (naming ``body.value``), a task that is not the caller's to answer 409.
+- A page asked for without a session is a redirect to ``/login``.
 - Anything else is a bug: a 500 ``{"error": "internal error"}``, the traceback only in the log.
 """
 
@@ -18,10 +22,20 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+
+from prefloop.errors import (
+    AuthError,
+    DuplicateSubmission,
+    InvalidAnswer,
+    NotAssigned,
+    NotFoundError,
+    PrefloopError,
+    QueueError,
+)
 
 #: seconds a client should wait before retrying when the database was busy.
 BUSY_RETRY_AFTER_S = 1
@@ -31,6 +45,33 @@ FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"
 #: transaction rollback (40: serialization failure, deadlock), insufficient resources (53),
 #: lock not available (55), operator intervention (57: canceled, shutting down).
 _PG_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "55", "57"})
+
+
+class RateLimited(PrefloopError):
+    """Too many failed sign-ins: wait ``retry_after`` seconds."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__("too many failed sign-ins", hint=f"wait {seconds:.0f} s and try again")
+        self.retry_after = max(1, int(seconds + 0.999))
+
+
+class Forbidden(PrefloopError):
+    """Signed in, but not allowed (role, or a missing CSRF token)."""
+
+
+class SignInFirst(Exception):
+    """A page was asked for without a valid session: the answer is a redirect to /login."""
+
+
+def status_for(exc: PrefloopError) -> int:
+    """The HTTP status of one of prefloop's errors (400 for any not listed)."""
+    for cls, code in (
+        (RateLimited, 429), (AuthError, 401), (Forbidden, 403), (NotFoundError, 404), (InvalidAnswer, 422),
+        (NotAssigned, 409), (DuplicateSubmission, 409), (QueueError, 409),
+    ):
+        if isinstance(exc, cls):
+            return code
+    return 400
 
 
 def printable(text: str, limit: int = 200) -> str:
@@ -86,8 +127,29 @@ def busy_response() -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(BUSY_RETRY_AFTER_S)})
 
 
+def prefloop_error_response(exc: PrefloopError) -> JSONResponse:
+    code = status_for(exc)
+    headers: dict[str, str] = {}
+    if code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidAnswer):  # the answer does not fit its task
+        extra["fields"] = [{"loc": ["body", "value"], "msg": printable(exc.message, 500)}]
+    return JSONResponse(error_body(exc.message, exc.hint, **extra), status_code=code, headers=headers)
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers above on ``app`` (the PrefloopError handler lives with the server)."""
+    """Register the handlers above on ``app``."""
+
+    @app.exception_handler(PrefloopError)
+    async def _prefloop_error(request: Request, exc: PrefloopError) -> JSONResponse:
+        return prefloop_error_response(exc)
+
+    @app.exception_handler(SignInFirst)
+    async def _sign_in_first(request: Request, exc: SignInFirst) -> RedirectResponse:
+        return RedirectResponse("/login", status_code=303)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -96,6 +96,12 @@ class InvalidRequestOut(ErrorOut):
     fields: list[FieldProblem]
 
 
+#: the refusals every operation can give: a bad token (401), a cookie without its CSRF token on a
+#: write or a non-admin on admin data (403), an oversized body (413), an invalid field (422), a
+#: sign-in flood (429) and a busy database (503).
+EVERY_OPERATION_REFUSALS = (401, 403, 413, 422, 429, 503)
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the refusals an operation can give."""
     text = {
@@ -197,16 +203,20 @@ class ProgressOut(BaseModel):
 
 # ---------------------------------------------------------------------------------------- admin
 class RoundProgressOut(BaseModel):
+    """Human answers given and needed in one round (`round_id` null: tasks of no round)."""
+
     round_id: int | None
-    round: int | None
+    round: int | None = Field(description="the round's number")
     tasks: int
-    complete: int
-    slots: int
+    complete: int = Field(description="tasks with all the answers they need")
+    slots: int = Field(description="human answers needed over all tasks")
     answered: int
-    fraction: float
+    fraction: float = Field(description="answered / slots, rounded to 4 places")
 
 
 class QueueOut(BaseModel):
+    """The queue overall and progress per round (`GET /api/admin/queue`)."""
+
     tasks: dict[str, dict[str, int]] = Field(description="task counts by kind, then by status")
     total_tasks: int
     open_slots: int
@@ -218,18 +228,26 @@ class QueueOut(BaseModel):
 
 
 class AnnotatorThroughputOut(BaseModel):
+    """One annotator's submitted labels per hour."""
+
     name: str
     counts: list[int] = Field(description="submitted labels per hour, oldest first")
     total: int
-    mean_duration_s: float | None
+    mean_duration_s: float | None = Field(description="mean seconds per answer; null when none was timed")
 
 
 class ThroughputOut(BaseModel):
+    """Labels per annotator per hour (`GET /api/admin/throughput`)."""
+
     hours: list[UtcDateTime] = Field(description="the start of each hour (UTC), oldest first")
     annotators: list[AnnotatorThroughputOut]
 
 
 class AnnotatorOut(BaseModel):
+    """An annotator, human or judge, with their counts; never a token (`GET /api/admin/annotators`)."""
+
+    model_config = ConfigDict(from_attributes=True)  # read from auth.AnnotatorInfo
+
     name: str
     kind: Literal["human", "judge"]
     role: Literal["annotator", "admin"]
@@ -240,14 +258,18 @@ class AnnotatorOut(BaseModel):
 
 
 class PairAgreementOut(BaseModel):
+    """Two annotators over the tasks both answered."""
+
     a: str
     b: str
     n: int
-    observed: float | None
-    kappa: float | None
+    observed: float | None = Field(description="share of shared tasks with the same answer")
+    kappa: float | None = Field(description="Cohen's κ; null when undefined")
 
 
 class InterAnnotatorOut(BaseModel):
+    """Agreement between humans on one task kind."""
+
     n_tasks: int
     annotators: list[str]
     alpha: float | None = Field(description="Krippendorff's α; null when undefined")
@@ -255,6 +277,8 @@ class InterAnnotatorOut(BaseModel):
 
 
 class JudgeAgreementOut(BaseModel):
+    """How often a judge's verdict matches the human majority on compare tasks."""
+
     judge: str
     n: int
     agreement: float | None
@@ -264,5 +288,7 @@ class JudgeAgreementOut(BaseModel):
 
 
 class AgreementOut(BaseModel):
+    """Inter-annotator and judge–human agreement (`GET /api/admin/agreement`)."""
+
     inter_annotator: dict[str, InterAnnotatorOut] = Field(description="per task kind (compare, rate)")
     judge_human: list[JudgeAgreementOut]

@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from prefloop.feedback.models import Annotation, Annotator, Generation, Prompt
-from prefloop.feedback.server import CSP, SESSION_COOKIE, create_app, serve_in_background
-from prefloop.feedback.signin_limiter import SignInLimiter
+from prefloop.feedback.server import create_app, serve_in_background
+from prefloop.feedback.server.limiter import SignInLimiter
+from prefloop.feedback.server.security import CSP
+from prefloop.feedback.server.sessions import SESSION_COOKIE
 from serverkit import chromium, serve_project, sign_in
 
 XSS_OUTPUT = (
@@ -194,7 +196,7 @@ def test_sessions_csrf_and_revocation(served) -> None:  # noqa: ANN001
     # sign-out needs the token too
     assert browser.post("/logout", data={"csrf_token": "nope"}).status_code == 403
     # revoking the token ends the session
-    from prefloop.feedback.auth import revoke_annotator
+    from prefloop.feedback.server.auth import revoke_annotator
 
     revoke_annotator(served.store, "sam")
     assert browser.get("/api/me").status_code == 401

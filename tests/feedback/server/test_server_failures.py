@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from prefloop.feedback.auth import add_annotator
-from prefloop.feedback.server import CSP, create_app, serve_in_background
+from prefloop.feedback.server import create_app, serve_in_background
+from prefloop.feedback.server.auth import add_annotator
+from prefloop.feedback.server.security import CSP
 from serverkit import make_project, serve_project
 
 

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from prefloop.cli import app as cli_app
 from prefloop.errors import AuthError
 from prefloop.feedback.agreement import inter_annotator
-from prefloop.feedback.auth import authenticate, hash_token
+from prefloop.feedback.server.auth import authenticate, hash_token
 from prefloop.feedback.models import Annotator, Generation, Task
-from prefloop.feedback.server import display_order
+from prefloop.feedback.server.annotator_api import display_order
 from serverkit import serve_project
 
 

@@ -14,10 +14,14 @@ import secrets
 
 from sqlalchemy import delete, select
 
+from ..db import Store
+from ..models import Annotator, AnnotatorKind, BrowserSession, utcnow
 from .auth import Principal
-from .db import Store
-from .models import Annotator, AnnotatorKind, BrowserSession, utcnow
 
+#: the cookie that holds a browser's session (HttpOnly, SameSite=Strict).
+SESSION_COOKIE = "prefloop_session"
+#: the cookie that holds the sign-in form's CSRF token until the form is sent.
+LOGIN_CSRF_COOKIE = "prefloop_login_csrf"
 FINGERPRINT_CHARS = 16
 MAX_COOKIE_CHARS = 100
 

@@ -1,0 +1,1 @@
+"""Task plug-ins shipped with prefloop (see prefloop.sim.task)."""

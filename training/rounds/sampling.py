@@ -1,0 +1,55 @@
+"""Sampling a policy into the store, shared by the generating and evaluating states.
+
+What is stored is never generated again: each batch's outputs are written in one transaction, so
+a crash between batches keeps the finished ones and a resumed round generates only the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from prefloop.feedback.models import Generation, Prompt
+
+# Through the module, not its names: loading a model imports torch and transformers inside these
+# functions (``prefloop --help`` stays fast), and a test can replace ``generation.generate``.
+from .. import generation
+from ..evaluation import oracle_score
+from .context import RoundContext
+
+
+def fill_generations(ctx: RoundContext, prompts: dict[int, Prompt], purpose: str, sampling: generation.Sampling,
+                     adapter: str | None, description: str) -> None:
+    """Generate what is missing: ``sampling.n`` outputs per prompt, one transaction per batch."""
+    have = ctx.generations(purpose)
+    missing = [pid for pid in prompts if len(have.get(pid, [])) < sampling.n]
+    if not missing:
+        return
+    t = ctx.training
+    oracle = ctx.oracle()
+    policy = generation.Policy(t.model, adapter)
+    fingerprint = generation.adapter_fingerprint(adapter)
+    model_name = t.model.source + (f"@adapter:{fingerprint[:12]}" if fingerprint else "")
+    params = {**sampling.as_params(), "adapter": adapter, "round": ctx.number}
+    per_call = max(1, t.generation.batch_size // sampling.n)
+    columns = [TextColumn(f"round {ctx.number} · {description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with ctx.reporter.bar(*columns) as bar:
+        job = bar.add_task(description, total=len(missing) * sampling.n)
+        for start in range(0, len(missing), per_call):
+            chunk = missing[start : start + per_call]
+            need = {pid: sampling.n - len(have.get(pid, [])) for pid in chunk}
+            msgs = [prompts[pid].as_messages() for pid in chunk]
+            outs = generation.generate(policy, msgs, sampling, batch_size=t.generation.batch_size)
+            with ctx.store.session() as s:
+                for pid, texts in zip(chunk, outs, strict=True):
+                    for text in texts[: need[pid]]:
+                        meta: dict[str, Any] = {"purpose": purpose}
+                        if oracle is not None:
+                            meta["oracle_score"] = oracle_score(oracle, prompts[pid].meta or {}, prompts[pid].as_messages(),
+                                                                text, f"an answer to prompt {pid}")
+                        s.add(Generation(prompt_id=pid, round_id=ctx.round_id, text=text, model=model_name, params=params,
+                                         meta=meta))
+            bar.advance(job, sum(need.values()))
+    policy.unload()

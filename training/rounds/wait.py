@@ -1,0 +1,107 @@
+"""waiting: give people time to label the round's top tasks, on the built-in queue or in Argilla.
+
+The waited-for tasks and the start time are stored in the round state when the wait first
+starts, so a resumed round waits for the same tasks and its deadline does not restart. Tasks
+nobody labelled are then taken off the human queue (``wait.cancel_unlabelled``); the judges'
+labels stand in for them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy import func, select, update
+
+from prefloop.feedback.argilla_bridge import sync_until
+from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
+
+from .context import RoundContext
+from .state import ArgillaSync
+
+#: "no deadline" for the Argilla wait, which takes a timeout: ten years.
+FOREVER_S = 10 * 365 * 86400.0
+
+
+def run(ctx: RoundContext) -> None:
+    if not ctx.training.wait.enabled:
+        return
+    if ctx.cfg.queue.human_queue == "argilla":
+        _wait_argilla(ctx)
+    else:
+        _wait_builtin(ctx)
+    _close_unlabelled(ctx)
+
+
+def _targets(ctx: RoundContext) -> tuple[list[int], float]:
+    """The tasks to wait for and when the wait started (fixed the first time)."""
+    st = ctx.state()
+    if st.wait_tasks is not None:
+        return list(st.wait_tasks), float(st.wait_started_at if st.wait_started_at is not None else time.time())
+    with ctx.store.session() as s:
+        ids = list(s.scalars(
+            select(Task.id).where(Task.round_id == ctx.round_id, Task.overlap > 0, Task.status == TaskStatus.OPEN.value)
+            .order_by(Task.priority.desc(), Task.id)
+        ))
+    if ctx.training.wait.max_tasks is not None:
+        ids = ids[: ctx.training.wait.max_tasks]
+    started = time.time()
+    ctx.patch_state(wait_tasks=ids, wait_started_at=started)
+    return ids, started
+
+
+def _short_of_labels(ctx: RoundContext, task_ids: list[int]) -> list[int]:
+    if not task_ids:
+        return []
+    with ctx.store.session() as s:
+        counts = dict(s.execute(
+            select(Annotation.task_id, func.count()).join(Annotator, Annotator.id == Annotation.annotator_id)
+            .where(Annotation.task_id.in_(task_ids), Annotator.kind == AnnotatorKind.HUMAN.value,
+                   Annotation.status == AnnotationStatus.SUBMITTED.value)
+            .group_by(Annotation.task_id)
+        ).all())
+        overlap = dict(s.execute(select(Task.id, Task.overlap).where(Task.id.in_(task_ids))).all())
+    k = ctx.training.wait.labels_per_task
+    return [t for t in task_ids if counts.get(t, 0) < (k if k is not None else overlap[t])]
+
+
+def _wait_builtin(ctx: RoundContext) -> None:
+    w = ctx.training.wait
+    targets, started = _targets(ctx)
+    srv = ctx.cfg.server
+    ctx.say(f"waiting for human labels on {len(targets)} task(s): annotate at [link]http://{srv.host}:{srv.port}/[/link]"
+            " (`prefloop serve`), or in the terminal with `prefloop annotate`")
+    if ctx.humans is not None:
+        ctx.humans(ctx.project, ctx.round_id, targets)
+    deadline = started + w.deadline_minutes * 60 if w.deadline_minutes else None
+    with ctx.reporter.bar(TextColumn("human labels"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        job = bar.add_task("waiting", total=len(targets))
+        while True:
+            short = _short_of_labels(ctx, targets)
+            bar.update(job, completed=len(targets) - len(short))
+            if not short:
+                break
+            if deadline is not None and time.time() >= deadline:
+                ctx.say(f"[yellow]deadline reached[/]: {len(short)} task(s) still short of human labels; judges' labels stand in")
+                break
+            time.sleep(w.poll_seconds)
+
+
+def _wait_argilla(ctx: RoundContext) -> None:
+    w = ctx.training.wait
+    st = ctx.state()
+    started = float(st.wait_started_at or time.time())
+    ctx.patch_state(wait_started_at=started)
+    timeout = max(0.0, started + w.deadline_minutes * 60 - time.time()) if w.deadline_minutes else FOREVER_S
+    ctx.say(f"waiting for human labels in Argilla ({ctx.cfg.argilla.api_url})")
+    result = sync_until(ctx.project, ctx.round_id, min_submitted=w.labels_per_task, timeout=timeout, interval=w.poll_seconds)
+    ctx.patch_state(argilla=ArgillaSync(done=result.done, pulls=result.pulls, waiting=len(result.waiting_tasks)))
+
+
+def _close_unlabelled(ctx: RoundContext) -> None:
+    """Take the round's tasks nobody labelled off the human queue (their judge labels remain)."""
+    if not ctx.training.wait.cancel_unlabelled:
+        return
+    with ctx.store.session() as s:
+        s.execute(update(Task).where(Task.round_id == ctx.round_id, Task.status == TaskStatus.OPEN.value, Task.n_done == 0)
+                  .values(status=TaskStatus.CANCELLED.value))
