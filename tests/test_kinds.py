@@ -12,7 +12,7 @@ import pytest
 from prefloop.feedback.config import AggregationConfig
 from prefloop.judges.base import PairwiseVerdict, PointwiseVerdict
 
-from prefloop.errors import ConfigError, InvalidAnswer, QueueError
+from prefloop.errors import ConfigError, DataError, InvalidAnswer, QueueError
 from prefloop.kinds import (
     COMPARE,
     EDIT,
@@ -418,6 +418,7 @@ def bestof():
 
 
 def test_a_registered_kind_goes_from_the_queue_to_an_exported_dataset(queue, bestof) -> None:
+    from prefloop.feedback.bulk import add_tasks
     from prefloop.feedback.export import build_dpo_dataset
     from prefloop.feedback.importer import parse_task
 
@@ -425,15 +426,18 @@ def test_a_registered_kind_goes_from_the_queue_to_an_exported_dataset(queue, bes
     line = {"prompt": "Which greeting is best?", "outputs": ["hi", "hello there!", "yo"], "kind": "bestof"}
     record = parse_task("tasks.jsonl:1", line, default_kind="compare", default_priority=0.0)  # prefloop queue add
     assert record.kind == "bestof"
+    with pytest.raises(DataError, match="a bestof task needs 3–8 outputs, got 2"):
+        parse_task("tasks.jsonl:2", {**line, "outputs": ["hi", "yo"]}, default_kind="compare", default_priority=0.0)
+    assert add_tasks(queue, [record], source="tasks.jsonl") == 1  # the bulk path behind `prefloop queue add`
     with queue.store.session() as s:
-        gens = queue.add_generations(record.record.prompt, record.outputs, session=s)
-        with pytest.raises(QueueError, match="a bestof task needs 3–8 outputs"):
-            queue.add_task("bestof", gens[:2], session=s)
-        task = queue.add_task("bestof", gens, session=s)
+        gens = queue.add_generations("Which farewell is best?", ["bye", "ciao"], session=s)
+        with pytest.raises(QueueError, match="a bestof task needs 3–8 outputs, got 2"):
+            queue.add_task("bestof", gens, session=s)
     compare = queue.add_comparison("Which is better?", ["a", "b"])
     ann = queue.ensure_annotator("ada")
     claimed = queue.claim(ann, kinds=["bestof"])
-    assert claimed is not None and claimed.task_id == task and claimed.kind == "bestof"
+    assert claimed is not None and claimed.kind == "bestof" and len(claimed.candidates) == 3
+    task = claimed.task_id
     ids = [c.generation_id for c in claimed.candidates]
     with pytest.raises(InvalidAnswer, match="a bestof answer needs the field 'best'"):
         queue.submit(ann, task, {"choice": ids[1]})
