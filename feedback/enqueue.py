@@ -17,9 +17,9 @@ from prefloop.errors import DataError, NotFoundError, QueueError
 from prefloop.kinds import TaskKind, get_kind
 from prefloop.text import check_json, check_text
 
+from .prompts import PromptInput, get_or_create_prompt
 from .store.db import Store
 from .store.models import Generation, Prompt, Task, TaskStatus
-from .prompts import PromptInput, get_or_create_prompt
 
 #: the longest model label the table holds (PostgreSQL refuses longer ones; SQLite would store them).
 MAX_MODEL = 500
@@ -65,7 +65,7 @@ class Enqueue:
         prompt_ids = {g.prompt_id for g in gens}
         if len(prompt_ids) != 1:
             raise QueueError(f"the outputs of one task must answer the same prompt; got prompts {sorted(prompt_ids)}")
-        texts = dict((g.id, g.text) for g in gens)
+        texts = {g.id: g.text for g in gens}
         check_distinct_outputs([texts[i] for i in ids], error=QueueError)
         task = Task(prompt_id=prompt_ids.pop(), round_id=round_id, generation_ids=ids, **fields)
         session.add(task)

@@ -293,11 +293,11 @@ def test_scripted_answers_match_prefloop_sim() -> None:
         task = SimTask(i, kind.name, "p", [(g, f"t{g}") for g in ids], (1, 4) if kind is RATE else None, i % 3 != 0)
         view = TaskView(ids, [f"t{g}" for g in ids], task.scale, task.allow_tie)
         if i % 5 == 0:
-            score = lambda g, t: None if g % 2 else 0.5  # noqa: E731 - some outputs unknown, the rest tied
+            score = lambda g, t: None if g % 2 else 0.5
         else:
-            score = lambda g, t: (g % 7) / 7  # noqa: E731
+            score = lambda g, t: (g % 7) / 7
         text = "the reference" if i % 2 else None
-        reference = lambda text=text: text  # noqa: E731
+        reference = lambda text=text: text
         best = ScoreOracle(lambda task, g, t, score=score: score(g, t), lambda task, text=text: text)(task)
         assert kind.best_answer(view, score, reference) == best
         expected = answer_like_human(task, best, 0.0, random.Random(i))  # always the mistake

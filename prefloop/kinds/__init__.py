@@ -104,7 +104,7 @@ def register_kind(kind: TaskKind, *, replace: bool = False) -> TaskKind:
     if not 1 <= lo <= hi:
         raise ValueError(f"task kind {name!r}: outputs must be (least, most) with 1 ≤ least ≤ most, got {(lo, hi)}")
     if not isinstance(getattr(kind, "answer_field", None), str):
-        raise ValueError(f"task kind {name!r} needs an answer_field")
+        raise ValueError(f"task kind {name!r} needs an answer_field")  # noqa: TRY004 - one error type for every bad registration
     KINDS[name] = kind
     return kind
 
