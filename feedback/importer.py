@@ -25,7 +25,7 @@ from prefloop.text import check_json, check_text, one_line
 from . import bulk
 from .db import Store
 from .models import OUTPUTS_PER_KIND, TaskKind
-from .prompts import check_tags, normalise_messages
+from .prompts import MAX_SOURCE, check_tags, normalise_messages
 from .queue import check_distinct_outputs
 
 SPLITS = ("train", "eval")
@@ -40,6 +40,8 @@ class PromptRecord:
     reference: str | None
     meta: dict[str, Any]
     where: str
+    #: where this prompt came from, when the row says so (else the file's name or ``--source``)
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,12 @@ def parse_record(where: str, row: dict[str, Any], *, default_split: str, extra_t
         check_text(k, f"{where}: field name {k[:40]!r}")
         check_json(v, f"{where}: field {k!r}")
     meta = {**extra, **meta}
-    return PromptRecord(prompt, split, sorted({*tags, *extra_tags}), reference, meta, where)
+    source = row.get("source")
+    if source is not None:
+        if not isinstance(source, str):
+            raise DataError(f"{where}: field 'source' must be text")
+        check_text(source, f"{where}: field 'source'", allow_blank=False, max_length=MAX_SOURCE)
+    return PromptRecord(prompt, split, sorted({*tags, *extra_tags}), reference, meta, where, source)
 
 
 def parse_task(where: str, row: dict[str, Any], *, default_kind: str, default_priority: float) -> TaskRecord:
