@@ -43,13 +43,7 @@ def _register() -> None:
     feedback_cli.register(app)
     for module in ("prefloop.judges.cli", "prefloop.training.cli", "prefloop.feedback.server.cli", "prefloop.feedback.argilla_cli",
                    "prefloop.retrieval.cli", "prefloop.sim.cli", "prefloop.experiments.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name == module:  # that part is not built yet
-                continue
-            raise
-        mod.register(app)
+        __import__(module, fromlist=["register"]).register(app)
 
 
 _register()
