@@ -41,7 +41,7 @@ def _register() -> None:
     from prefloop.feedback import cli as feedback_cli
 
     feedback_cli.register(app)
-    for module in ("prefloop.judges.cli", "prefloop.training.cli", "prefloop.feedback.server.cli", "prefloop.feedback.argilla_cli",
+    for module in ("prefloop.judges.cli", "prefloop.training.cli", "prefloop.feedback.server.cli", "prefloop.feedback.argilla.cli",
                    "prefloop.retrieval.cli", "prefloop.sim.cli", "prefloop.experiments.cli"):
         __import__(module, fromlist=["register"]).register(app)
 
