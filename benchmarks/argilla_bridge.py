@@ -22,7 +22,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from rich.console import Console
 from rich.table import Table
 
-from prefloop.feedback import argilla_bridge as bridge
+from prefloop.feedback import argilla as bridge
+from prefloop.feedback.argilla.client import quiet
 from prefloop.feedback.models import Round
 from prefloop.project import Project, init_project
 
@@ -64,7 +65,7 @@ def _answer_all(server, project: Project) -> None:  # noqa: ANN001
         for j, r in enumerate(records[i : i + 200]):
             responses = [rg.Response("preference", "A" if (k + j) % 3 else "B", user_id=u.id, status="submitted") for k, u in enumerate(users)]
             batch.append(rg.Record(id=r.id, fields=dict(r.fields), metadata=dict(r.metadata), responses=responses))
-        with bridge._quiet():
+        with quiet():
             ds.records.log(batch, batch_size=len(batch))
 
 

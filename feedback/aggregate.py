@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from prefloop.feedback.config import AggregationConfig
 from sqlalchemy import case, select
 
+from prefloop.feedback.config import AggregationConfig
 from prefloop.kinds import KINDS, TaskKind
 from prefloop.kinds.base import (
     HUMAN,

@@ -285,7 +285,7 @@ def _prepare_prompts(store: Store, records: Sequence[PromptRecord], source: str 
     if source is not None:
         check_text(source, "source", max_length=MAX_SOURCE)
     # parse_record checked every field already (its errors name file, line and field)
-    return [as_row.row({**prompt_fields(r.prompt, source=source, split=r.split, tags=r.tags, meta=r.meta,
+    return [as_row.row({**prompt_fields(r.prompt, source=r.source or source, split=r.split, tags=r.tags, meta=r.meta,
                                         reference=r.reference, checked=True), "created_at": now, "bulk_id": None})
             for r in records]
 

@@ -26,7 +26,7 @@ from prefloop.text import check_json, check_text, one_line
 from . import bulk
 from .db import Store
 from .enqueue import check_distinct_outputs
-from .prompts import check_tags, normalise_messages
+from .prompts import MAX_SOURCE, check_tags, normalise_messages
 
 SPLITS = ("train", "eval")
 KNOWN = {"prompt", "text", "messages", "split", "tags", "reference", "meta", "source"}
@@ -40,6 +40,8 @@ class PromptRecord:
     reference: str | None
     meta: dict[str, Any]
     where: str
+    #: where this prompt came from, when the row says so (else the file's name or ``--source``)
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,12 @@ def parse_record(where: str, row: dict[str, Any], *, default_split: str, extra_t
         check_text(k, f"{where}: field name {k[:40]!r}")
         check_json(v, f"{where}: field {k!r}")
     meta = {**extra, **meta}
-    return PromptRecord(prompt, split, sorted({*tags, *extra_tags}), reference, meta, where)
+    source = row.get("source")
+    if source is not None:
+        if not isinstance(source, str):
+            raise DataError(f"{where}: field 'source' must be text")
+        check_text(source, f"{where}: field 'source'", allow_blank=False, max_length=MAX_SOURCE)
+    return PromptRecord(prompt, split, sorted({*tags, *extra_tags}), reference, meta, where, source)
 
 
 def parse_task(where: str, row: dict[str, Any], *, default_kind: str, default_priority: float) -> TaskRecord:
@@ -275,7 +282,7 @@ def parse_task(where: str, row: dict[str, Any], *, default_kind: str, default_pr
         raise DataError(f"{where}: field 'kind' is {str(kind)[:40]!r}; expected one of {', '.join(KINDS)}")
     if isinstance(priority, bool) or not isinstance(priority, (int, float)):
         raise DataError(f"{where}: field 'priority' must be a number, got {type(priority).__name__}")
-    if isinstance(priority, int) and abs(priority) > 2**53 or not math.isfinite(priority):
+    if (isinstance(priority, int) and abs(priority) > 2**53) or not math.isfinite(priority):
         raise DataError(f"{where}: field 'priority' is {str(priority)[:40]}; expected a finite number up to ±2**53")
     if not isinstance(outputs, list) or not outputs:
         raise DataError(f"{where}: field 'outputs' must be a non-empty list of texts")

@@ -145,10 +145,6 @@ class Judge(ABC):
     def identity(self) -> dict[str, Any]:
         """``name``, ``model``, ``template_hash`` (+ ``backend``): stored with every verdict."""
 
-    @property
-    def identity_hash(self) -> str:
-        return _digest(self.identity)[:16]
-
     def check(self) -> None:  # noqa: B027 - optional hook
         """Fail early (a PrefloopError) when the judge cannot run, e.g. a missing API key."""
 

@@ -46,10 +46,6 @@ class JudgeRunStats:
     priorities_changed: int = 0
     errors: list[str] = field(default_factory=list)  # the first few failure reasons
 
-    @property
-    def pairs_per_second(self) -> float:
-        return self.verdicts / self.seconds if self.seconds else 0.0
-
 
 def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) -> list[JudgedTask]:
     from prefloop.feedback.models import Generation, Task, TaskStatus

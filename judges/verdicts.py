@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prefloop.feedback.writer import NewAnnotation
-
 from prefloop.kinds import PAIRWISE, TaskView, get_kind
 
 if TYPE_CHECKING:

@@ -41,15 +41,9 @@ def _register() -> None:
     from prefloop.feedback import cli as feedback_cli
 
     feedback_cli.register(app)
-    for module in ("prefloop.judges.cli", "prefloop.training.cli", "prefloop.feedback.server.cli", "prefloop.feedback.argilla_cli",
+    for module in ("prefloop.judges.cli", "prefloop.training.cli", "prefloop.feedback.server.cli", "prefloop.feedback.argilla.cli",
                    "prefloop.retrieval.cli", "prefloop.sim.cli", "prefloop.experiments.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name == module:  # that part is not built yet
-                continue
-            raise
-        mod.register(app)
+        __import__(module, fromlist=["register"]).register(app)
 
 
 _register()

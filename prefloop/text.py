@@ -46,6 +46,13 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def storable(value: str) -> tuple[str, int]:
+    """Text a model wrote, made storable on both databases: each NUL or lone surrogate becomes
+    U+FFFD (the replacement character), and the count says how many did, so that callers record
+    the change instead of hiding it. Model output is not refused: a round cannot ask the model again."""
+    return _UNSTORABLE.subn("\ufffd", value)
+
+
 def check_text(
     value: Any,
     field: str,

@@ -61,6 +61,8 @@ def test_malformed_line_names_file_and_line_and_imports_nothing(store, tmp_path)
         ({"messages": [{"role": "bot", "content": "x"}]}, r"messages\[0\]\.role is 'bot'"),
         ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, "must end with a user turn"),
         ({"prompt": "x", "messages": [{"role": "user", "content": "y"}]}, "either 'prompt' or 'messages'"),
+        ({"prompt": "x", "source": 7}, "field 'source' must be text"),
+        ({"prompt": "x", "source": "\u200b"}, "field 'source'"),
     ],
 )
 def test_invalid_records_are_named(store, tmp_path, row, message):
@@ -224,3 +226,12 @@ def test_parquet_values_that_cannot_be_stored_are_named_by_row_and_field(store, 
     with pytest.raises(DataError, match=r"junk\.parquet: not a readable Parquet file"):
         import_prompts(store, tmp_path / "junk.parquet")
     assert count(store) == 0
+
+
+def test_a_rows_source_is_kept_and_the_files_name_is_the_default(store, tmp_path):
+    f = write_jsonl(tmp_path / "mixed.jsonl", [{"prompt": "from the wiki", "source": "wiki export 2026-11"},
+                                               {"prompt": "no source given"}])
+    import_prompts(store, f)
+    with store.session() as s:
+        assert [(p.text, p.source) for p in s.scalars(select(Prompt).order_by(Prompt.id))] == [
+            ("from the wiki", "wiki export 2026-11"), ("no source given", "mixed.jsonl")]

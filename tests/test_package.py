@@ -40,6 +40,7 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl",
                   "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js",
                   "prefloop/experiments/worker.py", "prefloop/sim/task.py", "prefloop/configs/tasks/arithmetic/task.py",
+                  "prefloop/feedback/argilla/client.py", "prefloop/feedback/argilla/cli.py",
                   "prefloop/configs/tasks/arithmetic/prompts.jsonl", "prefloop/configs/experiments/feedback-sources.yaml"):
         assert needed in names
 

@@ -5,7 +5,7 @@ exactly once, nothing unacknowledged was stored, and every task's counts agree w
 
 from __future__ import annotations
 
-from prefloop.feedback.loadtest import run_load_test
+from loadkit import run_load_test
 
 
 def test_kill_and_restart_under_load_loses_and_duplicates_nothing(db_url, tmp_path) -> None:  # noqa: ANN001

@@ -166,3 +166,16 @@ def test_guidelines_in_the_config_follow_the_policy(tmp_path, bad: str) -> None:
     f.write_text(f'annotation:\n  guidelines: "Be kind. {bad}"\n')
     with pytest.raises(ConfigError, match="annotation.guidelines"):
         load_config(f)
+
+
+def test_model_output_with_nul_is_stored_replaced_and_counted_on_both_databases(queue: Queue) -> None:
+    """A round cannot refuse its own model's output: NUL and lone surrogates become U+FFFD, counted."""
+    from prefloop.text import storable
+
+    text, replaced = storable("Paris\x00 is\ud800 the capital")
+    assert (text, replaced) == ("Paris\ufffd is\ufffd the capital", 2)
+    assert storable("plain") == ("plain", 0)
+    with queue.store.session() as s:
+        queue.add_generations("Capital of France?", [text], session=s)
+    with queue.store.session() as s:
+        assert s.scalar(select(Generation.text)) == text

@@ -118,12 +118,5 @@ def oracle_score(oracle: Oracle, meta: dict[str, Any], messages: list[dict[str, 
     return score
 
 
-def oracle_scores(oracle: Oracle, metas: dict[int, dict[str, Any]], prompts: dict[int, list[dict[str, str]]],
-                  samples: dict[int, list[tuple[int, str]]]) -> dict[int, float]:
-    """generation id → oracle score."""
-    return {gid: oracle_score(oracle, metas[pid], prompts[pid], text, f"generation {gid}")
-            for pid, gens in samples.items() for gid, text in gens}
-
-
 def mean_or_none(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None

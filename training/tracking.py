@@ -178,7 +178,3 @@ def _cell(v: Any) -> Any:
         return finite_or_none(v)
     return str(v)
 
-
-def offline_runs(run_dir: Path) -> list[Path]:
-    """The offline run folders under a run directory (what ``wandb sync`` takes)."""
-    return sorted((run_dir / "wandb").glob("offline-run-*"))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -198,14 +197,6 @@ def _common_args(cfg: TrainingConfig, s: SFTSettings | DPOSettings, out: Path, d
     if plan.gradient_checkpointing:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return args
-
-
-def planned_steps(s: SFTSettings | DPOSettings, n_rows: int) -> int:
-    """Optimizer steps a phase will take on ``n_rows`` examples."""
-    if s.max_steps is not None:
-        return s.max_steps
-    batches = math.ceil(n_rows / s.batch_size)
-    return max(1, math.ceil(batches * s.epochs / s.grad_accum)) if n_rows else 0
 
 
 def load_base(cfg: TrainingConfig, device: str, plan: Throughput | None = None) -> Any:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -220,9 +220,6 @@ class Store:
             cfg = alembic_config(self)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-
-    def is_migrated(self) -> bool:
-        return "alembic_version" in inspect(self.engine).get_table_names()
 
     def dispose(self) -> None:
         self.engine.dispose()

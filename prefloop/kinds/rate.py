@@ -59,7 +59,7 @@ class RateKind(TaskKind):
     # ---------------------------------------------------------------- answers
     def check(self, v: Any, generation_ids: list[int], *, scale: tuple[int, int] | None, allow_tie: bool, where: str) -> Any:
         lo, hi = scale or DEFAULT_SCALE
-        if isinstance(v, bool) or not isinstance(v, int) and not (isinstance(v, float) and v.is_integer()):
+        if isinstance(v, bool) or (not isinstance(v, int) and not (isinstance(v, float) and v.is_integer())):
             raise InvalidAnswer(f"{where}: rating must be an integer from {lo} to {hi}, got {v!r}")
         if not lo <= int(v) <= hi:
             raise InvalidAnswer(f"{where}: rating {v} is outside the scale {lo}–{hi}")

@@ -11,6 +11,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from prefloop.feedback.models import Generation, Prompt
+from prefloop.text import storable
 
 # Through the module, not its names: loading a model imports torch and transformers inside these
 # functions (``prefloop --help`` stays fast), and a test can replace ``generation.generate``.
@@ -44,8 +45,11 @@ def fill_generations(ctx: RoundContext, prompts: dict[int, Prompt], purpose: str
             outs = generation.generate(policy, msgs, sampling, batch_size=t.generation.batch_size)
             with ctx.store.session() as s:
                 for pid, texts in zip(chunk, outs, strict=True):
-                    for text in texts[: need[pid]]:
+                    for raw in texts[: need[pid]]:
+                        text, replaced = storable(raw)
                         meta: dict[str, Any] = {"purpose": purpose}
+                        if replaced:  # NUL or a lone surrogate from the model: PostgreSQL cannot store it
+                            meta["unstorable_replaced"] = replaced
                         if oracle is not None:
                             meta["oracle_score"] = oracle_score(oracle, prompts[pid].meta or {}, prompts[pid].as_messages(),
                                                                 text, f"an answer to prompt {pid}")

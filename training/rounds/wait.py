@@ -13,7 +13,7 @@ import time
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select, update
 
-from prefloop.feedback.argilla_bridge import sync_until
+from prefloop.feedback.argilla import sync_until
 from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
 
 from .context import RoundContext

@@ -1,4 +1,4 @@
-"""The Argilla bridge against a real argilla-server 2.8 on loopback.
+"""The Argilla integration (prefloop.feedback.argilla) against a real argilla-server 2.8 on loopback.
 
 The server (its own venv, Redis, SQLite, and the TEST-ONLY in-memory search engine under
 ``tests/argilla_server/``) starts once per session. Annotators answer through the argilla SDK
@@ -20,15 +20,17 @@ import pytest
 from sqlalchemy import func, select
 
 from prefloop.errors import ConfigError
-from prefloop.feedback import argilla_bridge as bridge
+from prefloop.feedback import argilla as bridge
+from prefloop.feedback.argilla import client as argilla_client
 from prefloop.feedback.models import Annotation, Annotator, Round, Task
 from prefloop.project import Project, init_project
 
 pytestmark = pytest.mark.argilla
+push_module = importlib.import_module("prefloop.feedback.argilla.push")  # `bridge.push` is the function
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _spec = importlib.util.spec_from_file_location(
-    "prefloop_test_argilla_harness", Path(__file__).parent / "argilla_server" / "harness.py"
+    "prefloop_test_argilla_harness", Path(__file__).parents[2] / "argilla_server" / "harness.py"
 )
 harness = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(harness)
@@ -162,8 +164,8 @@ def test_round_trip_push_answer_pull_repull_change_repush(tmp_path, db_url, argi
     from prefloop.feedback.agreement import cohen_kappa, inter_annotator, judge_human_agreement
 
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
-    monkeypatch.setattr(bridge, "_LIST_PAGE", 7)  # records are listed and logged in several pages
-    monkeypatch.setattr(bridge, "_LOG_BATCH", 8)
+    monkeypatch.setattr(argilla_client, "_LIST_PAGE", 7)  # records are listed and logged in several pages
+    monkeypatch.setattr(push_module, "_LOG_BATCH", 8)
     project = make_project(tmp_path, argilla_server, db_url)
     rid = add_round(project)
     q = project.queue
@@ -634,7 +636,7 @@ def test_interrupted_push_is_completed_by_the_next_push(tmp_path, db_url, argill
     import httpx
 
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.owner_key)
-    monkeypatch.setattr(bridge, "_LOG_BATCH", 2)  # compare: 2 writes (2 + 1 records); rate: 1 write
+    monkeypatch.setattr(push_module, "_LOG_BATCH", 2)  # compare: 2 writes (2 + 1 records); rate: 1 write
     project = make_project(tmp_path, argilla_server, db_url, queue__overlap=1)
     rid = add_round(project, 6)
     compare = [add_compare(project, rid, i)[0] for i in range(3)]
