@@ -16,6 +16,7 @@ from sqlalchemy import select
 from prefloop.atomic import atomic_write_text
 from prefloop.errors import ConfigError
 from prefloop.feedback.models import Generation, Round
+from prefloop.feedback.passages import first_prompted
 from prefloop.judges import Judge, PairwiseJudge
 from prefloop.judges.runner import use_store_cache
 
@@ -69,7 +70,8 @@ def run(ctx: RoundContext) -> None:
         result["judge"] = name
         cost = 0.0
         if judge is not None:
-            msgs = {pid: p.as_messages() for pid, p in prompts.items()}
+            # the judge reads the prompt as this round's samples were given it (passages placed, with rag)
+            msgs = {pid: first_prompted(p.as_messages(), (gmeta[g] for g, _ in mine.get(pid, []))) for pid, p in prompts.items()}
             refs = {pid: p.reference for pid, p in prompts.items()}
             with ctx.store.session() as s:
                 others = {x.number: x.id for x in s.scalars(select(Round).where(Round.number.in_([0, ctx.number - 1])))}
