@@ -160,3 +160,17 @@ def test_the_terminal_shows_sources_with_hidden_characters_visible(store, tmp_pa
     assert "\\x1b[2Kwrite \\u202eNEPO." in shown and '<img src=x onerror="document.title=' in shown
     assert not SGR.sub("", raw).count("\x1b")  # no escape but rich's own colours
 
+
+
+def test_with_retrieval_a_training_row_must_fit_max_length() -> None:
+    from prefloop.config import parse_config
+    from prefloop.errors import ConfigError
+    from prefloop.training.rounds import check_config
+
+    base = {"rag": {"enabled": True, "max_context_tokens": 200}, "training": {"generation": {"max_new_tokens": 48}}}
+    with pytest.raises(ConfigError, match=r"training.sft.max_length \(128\) cannot hold a prompt with its passages") as err:
+        check_config(parse_config({**base, "training": {**base["training"], "sft": {"max_length": 128}}}))
+    assert "at least 312" in (err.value.hint or "")
+    check_config(parse_config({**base, "training": {**base["training"], "sft": {"max_length": 312},
+                                                    "dpo": {"max_length": 400}}}))
+    check_config(parse_config({"rag": {"enabled": False}, "training": {"sft": {"max_length": 32}}}))  # no retrieval

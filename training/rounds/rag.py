@@ -9,10 +9,34 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from prefloop.config import ProjectConfig
+from prefloop.errors import ConfigError
 from prefloop.feedback.models import Generation, Prompt
 from prefloop.retrieval.context import PromptRetriever, RetrievedPrompt, project_index_dir
 
 from .context import RoundContext
+
+#: tokens a training row needs beside the passages and the reply: the chat template, the system
+#: prompt and the customer's message (SmolLM2's template and the demo prompts use about 40).
+PROMPT_ALLOWANCE = 64
+
+
+def check_budget(cfg: ProjectConfig) -> None:
+    """With retrieval on, a training row (prompt with passages, then the reply) must fit the
+    trainers' ``max_length``: TRL truncates longer rows, and a DPO row cut inside its prompt has no
+    reply left and is dropped — with every row dropped, training fails without saying why."""
+    if not cfg.rag.enabled:
+        return
+    t = cfg.training
+    need = cfg.rag.max_context_tokens + t.generation.max_new_tokens + PROMPT_ALLOWANCE
+    for phase, settings in (("sft", t.sft), ("dpo", t.dpo)):
+        if settings.enabled and settings.max_length < need:
+            raise ConfigError(
+                f"training.{phase}.max_length ({settings.max_length}) cannot hold a prompt with its passages "
+                f"(rag.max_context_tokens {cfg.rag.max_context_tokens}) and a reply (generation.max_new_tokens "
+                f"{t.generation.max_new_tokens})",
+                hint=f"raise training.{phase}.max_length to at least {need}, or lower rag.max_context_tokens",
+            )
 
 
 def stored_contexts(ctx: RoundContext, purpose: str, prompt_ids: list[int]) -> dict[int, RetrievedPrompt]:
