@@ -71,7 +71,7 @@ class ProjectConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora", "qwen2.5-0.5b-lora-bf16", "demo")
+PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora", "qwen2.5-0.5b-lora-bf16", "demo", "demo-rag")
 
 
 def _allowed_keys(model: type[StrictModel], loc: tuple[Any, ...]) -> list[str]:

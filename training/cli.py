@@ -127,8 +127,11 @@ def cmd_report(
 
 
 def cmd_demo(
-    directory: Path = typer.Argument(Path("prefloop-demo"), help="Demo project directory (created, or continued)."),
+    directory: Optional[Path] = typer.Argument(None, help="Demo project directory (created, or continued; default "
+                                               "prefloop-demo, or prefloop-demo-rag with --rag)."),
     rounds: int = typer.Option(3, min=1, help="Rounds after the baseline."),
+    rag: bool = typer.Option(False, "--rag", help="The knowledge demo: replies must state Acme's policies; retrieval "
+                             "in the loop, then `compare` of base, base+RAG, fine-tuned and fine-tuned+RAG."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """3 rounds on CPU, offline: SmolLM2-135M learns a support desk's style guide from scripted humans and a judge."""
@@ -137,11 +140,19 @@ def cmd_demo(
     _threads()
     from rich.console import Console
 
-    from .demo import run_demo
-
     console = Console(stderr=True)
-    project, seconds = run_demo(directory, rounds=rounds, progress=not quiet, console=console)
-    _print_report(project)
+    if rag:
+        from .demo_rag import run_rag_demo
+
+        project, result, seconds = run_rag_demo(directory or Path("prefloop-demo-rag"), rounds=rounds, progress=not quiet,
+                                                console=console)
+        _print_report(project)
+        print_compare(result, project)
+    else:
+        from .demo import run_demo
+
+        project, seconds = run_demo(directory or Path("prefloop-demo"), rounds=rounds, progress=not quiet, console=console)
+        _print_report(project)
     typer.echo(f"demo finished in {seconds / 60:.1f} min; wandb runs: {project.runs_dir / 'wandb'} (upload with `wandb sync`)")
 
 

@@ -21,7 +21,10 @@ from prefloop.errors import ConfigError
 #: An oracle scores one answer to one prompt in [0, 1]: ``oracle(prompt_meta, messages, text)``.
 Oracle = Callable[[dict[str, Any], list[dict[str, str]], str], float]
 
-BUILTIN_ORACLES = {"support-desk": "prefloop.training.demo:support_desk_oracle"}
+BUILTIN_ORACLES = {
+    "support-desk": "prefloop.training.demo:support_desk_oracle",
+    "support-desk-rag": "prefloop.training.demo_rag:support_desk_rag_oracle",
+}
 
 
 def load_oracle(name: str) -> Oracle:
