@@ -150,6 +150,22 @@ def demo_config_text() -> str:
     return (resources.files("prefloop.configs") / "demo.yaml").read_text()
 
 
+def run_loop(project: Any, rounds: int, *, humans: Callable[[Any, int, list[int]], None] | None, progress: bool = True,
+             console: Any = None) -> Any:
+    """Run ``project``'s loop up to round ``rounds``: finish an interrupted round, evaluate the base
+    model (round 0) if that is not done yet, then run rounds until round ``rounds`` is done."""
+    from .rounds import Orchestrator
+
+    orch = Orchestrator(project, progress=progress, console=console, humans=humans)
+    pending = orch.unfinished()
+    if pending is not None:
+        orch.resume(pending.number)
+    orch.ensure_baseline()
+    while max(r.number for r in orch.rounds()) < rounds:
+        orch.run_next()
+    return orch
+
+
 def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, console: Any = None,
              humans: Callable[[Any, int, list[int]], None] | None = None) -> Any:
     """Create (or continue) the demo project in ``directory`` and run rounds 0…``rounds``."""
@@ -158,8 +174,6 @@ def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, c
     from prefloop.feedback.importer import import_prompts
     from prefloop.project import CONFIG_NAME, Project, init_project
 
-    from .rounds import Orchestrator
-
     console = console or Console(stderr=True)
     root = Path(directory)
     if not (root / CONFIG_NAME).is_file():
@@ -167,12 +181,6 @@ def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, c
     else:
         project = Project(root)
     import_prompts(project.store, data_path())
-    orch = Orchestrator(project, progress=progress, console=console, humans=humans or scripted_humans())
     start = time.perf_counter()
-    pending = orch.unfinished()
-    if pending is not None:
-        orch.resume(pending.number)
-    orch.ensure_baseline()
-    while max(r.number for r in orch.rounds()) < rounds:
-        orch.run_next()
+    run_loop(project, rounds, humans=humans or scripted_humans(), progress=progress, console=console)
     return project, time.perf_counter() - start

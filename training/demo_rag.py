@@ -24,7 +24,7 @@ from typing import Any
 
 from prefloop.retrieval.demo_data import Fact, load_facts, support_kb_path
 
-from .demo import CLOSING, checks, scripted_humans
+from .demo import CLOSING, checks, run_loop, scripted_humans
 
 #: the weights of the two halves of the oracle score
 STYLE_WEIGHT, FACTS_WEIGHT = 0.5, 0.5
@@ -97,20 +97,13 @@ def run_rag_demo(directory: str | Path, *, rounds: int = 3, progress: bool = Tru
     from prefloop.retrieval.ingest import import_kb
 
     from .compare import run_compare
-    from .rounds import Orchestrator
 
     console = console or Console(stderr=True)
     root = Path(directory)
     project = init_project(root, preset="demo-rag") if not (root / CONFIG_NAME).is_file() else Project(root)
     import_kb(project.store, support_kb_path(), kb=KB_NAME)  # idempotent: unchanged documents are kept
     import_prompts(project.store, data_path())
-    orch = Orchestrator(project, progress=progress, console=console, humans=scripted_leads())
     start = time.perf_counter()
-    pending = orch.unfinished()
-    if pending is not None:
-        orch.resume(pending.number)
-    orch.ensure_baseline()
-    while max(r.number for r in orch.rounds()) < rounds:
-        orch.run_next()
+    run_loop(project, rounds, humans=scripted_leads(), progress=progress, console=console)
     result = run_compare(project, seeds=seeds, progress=progress, console=console)
     return project, result, time.perf_counter() - start
