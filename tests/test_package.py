@@ -38,7 +38,9 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
                   "prefloop/feedback/store/migrations/versions/0005_round_state.py", "prefloop/training/rounds/machine.py",
                   "prefloop/configs/data/support_kb/refunds.md",
                   "prefloop/configs/data/support_kb_queries.jsonl", "prefloop/configs/data/support_kb_facts.jsonl",
-                  "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js"):
+                  "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js",
+                  "prefloop/training/compare/runner.py", "prefloop/configs/demo-rag.yaml",
+                  "prefloop/configs/data/support_desk_rag.jsonl"):
         assert needed in names
 
 
