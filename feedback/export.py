@@ -3,6 +3,9 @@
 - DPO: ``prompt`` (chat messages), ``chosen`` / ``rejected`` (one assistant message each);
 - SFT: ``messages`` (the prompt's turns followed by the target as the assistant turn).
 
+A row whose generation was made with retrieval has the prompt as the model saw it (the passages
+placed in it, so that training with retrieval in the prompt teaches the model to use its
+context, RAFT-style) and the passages in a ``passages`` column (empty without retrieval).
 Every row carries its provenance: ``source`` (human / judge / mixed), ``method``,
 ``confidence``, ``n_annotators``, ``annotators``, ``task_ids``, ``round`` and the ids involved.
 :func:`dataset_hash` gives a content hash that rounds register with their artifacts.
@@ -17,22 +20,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from prefloop.feedback.config import AggregationConfig
-from sqlalchemy import case
+from sqlalchemy import case, select
 
 from prefloop.atomic import atomic_dir, atomic_path
 from prefloop.errors import DataError
+from prefloop.feedback.config import AggregationConfig
 
 from .aggregate import preferences, sft_targets
 from .db import Store, rows_by_id
-from .models import Generation, Prompt, chat_messages
+from .models import Generation, Prompt, Task, chat_messages
+from .passages import merged_passages, prompted_messages
 
 Format = Literal["disk", "jsonl", "parquet"]
 
 DPO_COLUMNS = ["prompt", "chosen", "rejected", "prompt_id", "chosen_id", "rejected_id", "source", "method",
-               "confidence", "n_annotators", "annotators", "task_ids", "round"]
+               "confidence", "n_annotators", "annotators", "task_ids", "round", "passages"]
 SFT_COLUMNS = ["messages", "prompt_id", "generation_id", "source", "method", "confidence", "n_annotators",
-               "annotators", "task_ids", "round"]
+               "annotators", "task_ids", "round", "passages"]
 
 
 def _features(dataset: str):  # noqa: ANN202 - datasets.Features
@@ -43,6 +47,10 @@ def _features(dataset: str):  # noqa: ANN202 - datasets.Features
         "prompt_id": Value("int64"), "source": Value("string"), "method": Value("string"),
         "confidence": Value("float64"), "n_annotators": Value("int64"), "annotators": List(Value("string")),
         "task_ids": List(Value("int64")), "round": Value("int64"),
+        "passages": List({"number": Value("int64"), "chunk_id": Value("int64"), "kb": Value("string"),
+                          "document_key": Value("string"), "title": Value("string"), "source": Value("string"),
+                          "score": Value("float64"), "rank": Value("int64"), "truncated": Value("bool"),
+                          "text": Value("string")}),
     }
     if dataset == "dpo":
         return Features({"prompt": msg, "chosen": msg, "rejected": msg, "chosen_id": Value("int64"),
@@ -69,6 +77,27 @@ def _dataset(rows: dict[str, list[Any]], kind: str):  # noqa: ANN202 - datasets.
     return Dataset(pa.Table.from_pydict(rows, schema=features.arrow_schema), info=DatasetInfo(features=features))
 
 
+def _contexts(store: Store, gen_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """generation id → its meta, for the prompt as given and the passages (retrieval only)."""
+    with store.read() as conn:
+        return {gid: dict(meta or {}) for gid, meta in rows_by_id(conn, (Generation.id, Generation.meta), gen_ids)}
+
+
+def _answered_generations(store: Store, targets: list[Any]) -> dict[int, int]:
+    """target index → the generation whose prompt it answers: its own, or the one its edit task corrected."""
+    out = {i: t.generation_id for i, t in enumerate(targets) if t.generation_id is not None}
+    edits = {i: t.task_ids[0] for i, t in enumerate(targets) if t.generation_id is None and t.task_ids}
+    with store.session() as s:
+        gens = dict(s.execute(select(Task.id, Task.generation_ids).where(Task.id.in_(set(edits.values())))).all())
+    out.update({i: int(gens[tid][0]) for i, tid in edits.items() if gens.get(tid)})
+    return out
+
+
+def _prompted(prompt: list[dict[str, str]], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's prompt as the model saw it, and its ``passages`` column."""
+    return {"prompt": prompted_messages(prompt, meta), "passages": merged_passages([meta])}
+
+
 def build_dpo_dataset(
     store: Store,
     *,
@@ -83,8 +112,11 @@ def build_dpo_dataset(
     prefs = [p for p in preferences(store, round_ids=round_ids, config=config)
              if p.confidence >= floor and (sources is None or p.source in sources)]
     prompts, texts = _prompts_and_texts(store, {p.prompt_id for p in prefs}, {g for p in prefs for g in (p.chosen_id, p.rejected_id)})
+    metas = _contexts(store, {p.chosen_id for p in prefs})
+    given = [_prompted(prompts[p.prompt_id], metas.get(p.chosen_id)) for p in prefs]
     rows: dict[str, list[Any]] = {
-        "prompt": [prompts[p.prompt_id] for p in prefs],
+        "prompt": [g["prompt"] for g in given],
+        "passages": [g["passages"] for g in given],
         "chosen": [[{"role": "assistant", "content": texts[p.chosen_id]}] for p in prefs],
         "rejected": [[{"role": "assistant", "content": texts[p.rejected_id]}] for p in prefs],
         "round": [-1 if p.round_number is None else p.round_number for p in prefs],
@@ -105,10 +137,13 @@ def build_sft_dataset(
     """Human edits and top-rated outputs as a TRL SFT dataset (``messages``)."""
     targets = [t for t in sft_targets(store, round_ids=round_ids, config=config) if sources is None or t.source in sources]
     prompts, _ = _prompts_and_texts(store, {t.prompt_id for t in targets}, set())
+    answered = _answered_generations(store, targets)
+    metas = _contexts(store, set(answered.values()))
     rows: dict[str, list[Any]] = {c: [] for c in SFT_COLUMNS}
-    for t in targets:
+    for i, t in enumerate(targets):
+        given = _prompted(prompts[t.prompt_id], metas.get(answered[i]) if i in answered else None)
         row = {
-            "messages": [*prompts[t.prompt_id], {"role": "assistant", "content": t.text}],
+            "messages": [*given["prompt"], {"role": "assistant", "content": t.text}], "passages": given["passages"],
             "prompt_id": t.prompt_id, "generation_id": -1 if t.generation_id is None else t.generation_id,
             "source": t.source, "method": t.method, "confidence": t.confidence,
             "n_annotators": len(t.annotators), "annotators": t.annotators, "task_ids": t.task_ids,

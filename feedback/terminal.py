@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -26,6 +27,7 @@ from prefloop.errors import InvalidAnswer
 from prefloop.kinds import KeyState, TaskView, get_kind
 from prefloop.visible import visible_parts
 
+from .passages import task_sources
 from .queue import ClaimedTask, Queue
 
 
@@ -70,12 +72,27 @@ def conversation(messages: list[dict[str, str]]) -> RenderableType:
     return Group(*(line for m in messages for line in (shown(m["role"], style="bold cyan"), shown(m["content"]))))
 
 
-def render(task: ClaimedTask, guidelines: str, progress: dict[str, int]) -> Group:
+def source_list(sources: list[dict[str, Any]]) -> RenderableType:
+    """The passages retrieval placed in the outputs' prompt: each with its number, title, origin
+    and score, then its text (untrusted, shown like outputs)."""
+    lines: list[RenderableType] = []
+    for p in sources:
+        where = " — ".join(str(x) for x in (p.get("title"), p.get("source") or p.get("document_key")) if x)
+        score = f" · score {p['score']:.3f}" if isinstance(p.get("score"), (int, float)) else ""
+        number = p.get("number") if p.get("number") is not None else "?"
+        lines.append(shown(f"[{number}] {where}{score}{' · cut to fit' if p.get('truncated') else ''}", style="bold"))
+        lines.append(shown(str(p.get("text") or "")))
+    return Group(*lines)
+
+
+def render(task: ClaimedTask, guidelines: str, progress: dict[str, int], sources: list[dict[str, Any]] | None = None) -> Group:
     parts = [
         Text(f"task {task.task_id} · {task.kind} · done {progress['done']} · remaining {progress['remaining']}", style="dim"),
         Panel(shown(guidelines), title="guidelines", border_style="blue"),
         Panel(conversation(task.prompt_messages), title="prompt", border_style="cyan"),
     ]
+    if sources:  # a person judging a RAG answer must see its sources
+        parts.append(Panel(source_list(sources), title="sources (placed in the model's prompt)", border_style="magenta"))
     for i, c in enumerate(task.candidates, 1):
         parts.append(Panel(shown(c.text), title=f"output {i}", border_style="green"))
     parts.append(Text(get_kind(task.kind).keys_line(task.scale), style="bold"))
@@ -105,7 +122,9 @@ def run(queue: Queue, annotator_id: int, *, guidelines: str, round_id: int | Non
         if task is None:
             console.print(Text("No task left for you. Thank you!", style="bold green"))
             return counts
-        console.print(render(task, guidelines, queue.progress(annotator_id, round_id=round_id)))
+        with queue.store.session() as s:
+            sources = task_sources(s, [c.generation_id for c in task.candidates])
+        console.print(render(task, guidelines, queue.progress(annotator_id, round_id=round_id), sources))
         started = time.monotonic()
         while True:
             result = answer(task, read_key, console)

@@ -49,6 +49,7 @@ class JudgeRunStats:
 
 def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) -> list[JudgedTask]:
     from prefloop.feedback.models import Generation, Task, TaskStatus
+    from prefloop.feedback.passages import first_prompted, generation_metas
 
     with store.session() as s:
         q = select(Task).where(Task.status != TaskStatus.CANCELLED.value)
@@ -62,10 +63,11 @@ def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) ->
         for i in range(0, len(gen_ids), 500):
             chunk = gen_ids[i : i + 500]
             texts.update(dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(chunk))).all()))
+        metas = generation_metas(s, gen_ids)  # a judge sees the prompt as the model saw it (passages placed)
         return [
             JudgedTask(
                 t.id, t.kind, [int(g) for g in t.generation_ids], [texts[int(g)] for g in t.generation_ids],
-                t.prompt.as_messages(), t.prompt.reference,
+                first_prompted(t.prompt.as_messages(), (metas.get(int(g)) for g in t.generation_ids)), t.prompt.reference,
                 (t.scale_min, t.scale_max) if t.scale_min is not None else None,
                 bool((t.meta or {}).get("allow_tie", True)),
             )

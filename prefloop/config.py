@@ -39,6 +39,14 @@ class CostConfig(StrictModel):
     currency: str = "USD"
     human_hourly_rate: float = Field(30.0, ge=0, description="per annotator hour")
     compute_hourly_rate: float = Field(0.10, ge=0, description="per hour of the training/generation machine")
+    # `prefloop compare`: what answering costs in production, and what quality is worth there.
+    inference_hourly_rate: float | None = Field(
+        None, ge=0, description="per hour of the machine that serves answers (null: compute_hourly_rate)")
+    price_prompt_per_1k_tokens: float = Field(0.0, ge=0, description="per 1,000 prompt tokens served (a hosted model's price)")
+    price_completion_per_1k_tokens: float = Field(0.0, ge=0, description="per 1,000 completion tokens served")
+    value_per_point: float | None = Field(
+        None, ge=0, description="what one point of quality (1 % of the oracle score) is worth per answer; "
+                                "sets break-even by value as well as by cost")
 
 
 class ProjectConfig(StrictModel):
@@ -63,7 +71,7 @@ class ProjectConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora", "qwen2.5-0.5b-lora-bf16", "demo")
+PRESETS = ("default", "offline-cpu", "smollm2-135m", "qwen2.5-0.5b-qlora", "qwen2.5-0.5b-lora-bf16", "demo", "demo-rag")
 
 
 def _allowed_keys(model: type[StrictModel], loc: tuple[Any, ...]) -> list[str]:

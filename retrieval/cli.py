@@ -24,7 +24,9 @@ def _project(path: Path | None):
 
 def index_dir(project) -> Path:
     """Where a project keeps its BM25 and dense indexes (rebuilt from the store when stale)."""
-    return project.root / ".prefloop" / "index"
+    from .context import project_index_dir
+
+    return project_index_dir(project)
 
 
 def open_retriever(project, name: str, kb: str):

@@ -41,7 +41,9 @@ def test_wheel_holds_only_the_prefloop_namespace(wheel):
                   "prefloop/feedback/server/templates/annotate.html", "prefloop/feedback/server/static/annotate.js",
                   "prefloop/experiments/worker.py", "prefloop/sim/task.py", "prefloop/configs/tasks/arithmetic/task.py",
                   "prefloop/feedback/argilla/client.py", "prefloop/feedback/argilla/cli.py",
-                  "prefloop/configs/tasks/arithmetic/prompts.jsonl", "prefloop/configs/experiments/feedback-sources.yaml"):
+                  "prefloop/configs/tasks/arithmetic/prompts.jsonl", "prefloop/configs/experiments/feedback-sources.yaml",
+                  "prefloop/training/compare/runner.py", "prefloop/configs/demo-rag.yaml",
+                  "prefloop/configs/data/support_desk_rag.jsonl"):
         assert needed in names
 
 

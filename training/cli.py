@@ -1,4 +1,4 @@
-"""``prefloop round run|resume|status``, ``prefloop report`` and ``prefloop demo``.
+"""``prefloop round run|resume|status``, ``prefloop report``, ``prefloop compare`` and ``prefloop demo``.
 
 Heavy libraries (torch, transformers, trl, wandb) load inside the commands, so ``prefloop --help``
 stays fast.
@@ -127,8 +127,11 @@ def cmd_report(
 
 
 def cmd_demo(
-    directory: Path = typer.Argument(Path("prefloop-demo"), help="Demo project directory (created, or continued)."),
+    directory: Optional[Path] = typer.Argument(None, help="Demo project directory (created, or continued; default "
+                                               "prefloop-demo, or prefloop-demo-rag with --rag)."),
     rounds: int = typer.Option(3, min=1, help="Rounds after the baseline."),
+    rag: bool = typer.Option(False, "--rag", help="The knowledge demo: replies must state Acme's policies; retrieval "
+                             "in the loop, then `compare` of base, base+RAG, fine-tuned and fine-tuned+RAG."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """3 rounds on CPU, offline: SmolLM2-135M learns a support desk's style guide from scripted humans and a judge."""
@@ -137,15 +140,69 @@ def cmd_demo(
     _threads()
     from rich.console import Console
 
-    from .demo import run_demo
-
     console = Console(stderr=True)
-    project, seconds = run_demo(directory, rounds=rounds, progress=not quiet, console=console)
-    _print_report(project)
+    if rag:
+        from .demo_rag import run_rag_demo
+
+        project, result, seconds = run_rag_demo(directory or Path("prefloop-demo-rag"), rounds=rounds, progress=not quiet,
+                                                console=console)
+        _print_report(project)
+        print_compare(result, project)
+    else:
+        from .demo import run_demo
+
+        project, seconds = run_demo(directory or Path("prefloop-demo"), rounds=rounds, progress=not quiet, console=console)
+        _print_report(project)
     typer.echo(f"demo finished in {seconds / 60:.1f} min; wandb runs: {project.runs_dir / 'wandb'} (upload with `wandb sync`)")
+
+
+def _int_list(text: Optional[str], what: str) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be whole numbers separated by commas, e.g. 0,1,2") from None
+
+
+def print_compare(result, project, console=None) -> None:  # noqa: ANN001
+    """The tables, the PNG and the wandb run of a comparison (what ``prefloop compare`` shows)."""
+    from rich.console import Console
+
+    from .compare.display import arms_table, break_even_table, log_wandb, plot
+
+    console = console or Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=180)  # a log file or a pipe: don't squeeze the tables into 80 columns
+    console.print(arms_table(result))
+    console.print(break_even_table(result))
+    png = plot(result, result.path.with_suffix(".png"))
+    run = log_wandb(result, project)
+    console.print(f"results: {result.path}\nplot: {png}" + (f"\nwandb run: {run}" if run else ""))
+
+
+def cmd_compare(
+    round_number: Optional[int] = typer.Option(None, "--round", "-r", help="The fine-tuned round (default: the last finished one)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Sampling seeds, comma-separated (default: training.generation.seed)."),
+    samples: Optional[int] = typer.Option(None, "--samples", "-k", min=1, help="Answers per prompt and seed (default: evaluation.samples_per_prompt)."),
+    arms: str = typer.Option("base,base+rag,ft,ft+rag", "--arms", help="Arms to compare, comma-separated (base is required)."),
+    project_dir: Optional[Path] = ProjectOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Base, base+RAG, fine-tuned and fine-tuned+RAG on the eval prompts: quality with intervals, latency, tokens, cost, break-even."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    _quiet_libraries()
+    _threads()
+    from .compare import run_compare
+
+    project = _project(project_dir)
+    result = run_compare(project, round_number=round_number, seeds=_int_list(seeds, "--seeds"), samples=samples,
+                         arms=[a.strip() for a in arms.split(",") if a.strip()], progress=not quiet)
+    print_compare(result, project)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(round_app, name="round")
     app.command("report")(cmd_report)
     app.command("demo")(cmd_demo)
+    app.command("compare")(cmd_compare)

@@ -20,6 +20,7 @@ from prefloop.errors import NotAssigned
 
 from .. import activity
 from ..models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
+from ..passages import task_sources
 from ..queue import ClaimedTask
 from .auth import Principal
 from .identity import CallerDep
@@ -35,6 +36,7 @@ from .schemas import (
     ReceiptOut,
     RoundIdQuery,
     SkipIn,
+    SourceOut,
     SubmitIn,
     SuggestionOut,
     TaskIdPath,
@@ -74,12 +76,22 @@ def _task_out(state: ServerState, principal: Principal, claimed: ClaimedTask) ->
         kind=cast(TaskKindName, claimed.kind),  # the store holds only these kinds
         round_id=claimed.round_id,
         prompt=PromptOut(text=claimed.prompt_text, messages=[MessageOut(**m) for m in claimed.prompt_messages]),
+        sources=_sources(state, claimed),
         candidates=[CandidateOut(generation_id=g, label=LABELS[i % 26], text=texts[g]) for i, g in enumerate(order)],
         scale=list(claimed.scale) if claimed.scale else None,
         allow_tie=claimed.allow_tie,
         lease_expires_at=claimed.lease_expires_at,
         suggestions=_judge_suggestions(state, claimed.task_id) if show_suggestions else None,
     )
+
+
+def _sources(state: ServerState, claimed: ClaimedTask) -> list[SourceOut]:
+    """The passages the outputs' prompt held: a person judging a RAG answer must see its sources."""
+    with state.store.session() as s:
+        found = task_sources(s, [c.generation_id for c in claimed.candidates])
+    return [SourceOut(number=p["number"], title=p["title"], source=p["source"], document_key=p["document_key"],
+                      chunk_id=p["chunk_id"], score=p["score"], truncated=bool(p["truncated"]), text=str(p["text"] or ""))
+            for p in found]
 
 
 def _judge_suggestions(state: ServerState, task_id: int) -> list[SuggestionOut]:

@@ -138,11 +138,27 @@ class SuggestionOut(BaseModel):
     confidence: float | None = None
 
 
+class SourceOut(BaseModel):
+    """A passage retrieval placed in the prompt the outputs answered (untrusted text, like outputs)."""
+
+    number: int | None = Field(None, description="the [n] the prompt showed it as")
+    title: str | None = None
+    source: str | None = Field(None, description="where the passage comes from (file, record)")
+    document_key: str | None = None
+    chunk_id: int | None = None
+    score: float | None = Field(None, description="the retriever's score")
+    truncated: bool = Field(False, description="cut to fit the context budget")
+    text: str = Field(description="the text as placed in the prompt")
+
+
 class TaskOut(BaseModel):
     task_id: int
     kind: TaskKindName
     round_id: int | None
     prompt: PromptOut
+    sources: list[SourceOut] = Field(
+        default_factory=list, description="passages retrieval placed in the outputs' prompt (empty without retrieval)"
+    )
     candidates: list[CandidateOut] = Field(description="in display order (randomised per annotator)")
     scale: list[int] | None = Field(None, description="[low, high] for rate tasks")
     allow_tie: bool

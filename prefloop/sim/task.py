@@ -33,6 +33,7 @@ TaskFix = Callable[[dict[str, Any], str], str]
 #: Tasks shipped with prefloop, by name.
 SHIPPED_TASKS = {
     "support-desk": "prefloop.training.demo:SUPPORT_DESK",
+    "support-desk-rag": "prefloop.training.demo_rag:SUPPORT_DESK_RAG",
     "arithmetic": "prefloop.configs.tasks.arithmetic.task:TASK",
 }
 

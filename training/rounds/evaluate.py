@@ -14,8 +14,11 @@ from typing import Any
 from sqlalchemy import select
 
 from prefloop.atomic import atomic_write_text
+from prefloop.config import ProjectConfig
 from prefloop.errors import ConfigError
+from prefloop.feedback.db import Store
 from prefloop.feedback.models import Generation, Round
+from prefloop.feedback.passages import first_prompted
 from prefloop.judges import Judge, PairwiseJudge
 from prefloop.judges.runner import use_store_cache
 
@@ -30,7 +33,12 @@ EVAL_SEED_OFFSET = 7919
 
 def eval_judge(ctx: RoundContext, judges: dict[str, Judge]) -> tuple[str | None, PairwiseJudge | None]:
     """The judge that compares two rounds' answers: ``evaluation.judge``, the default, or the first pairwise one."""
-    name = ctx.training.evaluation.judge or ctx.cfg.judges.default
+    return pick_eval_judge(ctx.cfg, judges, ctx.store)
+
+
+def pick_eval_judge(cfg: ProjectConfig, judges: dict[str, Judge], store: Store) -> tuple[str | None, PairwiseJudge | None]:
+    """:func:`eval_judge` for any caller with a config (``prefloop compare`` uses the same judge)."""
+    name = cfg.training.evaluation.judge or cfg.judges.default
     if name is None:
         name = next((n for n, j in judges.items() if isinstance(j, PairwiseJudge)), None)
     if name is None:
@@ -38,7 +46,7 @@ def eval_judge(ctx: RoundContext, judges: dict[str, Judge]) -> tuple[str | None,
     judge = judges[name]
     if not isinstance(judge, PairwiseJudge):
         raise ConfigError(f"the evaluation judge {name!r} cannot compare two answers", hint="set training.evaluation.judge")
-    use_store_cache(judge, ctx.store)  # eval verdicts are cached like labelling ones
+    use_store_cache(judge, store)  # eval verdicts are cached like labelling ones
     return name, judge
 
 
@@ -69,7 +77,8 @@ def run(ctx: RoundContext) -> None:
         result["judge"] = name
         cost = 0.0
         if judge is not None:
-            msgs = {pid: p.as_messages() for pid, p in prompts.items()}
+            # the judge reads the prompt as this round's samples were given it (passages placed, with rag)
+            msgs = {pid: first_prompted(p.as_messages(), (gmeta[g] for g, _ in mine.get(pid, []))) for pid, p in prompts.items()}
             refs = {pid: p.reference for pid, p in prompts.items()}
             with ctx.store.session() as s:
                 others = {x.number: x.id for x in s.scalars(select(Round).where(Round.number.in_([0, ctx.number - 1])))}

@@ -38,6 +38,7 @@ from ..evaluation import load_oracle
 from ..tracking import RoundTracker, mask_urls
 from . import datasets, evaluate, finish, generate, judge, train, wait
 from .context import HumansHook, Reporter, RoundContext, RoundError, load_round, round_dir
+from .rag import check_budget
 from .state import BASELINE_STATES, STATES, RoundState, Transition, now
 
 #: what each working state runs; ``created`` only leads to the first of them, ``done`` ends.
@@ -76,7 +77,8 @@ def config_snapshot(project_config: ProjectConfig) -> dict[str, Any]:
 
 
 def check_config(cfg: ProjectConfig) -> None:
-    """Judges named by the training section exist in the panel; the oracle loads."""
+    """Judges named by the training section exist in the panel; the oracle loads; with retrieval
+    on, a prompt with its passages and a reply fit the trainers' ``max_length``."""
     t = cfg.training
     names = {j.name for j in cfg.judges.panel}
     hint = f"known judges: {sorted(names) or 'none'}"
@@ -88,6 +90,7 @@ def check_config(cfg: ProjectConfig) -> None:
             raise ConfigError(f"{key} is {n!r}, which is not in judges.panel", hint=hint)
     if t.evaluation.oracle:
         load_oracle(t.evaluation.oracle)
+    check_budget(cfg)
 
 
 def create_round(project: Project, number: int) -> int:

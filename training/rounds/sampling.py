@@ -2,6 +2,8 @@
 
 What is stored is never generated again: each batch's outputs are written in one transaction, so
 a crash between batches keeps the finished ones and a resumed round generates only the rest.
+With ``rag.enabled`` each prompt is sampled with its retrieved passages placed (:mod:`.rag`),
+and the passages and the prompt as given are stored with every sample.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from prefloop.text import storable
 from .. import generation
 from ..evaluation import oracle_score
 from .context import RoundContext
+from .rag import round_contexts
 
 
 def fill_generations(ctx: RoundContext, prompts: dict[int, Prompt], purpose: str, sampling: generation.Sampling,
@@ -29,6 +32,7 @@ def fill_generations(ctx: RoundContext, prompts: dict[int, Prompt], purpose: str
         return
     t = ctx.training
     oracle = ctx.oracle()
+    contexts = round_contexts(ctx, {pid: prompts[pid] for pid in missing}, purpose)
     policy = generation.Policy(t.model, adapter)
     fingerprint = generation.adapter_fingerprint(adapter)
     model_name = t.model.source + (f"@adapter:{fingerprint[:12]}" if fingerprint else "")
@@ -41,13 +45,13 @@ def fill_generations(ctx: RoundContext, prompts: dict[int, Prompt], purpose: str
         for start in range(0, len(missing), per_call):
             chunk = missing[start : start + per_call]
             need = {pid: sampling.n - len(have.get(pid, [])) for pid in chunk}
-            msgs = [prompts[pid].as_messages() for pid in chunk]
+            msgs = [contexts[pid].messages if pid in contexts else prompts[pid].as_messages() for pid in chunk]
             outs = generation.generate(policy, msgs, sampling, batch_size=t.generation.batch_size)
             with ctx.store.session() as s:
                 for pid, texts in zip(chunk, outs, strict=True):
                     for raw in texts[: need[pid]]:
                         text, replaced = storable(raw)
-                        meta: dict[str, Any] = {"purpose": purpose}
+                        meta: dict[str, Any] = {"purpose": purpose, **(contexts[pid].meta() if pid in contexts else {})}
                         if replaced:  # NUL or a lone surrogate from the model: PostgreSQL cannot store it
                             meta["unstorable_replaced"] = replaced
                         if oracle is not None:

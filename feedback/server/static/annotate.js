@@ -235,6 +235,24 @@
     }
   }
 
+  // The passages retrieval placed in the model's prompt (untrusted, like outputs): a person judging
+  // a RAG answer must see its sources. Hidden when the outputs were made without retrieval.
+  function renderSources(t) {
+    const box = $("sources");
+    const list = $("source-list");
+    clear(list);
+    const items = t.sources || [];
+    box.hidden = items.length === 0;
+    for (const p of items) {
+      const li = el("li", "source-item");
+      const where = [p.title, p.source || p.document_key].filter((x) => x).join(" — ");
+      const score = typeof p.score === "number" ? " · score " + p.score.toFixed(3) : "";
+      const head = el("div", "source-head", "[" + (p.number == null ? "?" : p.number) + "] " + where + score + (p.truncated ? " · cut to fit" : ""));
+      li.append(head, el("div", "text", p.text));
+      list.append(li);
+    }
+  }
+
   function candidateCard(c, keyHint) {
     const card = el("section", "card candidate");
     card.dataset.generationId = c.generation_id;
@@ -250,6 +268,7 @@
     if ($("status").classList.contains("error")) say("", ""); // keep "Saved: …" as the last confirmation
     $("task-title").replaceChildren(visibleNodes(TITLES[t.kind] || t.kind));
     renderPrompt(t.prompt);
+    renderSources(t);
     const cands = $("candidates");
     const controls = $("controls");
     clear(cands);
