@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -11,9 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prefloop.config import PRESETS
 from prefloop.errors import DataError, NotFoundError, PrefloopError
 from prefloop.project import Project, init_project
 from prefloop.text import show_number
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
 
 console = Console()
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (default: the nearest one with prefloop.yaml).")
@@ -46,8 +49,8 @@ def _fmt(x: float | None) -> str:
 
 def cmd_init(
     directory: Path = typer.Argument(Path("."), help="Project directory (created if missing)."),
-    preset: str = typer.Option("default", help="Config preset: default, offline-cpu, smollm2-135m, qwen2.5-0.5b-qlora."),
-    force: bool = typer.Option(False, help="Overwrite an existing prefloop.yaml."),
+    preset: str = typer.Option("default", help=f"Config preset: {', '.join(PRESETS)}."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing prefloop.yaml."),
 ) -> None:
     """Create a project: prefloop.yaml from a preset and a migrated database."""
     project = init_project(directory, preset=preset, force=force)
@@ -60,8 +63,11 @@ def cmd_import(
     tag: list[str] = typer.Option([], "--tag", help="Tag added to every imported prompt (repeatable)."),
     source: Optional[str] = typer.Option(None, help="Source label stored on each prompt (default: file name)."),
     project_dir: Optional[Path] = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Import prompts (all or nothing: one bad record imports none)."""
+    verbosity(quiet, verbose)
     from .importer import import_prompts
 
     project = open_project(project_dir)
@@ -79,8 +85,11 @@ def queue_add(
     overlap: Optional[int] = typer.Option(None, min=0, help="Distinct humans per task (default: queue.overlap)."),
     priority: float = typer.Option(0.0, help="Higher is served first."),
     project_dir: Optional[Path] = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Enqueue tasks from a JSONL file of prompts and outputs (all or nothing)."""
+    verbosity(quiet, verbose)
     from .importer import parse_task, read_rows
     from .models import TaskKind
 
@@ -147,14 +156,24 @@ def cmd_annotate(
 export_app = typer.Typer(help="Export TRL datasets (SFT or DPO) from the labels.", no_args_is_help=True)
 
 
-def _export(kind: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path]) -> None:
+class Source(str, Enum):
+    """Where a pair or SFT row's label came from (the ``source`` provenance column)."""
+
+    human = "human"
+    judge = "judge"
+    mixed = "mixed"
+
+
+def _export(kind: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path],
+            sources: list[Source]) -> None:
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
     project = open_project(project_dir)
     ids = round_ids(project, rounds)
     agg = project.config.aggregation
-    ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence)
-          if kind == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg))
+    only = [s.value for s in sources] or None
+    ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, sources=only)
+          if kind == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, sources=only))
     save_dataset(ds, out, fmt)  # type: ignore[arg-type]
     by_source: dict[str, int] = {}
     for s in ds["source"]:
@@ -164,6 +183,7 @@ def _export(kind: str, out: Path, fmt: str, rounds: list[int], min_confidence: O
 
 FormatOpt = typer.Option("jsonl", "--format", "-f", help="disk (save_to_disk), jsonl or parquet.")
 RoundsOpt = typer.Option([], "--round", "-r", help="Only these round numbers (repeatable).")
+SourceOpt = typer.Option([], "--source", help="Only rows whose labels came from these sources (repeatable; default: all).")
 
 
 @export_app.command("dpo")
@@ -172,17 +192,23 @@ def export_dpo(
     fmt: str = FormatOpt,
     rounds: list[int] = RoundsOpt,
     min_confidence: Optional[float] = typer.Option(None, help="Override aggregation.min_confidence."),
+    source: list[Source] = SourceOpt,
     project_dir: Optional[Path] = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Preference pairs as prompt/chosen/rejected (conversational), with provenance."""
-    _export("dpo", out, fmt, rounds, min_confidence, project_dir)
+    verbosity(quiet, verbose)
+    _export("dpo", out, fmt, rounds, min_confidence, project_dir, source)
 
 
 @export_app.command("sft")
 def export_sft(out: Path = typer.Argument(..., help="Output file or folder."), fmt: str = FormatOpt,
-               rounds: list[int] = RoundsOpt, project_dir: Optional[Path] = ProjectOpt) -> None:
+               rounds: list[int] = RoundsOpt, source: list[Source] = SourceOpt, project_dir: Optional[Path] = ProjectOpt,
+               quiet: bool = QuietOpt, verbose: bool = VerboseOpt) -> None:
     """Human edits and top-rated outputs as chat `messages`, with provenance."""
-    _export("sft", out, fmt, rounds, None, project_dir)
+    verbosity(quiet, verbose)
+    _export("sft", out, fmt, rounds, None, project_dir, source)
 
 
 def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path] = ProjectOpt) -> None:

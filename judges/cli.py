@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
+
 judge_app = typer.Typer(help="LLM and rule judges: run them over tasks, compare them with humans.", no_args_is_help=True)
 
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (default: found from the current directory).")
@@ -86,7 +88,10 @@ def run(
     judge: str | None = typer.Option(None, "--judge", "-j", help="Judge name from judges.panel (default: judges.default, else the first)."),
     round_number: int | None = typer.Option(None, "--round", "-r", help="Round number (default: every task)."),
     project_dir: Path | None = ProjectOpt,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", hidden=True,
+                                         help="Deprecated: -q replaces --no-progress (kept for one release)."),
 ) -> None:
     """Judge the tasks of a round and store the verdicts (cached verdicts are reused)."""
     from rich.console import Console
@@ -97,12 +102,18 @@ def run(
 
     from .runner import judge_round
 
+    if progress is not None:
+        Console(stderr=True).print(f"[yellow]note:[/] --{'' if progress else 'no-'}progress is deprecated and goes in the "
+                                   "next release; the progress bar is on by default and -q/--quiet turns it off",
+                                   highlight=False, soft_wrap=True)
+        quiet = quiet or not progress
+    shown = verbosity(quiet, verbose)
     project = _project(project_dir)
     cfg = project.config.judges
     if not cfg.panel:
         raise ConfigError("no judges configured", hint="add a judges.panel list to prefloop.yaml (see the README's Judges section)")
     name = judge or cfg.default or cfg.panel[0].name
-    stats = judge_round(project, name, _round_id(project, round_number), progress=progress)
+    stats = judge_round(project, name, _round_id(project, round_number), progress=shown.progress)
     console = Console()
     table = Table(title=f"judge {name}" + (f", round {round_number}" if round_number is not None else ""), show_header=False)
     table.add_column(justify="left")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prefloop.errors import ConfigError
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
 
 console = Console()
 kb_app = typer.Typer(help="Knowledge bases: import documents, search them, measure retrievers.", no_args_is_help=True)
@@ -27,11 +28,15 @@ def index_dir(project) -> Path:
     return project.root / ".prefloop" / "index"
 
 
-def open_retriever(project, name: str, kb: str):
+def open_retriever(project, name: str, kb: str, *, progress: bool = True):
+    from contextlib import nullcontext
+
     from .retrievers import build_retriever
 
     # Building a missing or stale index (or loading the dense model) can take a while: say so on stderr.
-    with Console(stderr=True).status(f"opening the {name} retriever (an index is built if the knowledge base changed)…"):
+    status = (Console(stderr=True).status(f"opening the {name} retriever (an index is built if the knowledge base changed)…")
+              if progress else nullcontext())
+    with status:
         return build_retriever(name, project.store, kb, index_dir=index_dir(project), dense_model=project.config.rag.dense_model)
 
 
@@ -43,10 +48,13 @@ def kb_import(
     chunk_overlap: int | None = typer.Option(None, help="Units shared by consecutive chunks."),
     unit: str | None = typer.Option(None, help="Chunk unit: words, or tokens (with --tokenizer)."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer for unit 'tokens': a model source (e.g. offline:smollm2-135m-instruct)."),
-    prune: bool = typer.Option(False, help="Remove the knowledge base's documents that this import does not contain."),
+    prune: bool = typer.Option(False, "--prune", help="Remove the knowledge base's documents that this import does not contain."),
     project_dir: Path | None = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Import documents (all or nothing; unchanged documents are left as they are)."""
+    verbosity(quiet, verbose)
     from pydantic import ValidationError
 
     from .chunking import Chunking
@@ -106,13 +114,16 @@ def kb_search(
     retriever: str | None = typer.Option(None, "--retriever", "-r", help="auto, bm25, dense, hybrid or postgres (default: rag.retriever)."),
     kb: str | None = KbOpt,
     project_dir: Path | None = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """The best passages for a query, with score and source."""
     from .display import visible
 
+    shown = verbosity(quiet, verbose)
     project = _project(project_dir)
     rag = project.config.rag
-    r = open_retriever(project, retriever or rag.retriever, kb or rag.kb)
+    r = open_retriever(project, retriever or rag.retriever, kb or rag.kb, progress=shown.progress)
     passages = r.search(query, k or rag.k)
     table = Table(title=f"{r.name} · knowledge base {r.kb.name!r}", show_lines=False)
     table.add_column("rank", justify="right")
@@ -135,11 +146,14 @@ def kb_eval(
     retriever: list[str] = typer.Option([], "--retriever", "-r", help="Retriever to measure (repeatable; default: every one available)."),
     kb: str | None = KbOpt,
     project_dir: Path | None = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Recall@k, MRR and hit@k of each retriever on a labelled query set."""
     from .evaluation import check_labels, evaluate, read_queries
     from .retrievers import RETRIEVERS
 
+    shown = verbosity(quiet, verbose)
     project = _project(project_dir)
     name = kb or project.config.rag.kb
     labelled = read_queries(queries)
@@ -150,7 +164,7 @@ def kb_eval(
         table.add_column(col, justify="left" if col == "retriever" else "right")
     for n in names:
         try:
-            r = open_retriever(project, n, name)
+            r = open_retriever(project, n, name, progress=shown.progress)
         except ConfigError as exc:
             if retriever:  # asked for by name: its failure is the answer
                 raise

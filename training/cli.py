@@ -12,24 +12,10 @@ from typing import Optional
 
 import typer
 
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
+
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (default: the nearest one with prefloop.yaml).")
 round_app = typer.Typer(help="Rounds of the loop: generate, label, train, evaluate — resumable.", no_args_is_help=True)
-
-
-def _quiet_libraries() -> None:
-    """Keep library chatter (deprecation notes, HF hub hints) out of the round's output."""
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 def _project(path: Optional[Path]):  # noqa: ANN202 - prefloop.project.Project
@@ -67,15 +53,16 @@ def _print_report(project, plot_path: Optional[Path] = None) -> Path:  # noqa: A
 def round_run(
     project_dir: Optional[Path] = ProjectOpt,
     count: int = typer.Option(1, "--count", "-n", min=1, help="How many rounds to run, one after another."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Run the next round (the first call also evaluates the base model as round 0)."""
-    _quiet_libraries()
+    shown = verbosity(quiet, verbose)
     _threads()
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    orch = Orchestrator(project, progress=not quiet)
+    orch = Orchestrator(project, progress=shown.progress)
     for _ in range(count):
         for r in orch.run_next():
             typer.echo(f"round {r.number}: {r.state}")
@@ -86,15 +73,16 @@ def round_run(
 def round_resume(
     number: Optional[int] = typer.Argument(None, help="Round number (default: the unfinished one)."),
     project_dir: Optional[Path] = ProjectOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Finish an interrupted round from where it stopped (nothing done is redone)."""
-    _quiet_libraries()
+    shown = verbosity(quiet, verbose)
     _threads()
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    r = Orchestrator(project, progress=not quiet).resume(number)
+    r = Orchestrator(project, progress=shown.progress).resume(number)
     typer.echo(f"round {r.number}: {r.state}")
 
 
@@ -129,18 +117,19 @@ def cmd_report(
 def cmd_demo(
     directory: Path = typer.Argument(Path("prefloop-demo"), help="Demo project directory (created, or continued)."),
     rounds: int = typer.Option(3, min=1, help="Rounds after the baseline."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """3 rounds on CPU, offline: SmolLM2-135M learns a support desk's style guide from scripted humans and a judge."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    _quiet_libraries()
+    shown = verbosity(quiet, verbose)
     _threads()
     from rich.console import Console
 
     from .demo import run_demo
 
     console = Console(stderr=True)
-    project, seconds = run_demo(directory, rounds=rounds, progress=not quiet, console=console)
+    project, seconds = run_demo(directory, rounds=rounds, progress=shown.progress, console=console)
     _print_report(project)
     typer.echo(f"demo finished in {seconds / 60:.1f} min; wandb runs: {project.runs_dir / 'wandb'} (upload with `wandb sync`)")
 
