@@ -10,11 +10,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from prefloop.config import PRESETS
 from prefloop.errors import DataError, NotFoundError, PrefloopError
 from prefloop.project import Project, init_project
+from prefloop.tables import fit, table
 from prefloop.text import show_number
 from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
 
@@ -123,14 +123,12 @@ def queue_status(round_number: Optional[int] = RoundOpt, project_dir: Optional[P
     project = open_project(project_dir)
     ids = round_ids(project, [round_number] if round_number is not None else None)
     st = project.queue.status(round_id=ids[0] if ids else None)
-    table = Table(title="queue")
-    for col in ("kind", "open", "complete", "cancelled"):
-        table.add_column(col, justify="right" if col != "kind" else "left")
+    t = table("queue", [("kind", "text"), ("open", "number"), ("complete", "number"), ("cancelled", "number")])
     for kind in ("compare", "rate", "rank", "edit"):
         row = [st.tasks_by_kind_status.get((kind, s), 0) for s in ("open", "complete", "cancelled")]
         if any(row):
-            table.add_row(kind, *map(str, row))
-    console.print(table)
+            t.add_row(kind, *map(str, row))
+    console.print(fit(t))
     console.print(
         f"open slots {st.open_slots} · active leases {st.active_leases} · human labels {st.human_annotations}"
         f" · judge labels {st.judge_annotations} · skips {st.skips}"
@@ -223,29 +221,28 @@ def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path
     by: dict[tuple[str, str], int] = {}
     for p in prefs:
         by[(p.source, p.method)] = by.get((p.source, p.method), 0) + 1
-    t = Table(title="preference pairs")
-    t.add_column("source"), t.add_column("method"), t.add_column("pairs", justify="right")
+    t = table("preference pairs", [("source", "text"), ("method", "text"), ("pairs", "number")])
     for (src, method), n in sorted(by.items()):
         t.add_row(src, method, str(n))
-    console.print(t)
+    console.print(fit(t))
     for kind in ("compare", "rate"):
         rep = inter_annotator(project.store, kind=kind, round_ids=ids)
         if rep.n_tasks == 0:
             continue
-        t = Table(title=f"inter-annotator agreement ({kind}): {rep.n_tasks} shared tasks, Krippendorff's α {_fmt(rep.alpha)}")
-        for c in ("annotator A", "annotator B", "shared", "agreement", "Cohen's κ"):
-            t.add_column(c)
+        t = table(f"inter-annotator agreement ({kind}): {rep.n_tasks} shared tasks, Krippendorff's α {_fmt(rep.alpha)}",
+                  [("annotator A", "text"), ("annotator B", "text"), ("shared", "number"), ("agreement", "number"),
+                   ("Cohen's κ", "number")])
         for p in rep.pairs:
             t.add_row(p.a, p.b, str(p.n), _fmt(p.observed), _fmt(p.kappa))
-        console.print(t)
+        console.print(fit(t))
     judges = judge_human_agreement(project.store, round_ids=ids)
     if judges:
-        t = Table(title="judges vs human majority (compare tasks)")
-        for c in ("judge", "n", "agreement", "n (no ties)", "agreement (no ties)", "Cohen's κ"):
-            t.add_column(c)
+        t = table("judges vs human majority (compare tasks)",
+                  [("judge", "text"), ("n", "number"), ("agreement", "number"), ("n\nno ties", "number"),
+                   ("agreement\nno ties", "number"), ("Cohen's κ", "number")])
         for j in judges:
             t.add_row(j.judge, str(j.n), _fmt(j.agreement), str(j.n_without_ties), _fmt(j.agreement_without_ties), _fmt(j.kappa))
-        console.print(t)
+        console.print(fit(t))
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from prefloop.atomic import atomic_path
+from prefloop.tables import fit, table
 from prefloop.text import NA, show_number
 
 
@@ -94,17 +95,16 @@ def _fmt(x: float | None, pct: bool = True) -> str:
 
 
 def agreement_table(rows: list[AgreementRow]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="Judges vs humans (compare tasks)", caption="κ: Cohen's kappa; consistent: position-consistency rate")
-    for col in ("judge", "n", "agree", "n no-tie", "agree no-tie", "κ", "consistent", "failed"):
-        table.add_column(col, justify="left" if col == "judge" else "right", no_wrap=col == "judge")
+    t = table("Judges vs humans (compare tasks)",
+              [("judge", "text"), ("n", "number"), ("agree", "number"), ("n\nno-tie", "number"), ("agree\nno-tie", "number"),
+               ("κ", "number"), ("consistent", "number"), ("failed", "number")],
+              caption="κ: Cohen's kappa; consistent: position-consistency rate")
     for r in rows:
-        table.add_row(
+        t.add_row(
             r.judge, str(r.n), _fmt(r.agreement), str(r.n_without_ties), _fmt(r.agreement_without_ties),
             _fmt(r.kappa, pct=False), f"{_fmt(r.consistency)} of {r.n_pairwise}" if r.n_pairwise else NA, str(r.failures),
         )
-    return table
+    return fit(t)
 
 
 def plot_agreement(rows: list[AgreementRow], path: str | Path) -> Path:

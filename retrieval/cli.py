@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from prefloop.errors import ConfigError
+from prefloop.tables import fit, table
 from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
 
 console = Console()
@@ -95,16 +95,15 @@ def kb_list(project_dir: Path | None = ProjectOpt) -> None:
     if not infos:
         console.print("no knowledge bases yet: `prefloop kb import PATH --kb NAME`")
         return
-    table = Table(title="knowledge bases")
-    for col, just in (("name", "left"), ("documents", "right"), ("chunks", "right"), ("chunking", "left"), ("content hash", "left")):
-        table.add_column(col, justify=just)
     from .display import visible
 
+    t = table("knowledge bases", [("name", "text"), ("documents", "number"), ("chunks", "number"), ("chunking", "text"),
+                                  ("content hash", "id")])
     for i in infos:
         c = i.chunking
         chunking = f"{c.get('size')} {c.get('unit')}, overlap {c.get('overlap')}" + (f" ({c['tokenizer']})" if c.get("tokenizer") else "")
-        table.add_row(visible(i.name), str(i.documents), str(i.chunks), visible(chunking), i.content_hash[:12])
-    console.print(table)
+        t.add_row(visible(i.name), str(i.documents), str(i.chunks), visible(chunking), i.content_hash[:12])
+    console.print(fit(t))
 
 
 @kb_app.command("search")
@@ -125,18 +124,14 @@ def kb_search(
     rag = project.config.rag
     r = open_retriever(project, retriever or rag.retriever, kb or rag.kb, progress=shown.progress)
     passages = r.search(query, k or rag.k)
-    table = Table(title=f"{r.name} · knowledge base {r.kb.name!r}", show_lines=False)
-    table.add_column("rank", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("source", overflow="fold")
-    table.add_column("text", overflow="fold")
+    t = table(f"{r.name} · knowledge base {r.kb.name!r}", [("rank", "number"), ("score", "number"), ("source", "text"), ("text", "text")])
     for p in passages:
         src = f"{p.source or p.document_key} #{p.position}"
-        table.add_row(str(p.rank), f"{p.score:.4f}", visible(src, max_chars=60), visible(p.text, max_chars=240))
+        t.add_row(str(p.rank), f"{p.score:.4f}", visible(src, max_chars=60), visible(p.text, max_chars=240))
     if not passages:
         console.print(visible(f"no passage matches {query!r}"))
         return
-    console.print(table)
+    console.print(fit(t))
 
 
 @kb_app.command("eval")
@@ -159,9 +154,8 @@ def kb_eval(
     labelled = read_queries(queries)
     check_labels(project.store, name, labelled)
     names = retriever or [n for n in RETRIEVERS if n != "postgres" or project.store.dialect == "postgresql"]
-    table = Table(title=f"retrieval on {len(labelled)} queries · knowledge base {name!r}")
-    for col in ("retriever", f"recall@{k}", "MRR", f"hit@{k}", "ms/query"):
-        table.add_column(col, justify="left" if col == "retriever" else "right")
+    t = table(f"retrieval on {len(labelled)} queries · knowledge base {name!r}",
+              [("retriever", "text"), (f"recall@{k}", "number"), ("MRR", "number"), (f"hit@{k}", "number"), ("ms/query", "number")])
     for n in names:
         try:
             r = open_retriever(project, n, name, progress=shown.progress)
@@ -171,8 +165,8 @@ def kb_eval(
             console.print(f"[yellow]skipped[/] {n}: {exc.message}", highlight=False)
             continue
         s = evaluate(r, labelled, k)
-        table.add_row(n, f"{s.recall:.3f}", f"{s.mrr:.3f}", f"{s.hit_rate:.3f}", f"{1000 * s.seconds_per_query:.1f}")
-    console.print(table)
+        t.add_row(n, f"{s.recall:.3f}", f"{s.mrr:.3f}", f"{s.hit_rate:.3f}", f"{1000 * s.seconds_per_query:.1f}")
+    console.print(fit(t))
 
 
 @kb_app.command("delete")

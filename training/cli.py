@@ -90,20 +90,21 @@ def round_resume(
 def round_status(project_dir: Optional[Path] = ProjectOpt) -> None:
     """Each round's state, adapter, and the last error of an interrupted one."""
     from rich.console import Console
-    from rich.table import Table
     from sqlalchemy import select
 
     from prefloop.feedback.models import Round
+    from prefloop.tables import fit, table
 
     project = _project(project_dir)
-    table = Table(title="rounds")
-    for col in ("round", "state", "adapter", "updated", "error"):
-        table.add_column(col)
+    t = table("rounds", [("round", "number"), ("state", "text"), ("adapter", "text"), ("updated (UTC)", "id"), ("error", "text")])
     with project.store.session() as s:
         for r in s.scalars(select(Round).order_by(Round.number)):
-            table.add_row(str(r.number), r.state, r.adapter_path or "–", r.updated_at.isoformat(timespec="seconds"),
-                          (r.error or "")[:80])
-    Console().print(table)
+            t.add_row(str(r.number), r.state, r.adapter_path or "–", f"{r.updated_at:%Y-%m-%d %H:%M}", _cut(r.error or "", 160))
+    Console().print(fit(t))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def cmd_report(

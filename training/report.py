@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prefloop.atomic import atomic_path
+from prefloop.tables import fit, table
 from prefloop.text import show_number
 
 from .roi import cost_per_point, round_cost
@@ -78,36 +79,40 @@ def _money(x: float | None) -> str:
 
 
 def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
-    """Per round: oracle score, win rates, labels by source, training data and steps, cost."""
-    from rich.table import Table
-
-    t = Table(title="rounds")
-    for col in ("round", "state", "oracle", "win vs prev", "win vs r0", "human labels", "judge labels",
-                "DPO pairs", "SFT rows", "steps", f"cost {currency}"):
-        t.add_column(col, justify="left" if col == "state" else "right")
+    """Per round: oracle score, win rates, labels by source, training data and steps, cost. A round
+    still under way is marked ``*`` and named in the caption with its state (a column of "done"
+    would cost the numbers their width at 80 columns)."""
+    unfinished = [f"round {r.number} is {r.state}" for r in rows if r.state != "done"]
+    t = table("rounds", [("round", "number"), ("oracle", "number"), ("win vs\nprev", "number"),
+                         ("win vs\nr0", "number"), ("human\nlabels", "number"), ("judge\nlabels", "number"),
+                         ("DPO\npairs", "number"), ("SFT\nrows", "number"), ("train\nsteps", "number"),
+                         (f"cost\n{currency}", "number")],
+              caption="* not finished: " + "; ".join(unfinished) if unfinished else None)
     for r in rows:
-        t.add_row(str(r.number), r.state, _num(r.oracle), _pct(r.win_prev), _pct(r.win_base), str(r.human_labels),
-                  str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
-    return t
+        t.add_row(str(r.number) + ("*" if r.state != "done" else ""), _num(r.oracle), _pct(r.win_prev), _pct(r.win_base),
+                  str(r.human_labels), str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
+    return fit(t)
 
 
 def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
-    """Cost by source per round, and what one point of win rate over the previous round cost, by source."""
-    from rich.table import Table
+    """Cost by source per round, and what one point of win rate over the previous round cost, by source:
+    two tables, one above the other (side by side they would not fit 80 columns)."""
+    from rich.console import Group
 
-    t = Table(title=f"cost by source ({currency}); per point = per point of win rate above 50 % vs the previous round")
-    for col in ("round", "human min", "human", "judges", "compute min", "compute", "total",
-                "per point: human", "judges", "compute", "total"):
-        t.add_column(col, justify="right")
+    spent = table(f"cost by source ({currency})", [
+        ("round", "number"), ("human\nminutes", "number"), ("human", "number"), ("judges", "number"),
+        ("compute\nminutes", "number"), ("compute", "number"), ("total", "number")])
+    per_point = table(f"cost per point of win rate above 50 % vs the previous round ({currency})", [
+        ("round", "number"), ("win vs\nprev", "number"), ("human", "number"), ("judges", "number"),
+        ("compute", "number"), ("total", "number")])
     for r in rows:
         if r.number == 0:
             continue
-        t.add_row(
-            str(r.number), f"{r.human_seconds / 60:.1f}", _money(r.human_cost), _money(r.judge_cost),
-            f"{r.compute_seconds / 60:.1f}", _money(r.compute_cost), _money(r.total_cost),
-            *[_money(cost_per_point(c, r.win_prev)) for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)],
-        )
-    return t
+        spent.add_row(str(r.number), f"{r.human_seconds / 60:.1f}", _money(r.human_cost), _money(r.judge_cost),
+                      f"{r.compute_seconds / 60:.1f}", _money(r.compute_cost), _money(r.total_cost))
+        per_point.add_row(str(r.number), _pct(r.win_prev), *[_money(cost_per_point(c, r.win_prev))
+                                                             for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)])
+    return Group(fit(spent), fit(per_point))
 
 
 def plot(rows: list[RoundRow], path: str | Path, currency: str = "USD") -> Path:
