@@ -48,3 +48,22 @@ def _width(cell: Any) -> int:
     """The widest line of a cell given as text (other renderables measure themselves)."""
     text = cell.plain if isinstance(cell, Text) else cell if isinstance(cell, str) else ""
     return max(cell_len(line) for line in text.split("\n"))
+
+
+class FirstThatFits:
+    """The first of several renderables whose natural width fits the console (one wide table on a
+    wide terminal or in a log file, the same numbers as two narrower tables on 80 columns); the
+    last one when none does."""
+
+    def __init__(self, *choices: Any) -> None:
+        self.choices = choices
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement
+
+        unbounded = options.update(max_width=10_000)  # a measurement is capped at the width it is given
+        for choice in self.choices[:-1]:
+            if Measurement.get(console, unbounded, choice).maximum <= options.max_width:
+                yield choice
+                return
+        yield self.choices[-1]

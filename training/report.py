@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefloop.tables import fit, table
+from prefloop.tables import FirstThatFits, fit, table
 from prefloop.text import NA, show_number
 
 from .roi import cost_per_point, round_cost
@@ -94,24 +94,28 @@ def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
 
 
 def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
-    """Cost by source per round, and what one point of win rate over the previous round cost, by source:
-    two tables, one above the other (side by side they would not fit 80 columns)."""
+    """Cost by source per round, and what one point of win rate over the previous round cost, by
+    source: one table where the console is wide enough, else two, one above the other."""
     from rich.console import Group
 
-    spent = table(f"cost by source ({currency})", [
-        ("round", "number"), ("human\nminutes", "number"), ("human", "number"), ("judges", "number"),
-        ("compute\nminutes", "number"), ("compute", "number"), ("total", "number")])
-    per_point = table(f"cost per point of win rate above 50 % vs the previous round ({currency})", [
-        ("round", "number"), ("win vs\nprev", "number"), ("human", "number"), ("judges", "number"),
-        ("compute", "number"), ("total", "number")])
+    spent_columns = [("round", "number"), ("human\nminutes", "number"), ("human", "number"), ("judges", "number"),
+                     ("compute\nminutes", "number"), ("compute", "number"), ("total", "number")]
+    point_columns = [("human", "number"), ("judges", "number"), ("compute", "number"), ("total", "number")]
+    both = table(f"cost by source ({currency}), and per point of win rate above 50 % vs the previous round",
+                 [*spent_columns, *((f"per point\n{h}", k) for h, k in point_columns)])
+    spent = table(f"cost by source ({currency})", spent_columns)
+    per_point = table(f"cost per win-rate point above 50 % ({currency})",
+                      [("round", "number"), ("win vs\nprev", "number"), *point_columns])
     for r in rows:
         if r.number == 0:
             continue
-        spent.add_row(str(r.number), f"{r.human_seconds / 60:.1f}", _money(r.human_cost), _money(r.judge_cost),
-                      f"{r.compute_seconds / 60:.1f}", _money(r.compute_cost), _money(r.total_cost))
-        per_point.add_row(str(r.number), _pct(r.win_prev), *[_money(cost_per_point(c, r.win_prev))
-                                                             for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)])
-    return Group(fit(spent), fit(per_point))
+        costs = [f"{r.human_seconds / 60:.1f}", _money(r.human_cost), _money(r.judge_cost), f"{r.compute_seconds / 60:.1f}",
+                 _money(r.compute_cost), _money(r.total_cost)]
+        points = [_money(cost_per_point(c, r.win_prev)) for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)]
+        both.add_row(str(r.number), *costs, *points)
+        spent.add_row(str(r.number), *costs)
+        per_point.add_row(str(r.number), _pct(r.win_prev), *points)
+    return FirstThatFits(fit(both), Group(fit(spent), fit(per_point)))
 
 
 def _line(ax: Any, rows: list[RoundRow], attr: str, *, scale: float, fmt: str, label: str | None = None,
