@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+from test_cli import run
 from typer.testing import CliRunner
 
 from prefloop.cli import app
 from prefloop.config import PRESETS
-from test_cli import run
 
 #: Commands that work for a while: each takes -q/--quiet and -v/--verbose.
 QUIET_VERBOSE = [
@@ -112,7 +112,10 @@ def _judged_project(root: Path, db_url: str):  # noqa: ANN202
 def test_export_source_filters_human_judge_or_mixed_pairs(tmp_path: Path, db_url: str) -> None:
     project = _judged_project(tmp_path / "p", db_url)
     run("judge", "run", "-q", cwd=project.root)
-    sources = lambda f: sorted(json.loads(x)["source"] for x in (project.root / f).read_text().splitlines())  # noqa: E731
+
+    def sources(name: str) -> list[str]:
+        return sorted(json.loads(x)["source"] for x in (project.root / name).read_text().splitlines())
+
     run("export", "dpo", "all.jsonl", cwd=project.root)
     assert sources("all.jsonl") == ["human", "judge"]
     assert "wrote 1 DPO rows" in run("export", "dpo", "h.jsonl", "--source", "human", cwd=project.root).stdout

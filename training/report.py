@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefloop.tables import FirstThatFits, fit, table
+from prefloop.tables import FirstThatFits, Kind, fit, table
 from prefloop.text import NA, show_number
 
 from .roi import cost_per_point, round_cost
@@ -98,9 +98,10 @@ def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
     source: one table where the console is wide enough, else two, one above the other."""
     from rich.console import Group
 
-    spent_columns = [("round", "number"), ("human\nminutes", "number"), ("human", "number"), ("judges", "number"),
-                     ("compute\nminutes", "number"), ("compute", "number"), ("total", "number")]
-    point_columns = [("human", "number"), ("judges", "number"), ("compute", "number"), ("total", "number")]
+    spent_columns: list[tuple[str, Kind]] = [("round", "number"), ("human\nminutes", "number"), ("human", "number"),
+                                             ("judges", "number"), ("compute\nminutes", "number"), ("compute", "number"),
+                                             ("total", "number")]
+    point_columns: list[tuple[str, Kind]] = [("human", "number"), ("judges", "number"), ("compute", "number"), ("total", "number")]
     both = table(f"cost by source ({currency}), and per point of win rate above 50 % vs the previous round",
                  [*spent_columns, *((f"per point\n{h}", k) for h, k in point_columns)])
     spent = table(f"cost by source ({currency})", spent_columns)
