@@ -41,6 +41,8 @@ def grouped_bars(ax: Any, x: Sequence[float], series: Sequence[tuple[str, Sequen
         ax.set_yscale("log")
         ax.set_ylim(min(positive) / 5, max(positive) * 8)  # room below the smallest bar and above for labels
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.001, not 10⁻³
+    else:
+        ax.margins(y=0.12)  # room above the tallest bar for its label
     width = 0.8 / max(1, len(series))
     containers = []
     for k, (label, values, color) in enumerate(series):
