@@ -105,7 +105,7 @@ def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
     both = table(f"cost by source ({currency}), and per point of win rate above 50 % vs the previous round",
                  [*spent_columns, *((f"per point\n{h}", k) for h, k in point_columns)])
     spent = table(f"cost by source ({currency})", spent_columns)
-    per_point = table(f"cost per win-rate point above 50 % ({currency})",
+    per_point = table(f"cost per point of win rate above 50 % ({currency})",
                       [("round", "number"), ("win vs\nprev", "number"), *point_columns])
     for r in rows:
         if r.number == 0:
