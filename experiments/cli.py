@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
+
 experiment_app = typer.Typer(help="Arms × seeds × rounds on one task: one table, one plot, one wandb group.",
                              no_args_is_help=True)
 
@@ -16,12 +18,14 @@ def cmd_run(
     spec: Path = typer.Argument(..., help="The experiment spec (YAML)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Experiment folder (default: prefloop-experiments/NAME)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=64, help="Runs at once, one process each (default: the spec's)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; only the tables."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Run (or finish) every (arm, seed) of SPEC, then print the table and write the results."""
+    shown = verbosity(quiet, verbose)
     from .api import run_experiment
 
-    run_experiment(spec, out, jobs=jobs, quiet=quiet)
+    run_experiment(spec, out, jobs=jobs, quiet=not shown.progress)
 
 
 @experiment_app.command("report")

@@ -6,18 +6,21 @@ import contextlib
 import json
 import math
 from collections.abc import Callable, Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
+from prefloop.config import PRESETS
 from prefloop.errors import DataError, NotFoundError
 from prefloop.kinds import KINDS, kind_names
 from prefloop.project import Project, init_project
+from prefloop.tables import fit, table
 from prefloop.text import show_number
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
 
 console = Console()
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (default: the nearest one with prefloop.yaml).")
@@ -50,15 +53,14 @@ def _fmt(x: float | None) -> str:
 
 def cmd_init(
     directory: Path = typer.Argument(Path("."), help="Project directory (created if missing)."),
-    preset: str = typer.Option("default", help="Config preset: default, offline-cpu, smollm2-135m, qwen2.5-0.5b-qlora."),
-    force: bool = typer.Option(False, help="Overwrite an existing prefloop.yaml."),
+    preset: str = typer.Option("default", help=f"Config preset: {', '.join(PRESETS)}."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing prefloop.yaml."),
 ) -> None:
     """Create a project: prefloop.yaml from a preset and a migrated database."""
     project = init_project(directory, preset=preset, force=force)
     console.print(f"[green]initialised[/] {project.root} (config {project.root / 'prefloop.yaml'}, store {project.store.safe_url})")
 
 
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
 @contextlib.contextmanager
@@ -89,10 +91,12 @@ def cmd_import(
     split: str = typer.Option("train", help="Split for records that don't name one: train or eval."),
     tag: list[str] = typer.Option([], "--tag", help="Tag added to every imported prompt (repeatable)."),
     source: Optional[str] = typer.Option(None, help="Source label stored on each prompt (default: file name)."),
-    quiet: bool = QuietOpt,
     project_dir: Optional[Path] = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Import prompts (all or nothing: one bad record imports none; annotators keep working meanwhile)."""
+    verbosity(quiet, verbose)
     from .importer import import_prompts
 
     project = open_project(project_dir)
@@ -110,10 +114,12 @@ def queue_add(
     kind: str = typer.Option("compare", help="Task kind for lines without one: compare, rate, rank or edit."),
     overlap: Optional[int] = typer.Option(None, min=0, help="Distinct humans per task (default: queue.overlap)."),
     priority: float = typer.Option(0.0, help="Higher is served first."),
-    quiet: bool = QuietOpt,
     project_dir: Optional[Path] = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Enqueue tasks from a JSONL file of prompts and outputs (all or nothing)."""
+    verbosity(quiet, verbose)
     from .bulk import add_tasks
     from .importer import read_tasks
 
@@ -134,14 +140,12 @@ def queue_status(round_number: Optional[int] = RoundOpt, project_dir: Optional[P
     project = open_project(project_dir)
     ids = round_ids(project, [round_number] if round_number is not None else None)
     st = project.queue.status(round_id=ids[0] if ids else None)
-    table = Table(title="queue")
-    for col in ("kind", "open", "complete", "cancelled"):
-        table.add_column(col, justify="right" if col != "kind" else "left")
+    t = table("queue", [("kind", "text"), ("open", "number"), ("complete", "number"), ("cancelled", "number")])
     for kind in kind_names():
         row = [st.tasks_by_kind_status.get((kind, s), 0) for s in ("open", "complete", "cancelled")]
         if any(row):
-            table.add_row(kind, *map(str, row))
-    console.print(table)
+            t.add_row(kind, *map(str, row))
+    console.print(fit(t))
     console.print(
         f"open slots {st.open_slots} · active leases {st.active_leases} · human labels {st.human_annotations}"
         f" · judge labels {st.judge_annotations} · skips {st.skips}"
@@ -167,14 +171,24 @@ def cmd_annotate(
 export_app = typer.Typer(help="Export TRL datasets (SFT or DPO) from the labels.", no_args_is_help=True)
 
 
-def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path]) -> None:
+class Source(str, Enum):
+    """Where a pair or SFT row's label came from (the ``source`` provenance column)."""
+
+    human = "human"
+    judge = "judge"
+    mixed = "mixed"
+
+
+def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path],
+            sources: list[Source]) -> None:
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
     project = open_project(project_dir)
     ids = round_ids(project, rounds)
     agg = project.config.aggregation
-    ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence)
-          if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg))
+    only = [s.value for s in sources] or None
+    ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, sources=only)
+          if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, sources=only))
     save_dataset(ds, out, fmt)  # type: ignore[arg-type]
     by_source: dict[str, int] = {}
     for s in ds["source"]:
@@ -184,6 +198,7 @@ def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence
 
 FormatOpt = typer.Option("jsonl", "--format", "-f", help="disk (save_to_disk), jsonl or parquet.")
 RoundsOpt = typer.Option([], "--round", "-r", help="Only these round numbers (repeatable).")
+SourceOpt = typer.Option([], "--source", help="Only rows whose labels came from these sources (repeatable; default: all).")
 
 
 @export_app.command("dpo")
@@ -192,17 +207,23 @@ def export_dpo(
     fmt: str = FormatOpt,
     rounds: list[int] = RoundsOpt,
     min_confidence: Optional[float] = typer.Option(None, help="Override aggregation.min_confidence."),
+    source: list[Source] = SourceOpt,
     project_dir: Optional[Path] = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Preference pairs as prompt/chosen/rejected (conversational), with provenance."""
-    _export("dpo", out, fmt, rounds, min_confidence, project_dir)
+    verbosity(quiet, verbose)
+    _export("dpo", out, fmt, rounds, min_confidence, project_dir, source)
 
 
 @export_app.command("sft")
 def export_sft(out: Path = typer.Argument(..., help="Output file or folder."), fmt: str = FormatOpt,
-               rounds: list[int] = RoundsOpt, project_dir: Optional[Path] = ProjectOpt) -> None:
+               rounds: list[int] = RoundsOpt, source: list[Source] = SourceOpt, project_dir: Optional[Path] = ProjectOpt,
+               quiet: bool = QuietOpt, verbose: bool = VerboseOpt) -> None:
     """Human edits and top-rated outputs as chat `messages`, with provenance."""
-    _export("sft", out, fmt, rounds, None, project_dir)
+    verbosity(quiet, verbose)
+    _export("sft", out, fmt, rounds, None, project_dir, source)
 
 
 def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path] = ProjectOpt) -> None:
@@ -217,29 +238,28 @@ def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path
     by: dict[tuple[str, str], int] = {}
     for p in prefs:
         by[(p.source, p.method)] = by.get((p.source, p.method), 0) + 1
-    t = Table(title="preference pairs")
-    t.add_column("source"), t.add_column("method"), t.add_column("pairs", justify="right")
+    t = table("preference pairs", [("source", "text"), ("method", "text"), ("pairs", "number")])
     for (src, method), n in sorted(by.items()):
         t.add_row(src, method, str(n))
-    console.print(t)
+    console.print(fit(t))
     for kind in [k.name for k in KINDS.values() if k.agreement_level]:
         rep = inter_annotator(project.store, kind=kind, round_ids=ids)
         if rep.n_tasks == 0:
             continue
-        t = Table(title=f"inter-annotator agreement ({kind}): {rep.n_tasks} shared tasks, Krippendorff's α {_fmt(rep.alpha)}")
-        for c in ("annotator A", "annotator B", "shared", "agreement", "Cohen's κ"):
-            t.add_column(c)
+        t = table(f"inter-annotator agreement ({kind}): {rep.n_tasks} shared tasks, Krippendorff's α {_fmt(rep.alpha)}",
+                  [("annotator A", "text"), ("annotator B", "text"), ("shared", "number"), ("agreement", "number"),
+                   ("Cohen's κ", "number")])
         for p in rep.pairs:
             t.add_row(p.a, p.b, str(p.n), _fmt(p.observed), _fmt(p.kappa))
-        console.print(t)
+        console.print(fit(t))
     judges = judge_human_agreement(project.store, round_ids=ids)
     if judges:
-        t = Table(title="judges vs human majority (compare tasks)")
-        for c in ("judge", "n", "agreement", "n (no ties)", "agreement (no ties)", "Cohen's κ"):
-            t.add_column(c)
+        t = table("judges vs human majority (compare tasks)",
+                  [("judge", "text"), ("n", "number"), ("agreement", "number"), ("n\nno ties", "number"),
+                   ("agreement\nno ties", "number"), ("Cohen's κ", "number")])
         for j in judges:
             t.add_row(j.judge, str(j.n), _fmt(j.agreement), str(j.n_without_ties), _fmt(j.agreement_without_ties), _fmt(j.kappa))
-        console.print(t)
+        console.print(fit(t))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
+
 judge_app = typer.Typer(help="LLM and rule judges: run them over tasks, compare them with humans.", no_args_is_help=True)
 
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (default: found from the current directory).")
@@ -38,10 +40,10 @@ def _round_id(project, number: int | None) -> int | None:  # noqa: ANN001
 def list_judges(project_dir: Path | None = ProjectOpt) -> None:
     """The judges in the config, with how many verdicts each has stored and what they cost."""
     from rich.console import Console
-    from rich.table import Table
     from sqlalchemy import func, select
 
     from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind, JudgeCache
+    from prefloop.tables import fit, table
 
     from . import judges_from_config
 
@@ -66,19 +68,18 @@ def list_judges(project_dir: Path | None = ProjectOpt) -> None:
         d[status] = n
         d["cost"] += float(cost)
     default = cfg.default or cfg.panel[0].name
-    table = Table(title="Judges", caption=f"* the default judge; template = hash of template, rubric and examples; cost in {project.config.cost.currency}")
-    for col in ("name", "backend", "model", "template", "verdicts", "failed", "cached", "cost"):
-        numeric = col in ("verdicts", "failed", "cached", "cost")
-        table.add_column(col, justify="right" if numeric else "left", no_wrap=col != "model", overflow="fold")
+    t = table("Judges", [("name", "text"), ("backend", "text"), ("model", "text"), ("template", "id"), ("verdicts", "number"),
+                         ("failed", "number"), ("cached", "number"), (f"cost\n{project.config.cost.currency}", "number")],
+              caption="* the default judge; template: hash of template, rubric and examples")
     for spec in cfg.panel:
         ident = judges[spec.name].identity
         d = done.get(spec.name, {})
-        table.add_row(
+        t.add_row(
             spec.name + (" *" if spec.name == default else ""), spec.backend, str(ident.get("model", "")),
             ident.get("template_hash", "")[:8], str(int(d.get("submitted", 0))), str(int(d.get("skipped", 0))),
             str(cached.get(spec.name, 0)), f"{d.get('cost', 0.0):.4f}",
         )
-    console.print(table)
+    console.print(fit(t))
 
 
 @judge_app.command("run")
@@ -86,27 +87,35 @@ def run(
     judge: str | None = typer.Option(None, "--judge", "-j", help="Judge name from judges.panel (default: judges.default, else the first)."),
     round_number: int | None = typer.Option(None, "--round", "-r", help="Round number (default: every task)."),
     project_dir: Path | None = ProjectOpt,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", hidden=True,
+                                         help="Deprecated: -q replaces --no-progress (kept for one release)."),
 ) -> None:
     """Judge the tasks of a round and store the verdicts (cached verdicts are reused)."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     from prefloop.errors import ConfigError
+    from prefloop.tables import fit, table
 
     from .runner import judge_round
 
+    if progress is not None:
+        Console(stderr=True).print(f"[yellow]note:[/] --{'' if progress else 'no-'}progress is deprecated and goes in the "
+                                   "next release; the progress bar is on by default and -q/--quiet turns it off",
+                                   highlight=False, soft_wrap=True)
+        quiet = quiet or not progress
+    shown = verbosity(quiet, verbose)
     project = _project(project_dir)
     cfg = project.config.judges
     if not cfg.panel:
         raise ConfigError("no judges configured", hint="add a judges.panel list to prefloop.yaml (see the README's Judges section)")
     name = judge or cfg.default or cfg.panel[0].name
-    stats = judge_round(project, name, _round_id(project, round_number), progress=progress)
+    stats = judge_round(project, name, _round_id(project, round_number), progress=shown.progress)
     console = Console()
-    table = Table(title=f"judge {name}" + (f", round {round_number}" if round_number is not None else ""), show_header=False)
-    table.add_column(justify="left")
-    table.add_column(justify="right")
+    t = table(f"judge {name}" + (f", round {round_number}" if round_number is not None else ""), [("", "text"), ("", "number")],
+              show_header=False)
     for label, value in (
         ("tasks", stats.tasks), ("recorded (new or changed)", stats.recorded), ("unchanged", stats.unchanged),
         ("failed (recorded with reason)", stats.failed), ("not judgeable by this judge", stats.unsupported),
@@ -115,8 +124,8 @@ def run(
         (f"cost ({project.config.cost.currency})", f"{stats.cost:.4f}"), ("seconds", f"{stats.seconds:.1f}"),
         ("task priorities changed", stats.priorities_changed),
     ):
-        table.add_row(label, str(value))
-    console.print(table)
+        t.add_row(label, str(value))
+    console.print(fit(t))
     for e in stats.errors:
         console.print(f"[yellow]failed:[/] {escape(e)}", highlight=False)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from prefloop.atomic import atomic_path
 from prefloop.kinds import KINDS
+from prefloop.tables import fit, table
 from prefloop.text import NA, show_number
 
 
@@ -90,50 +90,45 @@ def _fmt(x: float | None, pct: bool = True) -> str:
 
 
 def agreement_table(rows: list[AgreementRow]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="Judges vs humans (compare tasks)", caption="κ: Cohen's kappa; consistent: position-consistency rate")
-    for col in ("judge", "n", "agree", "n no-tie", "agree no-tie", "κ", "consistent", "failed"):
-        table.add_column(col, justify="left" if col == "judge" else "right", no_wrap=col == "judge")
+    t = table("Judges vs humans (compare tasks)",
+              [("judge", "text"), ("n", "number"), ("agree", "number"), ("n\nno-tie", "number"), ("agree\nno-tie", "number"),
+               ("κ", "number"), ("consistent", "number"), ("failed", "number")],
+              caption="κ: Cohen's kappa; consistent: position-consistency rate")
     for r in rows:
-        table.add_row(
+        t.add_row(
             r.judge, str(r.n), _fmt(r.agreement), str(r.n_without_ties), _fmt(r.agreement_without_ties),
             _fmt(r.kappa, pct=False), f"{_fmt(r.consistency)} of {r.n_pairwise}" if r.n_pairwise else NA, str(r.failures),
         )
-    return table
+    return fit(t)
 
 
-def plot_agreement(rows: list[AgreementRow], path: str | Path) -> Path:
-    """A grouped bar chart: agreement, agreement without ties, κ and position consistency per judge."""
+def agreement_figure(rows: list[AgreementRow]) -> Any:
+    """Grouped bars per judge: agreement, agreement without ties, κ and position consistency, each
+    with its value; an undefined statistic shows as ``n/a``, a zero as ``0.00``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metrics = [("agreement", "agreement"), ("agreement_without_ties", "agreement w/o ties"), ("kappa", "Cohen κ"), ("consistency", "position-consistent")]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(rows) + 2), 4.0), dpi=120)
-    x = np.arange(len(rows))
-    width = 0.8 / len(metrics)
-    low = 0.0
-    for k, (attr, label) in enumerate(metrics):
-        vals = [getattr(r, attr) for r in rows]
-        shown = [0.0 if v is None else v for v in vals]
-        low = min(low, *shown) if shown else low
-        bars = ax.bar(x + (k - (len(metrics) - 1) / 2) * width, shown, width, label=label)
-        for b, v in zip(bars, vals, strict=True):
-            if v is None:
-                ax.annotate(NA, (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=7, rotation=90)
-    ax.set_xticks(x, [f"{r.judge}\n(n={r.n})" for r in rows])
-    ax.set_ylim(min(-0.05, low - 0.05), 1.05)
+    from prefloop.plots import grouped_bars
+
+    metrics = [("agreement", "agreement", "tab:blue"), ("agreement_without_ties", "agreement without ties", "tab:cyan"),
+               ("kappa", "Cohen's κ", "tab:orange"), ("consistency", "position-consistent", "tab:green")]
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.8 * len(rows) + 3.5), 4.2), dpi=120, layout="constrained")
+    x = list(range(len(rows)))
+    grouped_bars(ax, x, [(label, [getattr(r, attr) for r in rows], color) for attr, label, color in metrics], log=False)
+    values = [getattr(r, attr) for r in rows for attr, _, _ in metrics if getattr(r, attr) is not None]
+    ax.set_xticks(x, [f"{r.judge}\n({r.n} tasks with humans)" for r in rows])
+    ax.set_ylim(min(-0.1, min(values, default=0.0) - 0.15), 1.15)  # room for the labels above 1 and below κ < 0
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylabel("share / κ")
-    ax.set_title("Judge agreement with human labels")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    ax.set_ylabel("share of tasks (κ: −1 to 1)")
+    ax.set_title("Judges against the human majority (compare tasks)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def plot_agreement(rows: list[AgreementRow], path: str | Path) -> Path:
+    """:func:`agreement_figure` as a PNG (written atomically)."""
+    from prefloop.plots import save_figure
+
+    return save_figure(agreement_figure(rows), path, dpi=120)

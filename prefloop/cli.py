@@ -29,12 +29,53 @@ app = typer.Typer(
 _state = {"debug": os.environ.get("PREFLOOP_DEBUG") == "1"}
 
 
+def version() -> str:
+    """The installed package's version (its metadata), or the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("prefloop")
+    except PackageNotFoundError:
+        from prefloop import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"prefloop {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                  help="Show prefloop's version and exit."),
 ) -> None:
     if debug:
         _state["debug"] = True
+
+
+def _flags_without_a_type() -> None:
+    """Show a flag as a flag in ``--help``: typer 0.29's rich help prints a ``<bool>`` type beside
+    every boolean flag (``--quiet <bool>``, even ``--help <bool>``), as if it took a value. A flag
+    takes none, so its type column stays empty; every other option keeps its type."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "prefloop_flags", False):
+        return  # another typer (no such column), or already done
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.prefloop_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_a_type()
 
 
 def _register() -> None:

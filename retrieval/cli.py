@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from prefloop.errors import ConfigError
+from prefloop.tables import fit, table
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
 
 console = Console()
 kb_app = typer.Typer(help="Knowledge bases: import documents, search them, measure retrievers.", no_args_is_help=True)
@@ -29,11 +30,15 @@ def index_dir(project) -> Path:
     return project_index_dir(project)
 
 
-def open_retriever(project, name: str, kb: str):
+def open_retriever(project, name: str, kb: str, *, progress: bool = True):
+    from contextlib import nullcontext
+
     from .retrievers import build_retriever
 
     # Building a missing or stale index (or loading the dense model) can take a while: say so on stderr.
-    with Console(stderr=True).status(f"opening the {name} retriever (an index is built if the knowledge base changed)…"):
+    status = (Console(stderr=True).status(f"opening the {name} retriever (an index is built if the knowledge base changed)…")
+              if progress else nullcontext())
+    with status:
         return build_retriever(name, project.store, kb, index_dir=index_dir(project), dense_model=project.config.rag.dense_model)
 
 
@@ -45,10 +50,13 @@ def kb_import(
     chunk_overlap: int | None = typer.Option(None, help="Units shared by consecutive chunks."),
     unit: str | None = typer.Option(None, help="Chunk unit: words, or tokens (with --tokenizer)."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer for unit 'tokens': a model source (e.g. offline:smollm2-135m-instruct)."),
-    prune: bool = typer.Option(False, help="Remove the knowledge base's documents that this import does not contain."),
+    prune: bool = typer.Option(False, "--prune", help="Remove the knowledge base's documents that this import does not contain."),
     project_dir: Path | None = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Import documents (all or nothing; unchanged documents are left as they are)."""
+    verbosity(quiet, verbose)
     from pydantic import ValidationError
 
     from .chunking import Chunking
@@ -89,16 +97,15 @@ def kb_list(project_dir: Path | None = ProjectOpt) -> None:
     if not infos:
         console.print("no knowledge bases yet: `prefloop kb import PATH --kb NAME`")
         return
-    table = Table(title="knowledge bases")
-    for col, just in (("name", "left"), ("documents", "right"), ("chunks", "right"), ("chunking", "left"), ("content hash", "left")):
-        table.add_column(col, justify=just)
     from .display import visible
 
+    t = table("knowledge bases", [("name", "text"), ("documents", "number"), ("chunks", "number"), ("chunking", "text"),
+                                  ("content hash", "id")])
     for i in infos:
         c = i.chunking
         chunking = f"{c.get('size')} {c.get('unit')}, overlap {c.get('overlap')}" + (f" ({c['tokenizer']})" if c.get("tokenizer") else "")
-        table.add_row(visible(i.name), str(i.documents), str(i.chunks), visible(chunking), i.content_hash[:12])
-    console.print(table)
+        t.add_row(visible(i.name), str(i.documents), str(i.chunks), visible(chunking), i.content_hash[:12])
+    console.print(fit(t))
 
 
 @kb_app.command("search")
@@ -108,26 +115,25 @@ def kb_search(
     retriever: str | None = typer.Option(None, "--retriever", "-r", help="auto, bm25, dense, hybrid or postgres (default: rag.retriever)."),
     kb: str | None = KbOpt,
     project_dir: Path | None = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """The best passages for a query, with score and source."""
     from .display import visible
 
+    shown = verbosity(quiet, verbose)
     project = _project(project_dir)
     rag = project.config.rag
-    r = open_retriever(project, retriever or rag.retriever, kb or rag.kb)
+    r = open_retriever(project, retriever or rag.retriever, kb or rag.kb, progress=shown.progress)
     passages = r.search(query, k or rag.k)
-    table = Table(title=f"{r.name} · knowledge base {r.kb.name!r}", show_lines=False)
-    table.add_column("rank", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("source", overflow="fold")
-    table.add_column("text", overflow="fold")
+    t = table(f"{r.name} · knowledge base {r.kb.name!r}", [("rank", "number"), ("score", "number"), ("source", "text"), ("text", "text")])
     for p in passages:
         src = f"{p.source or p.document_key} #{p.position}"
-        table.add_row(str(p.rank), f"{p.score:.4f}", visible(src, max_chars=60), visible(p.text, max_chars=240))
+        t.add_row(str(p.rank), f"{p.score:.4f}", visible(src, max_chars=60), visible(p.text, max_chars=240))
     if not passages:
         console.print(visible(f"no passage matches {query!r}"))
         return
-    console.print(table)
+    console.print(fit(t))
 
 
 @kb_app.command("eval")
@@ -137,30 +143,32 @@ def kb_eval(
     retriever: list[str] = typer.Option([], "--retriever", "-r", help="Retriever to measure (repeatable; default: every one available)."),
     kb: str | None = KbOpt,
     project_dir: Path | None = ProjectOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Recall@k, MRR and hit@k of each retriever on a labelled query set."""
     from .evaluation import check_labels, evaluate, read_queries
     from .retrievers import RETRIEVERS
 
+    shown = verbosity(quiet, verbose)
     project = _project(project_dir)
     name = kb or project.config.rag.kb
     labelled = read_queries(queries)
     check_labels(project.store, name, labelled)
     names = retriever or [n for n in RETRIEVERS if n != "postgres" or project.store.dialect == "postgresql"]
-    table = Table(title=f"retrieval on {len(labelled)} queries · knowledge base {name!r}")
-    for col in ("retriever", f"recall@{k}", "MRR", f"hit@{k}", "ms/query"):
-        table.add_column(col, justify="left" if col == "retriever" else "right")
+    t = table(f"retrieval on {len(labelled)} queries · knowledge base {name!r}",
+              [("retriever", "text"), (f"recall@{k}", "number"), ("MRR", "number"), (f"hit@{k}", "number"), ("ms/query", "number")])
     for n in names:
         try:
-            r = open_retriever(project, n, name)
+            r = open_retriever(project, n, name, progress=shown.progress)
         except ConfigError as exc:
             if retriever:  # asked for by name: its failure is the answer
                 raise
             console.print(f"[yellow]skipped[/] {n}: {exc.message}", highlight=False)
             continue
         s = evaluate(r, labelled, k)
-        table.add_row(n, f"{s.recall:.3f}", f"{s.mrr:.3f}", f"{s.hit_rate:.3f}", f"{1000 * s.seconds_per_query:.1f}")
-    console.print(table)
+        t.add_row(n, f"{s.recall:.3f}", f"{s.mrr:.3f}", f"{s.hit_rate:.3f}", f"{1000 * s.seconds_per_query:.1f}")
+    console.print(fit(t))
 
 
 @kb_app.command("delete")

@@ -199,7 +199,7 @@ def test_agreement_report_and_cli(tmp_path, sqlite_url, monkeypatch) -> None:  #
             gens = {t: s.get(Task, t).generation_ids for t in tasks}
         runner = CliRunner()
         for name in ("remote", "long-is-good"):
-            res = runner.invoke(app, ["judge", "run", "--judge", name, "--project", str(tmp_path), "--no-progress"])
+            res = runner.invoke(app, ["judge", "run", "--judge", name, "--project", str(tmp_path), "-q"])
             assert res.exit_code == 0, res.output
             assert "recorded (new or changed)" in res.output
     # Humans: the output containing "correct!" is better; bob once prefers the other.

@@ -52,9 +52,13 @@ class Recorder:
     def __init__(self) -> None:
         self.phases: list[str] = []
         self.rows: list[tuple[int, dict]] = []
+        self.configs: dict[str, tuple[dict, dict | None]] = {}
 
     def define_phase(self, phase: str) -> None:
         self.phases.append(phase)
+
+    def record_phase_config(self, phase: str, args: dict, model_config: dict | None) -> None:
+        self.configs[phase] = (args, model_config)
 
     def log_phase(self, phase: str, step: int, logs: dict) -> None:
         self.rows.append((step, logs))
@@ -93,6 +97,10 @@ def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(tmp_path
     # TRL's metrics reached the round's tracker once per logged step, from the main rank only.
     steps = [s for s, logs in two.rows if "loss" in logs]
     assert two.phases == ["sft"] and steps == [s for s, logs in one.rows if "loss" in logs] == [1, 2, 3, 4]
+    # and so did the trainer's arguments and the model's config, for the run config (once, from the main rank)
+    for recorder, batch in ((one, _cfg().sft.batch_size), (two, 2)):
+        args, model = recorder.configs["sft"]
+        assert args["per_device_train_batch_size"] == batch and model["model_type"] == "llama"
 
 
 def _workers(job: Path) -> list[int]:
@@ -190,4 +198,5 @@ def test_a_round_on_two_processes_writes_its_rows_and_wandb_run_once(tmp_path: P
     assert sorted(p.name.split("-", 3)[3] for p in runs) == [f"{loop}-r0", f"{loop}-r1"]
     log = next(next(p for p in runs if p.name.endswith("-r1")).glob("run-*.wandb")).read_bytes()
     assert b"sft/loss" in log and b"dpo/rewards/margins" in log
+    assert b"sft/args" in log and b"dpo/args" in log and b"model/config" in log  # the workers' arguments, in the run config
     project.store.dispose()

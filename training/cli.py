@@ -12,24 +12,10 @@ from typing import Optional
 
 import typer
 
+from prefloop.verbosity import QuietOpt, VerboseOpt, verbosity
+
 ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (default: the nearest one with prefloop.yaml).")
 round_app = typer.Typer(help="Rounds of the loop: generate, label, train, evaluate — resumable.", no_args_is_help=True)
-
-
-def _quiet_libraries() -> None:
-    """Keep library chatter (deprecation notes, HF hub hints) out of the round's output."""
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 def _project(path: Optional[Path]):  # noqa: ANN202 - prefloop.project.Project
@@ -67,15 +53,16 @@ def _print_report(project, plot_path: Optional[Path] = None) -> Path:  # noqa: A
 def round_run(
     project_dir: Optional[Path] = ProjectOpt,
     count: int = typer.Option(1, "--count", "-n", min=1, help="How many rounds to run, one after another."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Run the next round (the first call also evaluates the base model as round 0)."""
-    _quiet_libraries()
+    shown = verbosity(quiet, verbose)
     _threads()
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    orch = Orchestrator(project, progress=not quiet)
+    orch = Orchestrator(project, progress=shown.progress)
     for _ in range(count):
         for r in orch.run_next():
             typer.echo(f"round {r.number}: {r.state}")
@@ -86,15 +73,16 @@ def round_run(
 def round_resume(
     number: Optional[int] = typer.Argument(None, help="Round number (default: the unfinished one)."),
     project_dir: Optional[Path] = ProjectOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Finish an interrupted round from where it stopped (nothing done is redone)."""
-    _quiet_libraries()
+    shown = verbosity(quiet, verbose)
     _threads()
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    r = Orchestrator(project, progress=not quiet).resume(number)
+    r = Orchestrator(project, progress=shown.progress).resume(number)
     typer.echo(f"round {r.number}: {r.state}")
 
 
@@ -102,20 +90,21 @@ def round_resume(
 def round_status(project_dir: Optional[Path] = ProjectOpt) -> None:
     """Each round's state, adapter, and the last error of an interrupted one."""
     from rich.console import Console
-    from rich.table import Table
     from sqlalchemy import select
 
     from prefloop.feedback.models import Round
+    from prefloop.tables import fit, table
 
     project = _project(project_dir)
-    table = Table(title="rounds")
-    for col in ("round", "state", "adapter", "updated", "error"):
-        table.add_column(col)
+    t = table("rounds", [("round", "number"), ("state", "text"), ("adapter", "text"), ("updated (UTC)", "id"), ("error", "text")])
     with project.store.session() as s:
         for r in s.scalars(select(Round).order_by(Round.number)):
-            table.add_row(str(r.number), r.state, r.adapter_path or "–", r.updated_at.isoformat(timespec="seconds"),
-                          (r.error or "")[:80])
-    Console().print(table)
+            t.add_row(str(r.number), r.state, r.adapter_path or "–", f"{r.updated_at:%Y-%m-%d %H:%M}", _cut(r.error or "", 160))
+    Console().print(fit(t))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def cmd_report(
@@ -132,11 +121,12 @@ def cmd_demo(
     rounds: int = typer.Option(3, min=1, help="Rounds after the baseline."),
     rag: bool = typer.Option(False, "--rag", help="The knowledge demo: replies must state Acme's policies; retrieval "
                              "in the loop, then `compare` of base, base+RAG, fine-tuned and fine-tuned+RAG."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """3 rounds on CPU, offline: SmolLM2-135M learns a support desk's style guide from scripted humans and a judge."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    _quiet_libraries()
+    shown = verbosity(quiet, verbose)
     _threads()
     from rich.console import Console
 
@@ -144,14 +134,14 @@ def cmd_demo(
     if rag:
         from .demo_rag import run_rag_demo
 
-        project, result, seconds = run_rag_demo(directory or Path("prefloop-demo-rag"), rounds=rounds, progress=not quiet,
+        project, result, seconds = run_rag_demo(directory or Path("prefloop-demo-rag"), rounds=rounds, progress=shown.progress,
                                                 console=console)
         _print_report(project)
         print_compare(result, project)
     else:
         from .demo import run_demo
 
-        project, seconds = run_demo(directory or Path("prefloop-demo"), rounds=rounds, progress=not quiet, console=console)
+        project, seconds = run_demo(directory or Path("prefloop-demo"), rounds=rounds, progress=shown.progress, console=console)
         _print_report(project)
     typer.echo(f"demo finished in {seconds / 60:.1f} min; wandb runs: {project.runs_dir / 'wandb'} (upload with `wandb sync`)")
 
@@ -187,17 +177,18 @@ def cmd_compare(
     samples: Optional[int] = typer.Option(None, "--samples", "-k", min=1, help="Answers per prompt and seed (default: evaluation.samples_per_prompt)."),
     arms: str = typer.Option("base,base+rag,ft,ft+rag", "--arms", help="Arms to compare, comma-separated (base is required)."),
     project_dir: Optional[Path] = ProjectOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Base, base+RAG, fine-tuned and fine-tuned+RAG on the eval prompts: quality with intervals, latency, tokens, cost, break-even."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    _quiet_libraries()
+    shown = verbosity(quiet, verbose)
     _threads()
     from .compare import run_compare
 
     project = _project(project_dir)
     result = run_compare(project, round_number=round_number, seeds=_int_list(seeds, "--seeds"), samples=samples,
-                         arms=[a.strip() for a in arms.split(",") if a.strip()], progress=not quiet)
+                         arms=[a.strip() for a in arms.split(",") if a.strip()], progress=shown.progress)
     print_compare(result, project)
 
 

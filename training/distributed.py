@@ -220,6 +220,9 @@ class _LogReplay:
             if not self.started:
                 self.tracker.define_phase(self.phase)
                 self.started = True
+            if "config" in row:  # the phase's training arguments and model config, written once at the start
+                self.tracker.record_phase_config(self.phase, row["config"]["args"], row["config"].get("model"))
+                continue
             self.tracker.log_phase(self.phase, int(row["step"]), row["logs"])
 
 
@@ -320,7 +323,15 @@ def _log_lines_callback(path: Path) -> Any:
     from transformers import TrainerCallback
 
     class LogLines(TrainerCallback):
-        """Append TRL's logs to a JSON-lines file (main rank), flushed line by line."""
+        """Append TRL's logs to a JSON-lines file (main rank), flushed line by line; the first line
+        holds the training arguments and the model's config, for the round's run config."""
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+            if state.is_world_process_zero:
+                config = getattr(model, "config", None)
+                row = {"config": {"args": args.to_dict(), "model": config.to_dict() if config is not None else None}}
+                with open(path, "a") as f:
+                    f.write(json.dumps(row, default=str) + "\n")
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
             if logs and state.is_world_process_zero:

@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from prefloop.atomic import atomic_path
 from prefloop.feedback.models import Round
 from prefloop.project import Project
-from prefloop.text import show_number
+from prefloop.tables import FirstThatFits, Kind, fit, table
+from prefloop.text import NA, show_number
 
 from .roi import cost_per_point, round_cost
 from .rounds.state import RoundState
@@ -80,81 +80,113 @@ def _money(x: float | None) -> str:
 
 
 def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
-    """Per round: oracle score, win rates, labels by source, training data and steps, cost."""
-    from rich.table import Table
-
-    t = Table(title="rounds")
-    for col in ("round", "state", "oracle", "win vs prev", "win vs r0", "human labels", "judge labels",
-                "DPO pairs", "SFT rows", "steps", f"cost {currency}"):
-        t.add_column(col, justify="left" if col == "state" else "right")
+    """Per round: oracle score, win rates, labels by source, training data and steps, cost. A round
+    still under way is marked ``*`` and named in the caption with its state (a column of "done"
+    would cost the numbers their width at 80 columns)."""
+    unfinished = [f"round {r.number} is {r.state}" for r in rows if r.state != "done"]
+    t = table("rounds", [("round", "number"), ("oracle", "number"), ("win vs\nprev", "number"),
+                         ("win vs\nr0", "number"), ("human\nlabels", "number"), ("judge\nlabels", "number"),
+                         ("DPO\npairs", "number"), ("SFT\nrows", "number"), ("train\nsteps", "number"),
+                         (f"cost\n{currency}", "number")],
+              caption="* not finished: " + "; ".join(unfinished) if unfinished else None)
     for r in rows:
-        t.add_row(str(r.number), r.state, _num(r.oracle), _pct(r.win_prev), _pct(r.win_base), str(r.human_labels),
-                  str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
-    return t
+        t.add_row(str(r.number) + ("*" if r.state != "done" else ""), _num(r.oracle), _pct(r.win_prev), _pct(r.win_base),
+                  str(r.human_labels), str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
+    return fit(t)
 
 
 def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
-    """Cost by source per round, and what one point of win rate over the previous round cost, by source."""
-    from rich.table import Table
+    """Cost by source per round, and what one point of win rate over the previous round cost, by
+    source: one table where the console is wide enough, else two, one above the other."""
+    from rich.console import Group
 
-    t = Table(title=f"cost by source ({currency}); per point = per point of win rate above 50 % vs the previous round")
-    for col in ("round", "human min", "human", "judges", "compute min", "compute", "total",
-                "per point: human", "judges", "compute", "total"):
-        t.add_column(col, justify="right")
+    spent_columns: list[tuple[str, Kind]] = [("round", "number"), ("human\nminutes", "number"), ("human", "number"),
+                                             ("judges", "number"), ("compute\nminutes", "number"), ("compute", "number"),
+                                             ("total", "number")]
+    point_columns: list[tuple[str, Kind]] = [("human", "number"), ("judges", "number"), ("compute", "number"), ("total", "number")]
+    both = table(f"cost by source ({currency}), and per point of win rate above 50 % vs the previous round",
+                 [*spent_columns, *((f"per point\n{h}", k) for h, k in point_columns)])
+    spent = table(f"cost by source ({currency})", spent_columns)
+    per_point = table(f"cost per point of win rate above 50 % ({currency})",
+                      [("round", "number"), ("win vs\nprev", "number"), *point_columns])
     for r in rows:
         if r.number == 0:
             continue
-        t.add_row(
-            str(r.number), f"{r.human_seconds / 60:.1f}", _money(r.human_cost), _money(r.judge_cost),
-            f"{r.compute_seconds / 60:.1f}", _money(r.compute_cost), _money(r.total_cost),
-            *[_money(cost_per_point(c, r.win_prev)) for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)],
-        )
-    return t
+        costs = [f"{r.human_seconds / 60:.1f}", _money(r.human_cost), _money(r.judge_cost), f"{r.compute_seconds / 60:.1f}",
+                 _money(r.compute_cost), _money(r.total_cost)]
+        points = [_money(cost_per_point(c, r.win_prev)) for c in (r.human_cost, r.judge_cost, r.compute_cost, r.total_cost)]
+        both.add_row(str(r.number), *costs, *points)
+        spent.add_row(str(r.number), *costs)
+        per_point.add_row(str(r.number), _pct(r.win_prev), *points)
+    return FirstThatFits(fit(both), Group(fit(spent), fit(per_point)))
 
 
-def plot(rows: list[RoundRow], path: str | Path, currency: str = "USD") -> Path:
-    """A 2×2 figure: win rates, oracle score, labels by source, cost by source."""
+def _line(ax: Any, rows: list[RoundRow], attr: str, *, scale: float, fmt: str, label: str | None = None,
+          color: str | None = None, below: bool = False) -> None:
+    """A round-by-round line with each point's value written by it (under it with ``below``, so that
+    two lines through one point keep both labels) and ``n/a`` where a round has none."""
+    from prefloop.plots import MISSING_STYLE
+
+    pts = [(r.number, scale * getattr(r, attr)) for r in rows if getattr(r, attr) is not None]
+    if pts:
+        xs, ys = zip(*pts, strict=True)
+        color = ax.plot(xs, ys, marker="o", label=label, color=color)[0].get_color()
+        for x, y in pts:
+            ax.annotate(format(y, fmt), (x, y), xytext=(0, -6 if below else 6), textcoords="offset points", ha="center",
+                        va="top" if below else "bottom", fontsize=7, color=color)
+    for r in rows:
+        if getattr(r, attr) is None:
+            ax.annotate(NA + (f" ({label})" if label else ""), (r.number, 0.0), xycoords=ax.get_xaxis_transform(),
+                        xytext=(0, 14 if below else 3), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                        **MISSING_STYLE)
+
+
+def report_figure(rows: list[RoundRow], currency: str = "USD") -> Any:
+    """A 2×2 figure: win rates, oracle score, labels by source, cost by source. Bars carry their
+    values; a cost or label count that dwarfs another puts its panel on a logarithmic axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from prefloop.plots import grouped_bars
+
     x = [r.number for r in rows]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "ncol": 3, "frameon": False, "fontsize": 8}
     ax = axes[0][0]
-    for attr, label in (("win_prev", "vs previous round"), ("win_base", "vs round 0")):
-        pts = [(r.number, 100 * getattr(r, attr)) for r in rows if getattr(r, attr) is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
-    ax.axhline(50, color="grey", lw=0.8, ls="--")
-    ax.set(title="judge win rate (position-swapped)", xlabel="round", ylabel="%", ylim=(0, 100))
-    ax.legend(loc="lower right")
+    _line(ax, rows, "win_prev", scale=100, fmt=".1f", label="vs previous round")
+    _line(ax, rows, "win_base", scale=100, fmt=".1f", label="vs round 0", below=True)
+    ax.axhline(50, color="grey", lw=0.8, ls="--", label="50 % (no change)")
+    ax.set(title="judge win rate on eval prompts (both orders)", xlabel="round", ylabel="win rate (%)", ylim=(0, 108))
+    ax.legend(**below)
     ax = axes[0][1]
-    pts = [(r.number, r.oracle) for r in rows if r.oracle is not None]
-    if pts:
-        ax.plot(*zip(*pts, strict=True), marker="o", color="tab:green")
-    ax.set(title="oracle score (eval prompts)", xlabel="round", ylabel="mean score", ylim=(0, 1))
+    _line(ax, rows, "oracle", scale=1, fmt=".3f", color="tab:green")
+    ax.set(title="oracle score (eval prompts)", xlabel="round", ylabel="mean score (0–1)", ylim=(0, 1.08))
     ax = axes[1][0]
-    ax.bar(x, [r.human_labels for r in rows], label="human", color="tab:orange")
-    ax.bar(x, [r.judge_labels for r in rows], bottom=[r.human_labels for r in rows], label="judge", color="tab:blue")
-    ax.set(title="labels by source", xlabel="round", ylabel="labels")
-    ax.legend()
+    grouped_bars(ax, x, [("human", [r.human_labels for r in rows], "tab:orange"),
+                         ("judge", [r.judge_labels for r in rows], "tab:blue")], fmt="{:.0f}".format)
+    log = " (log scale)" if ax.get_yscale() == "log" else ""
+    ax.set(title="labels by source", xlabel="round", ylabel=f"labels{log}")
+    ax.legend(**below)
     ax = axes[1][1]
-    bottom = [0.0] * len(rows)
-    for attr, label, color in (("human_cost", "human", "tab:orange"), ("judge_cost", "judges", "tab:blue"),
-                               ("compute_cost", "compute", "tab:grey")):
-        vals = [getattr(r, attr) for r in rows]
-        ax.bar(x, vals, bottom=bottom, label=label, color=color)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set(title="cost by source", xlabel="round", ylabel=currency)
-    ax.legend()
+    grouped_bars(ax, x, [("human", [r.human_cost for r in rows], "tab:orange"),
+                         ("judges", [r.judge_cost for r in rows], "tab:blue"),
+                         ("compute", [r.compute_cost for r in rows], "tab:grey")],
+                 fmt=lambda v: "0.00" if v == 0 else _money(v))
+    log = " (log scale)" if ax.get_yscale() == "log" else ""
+    ax.set(title="cost by source", xlabel="round", ylabel=f"{currency}{log}")
+    ax.legend(**below)
     for a in axes.flat:
         a.set_xticks(x)
+        if x:
+            a.set_xlim(min(x) - 0.6, max(x) + 0.6)
     fig.suptitle("prefloop: rounds of feedback and training")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot(rows: list[RoundRow], path: str | Path, currency: str = "USD") -> Path:
+    """:func:`report_figure` as a PNG (written atomically)."""
+    from prefloop.plots import save_figure
+
+    return save_figure(report_figure(rows, currency), path, dpi=110)

@@ -2,14 +2,19 @@
 
 Each round's run carries TRL's training metrics (``sft/*``, ``dpo/*`` against their own step
 axes), the round's metrics (win rates, oracle score, agreement, labels and cost by source), a
-``wandb.Table`` of samples, and the round's datasets and adapter as artifacts. A resumed round
-reopens the same run id. ``WANDB_MODE=offline`` writes ``wandb/offline-run-*`` under the run
-directory (``wandb sync`` uploads it later). The run config is the project config with anything
-that looks like a secret removed; the API key is read by wandb itself from ``WANDB_API_KEY``.
+``wandb.Table`` of samples, the round's datasets (their data, without the ``cache-*.arrow`` files
+a trainer's ``map`` leaves beside them) and adapter as artifacts, and the loop's report plot as
+an image. A resumed round reopens the same run id. ``WANDB_MODE=offline`` writes
+``wandb/offline-run-*`` under the run directory (``wandb sync`` uploads it later). The run config
+is the project config plus, per phase, TRL's training arguments (``sft/args``, ``dpo/args``:
+``TrainingArguments.to_dict()``) and the model's config (``model/config``) — what a plain TRL run
+with ``report_to="wandb"`` shows — with anything that looks like a secret removed; the API key
+is read by wandb itself from ``WANDB_API_KEY``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -44,6 +49,11 @@ def scrub(value: Any) -> Any:
     return mask_urls(value)
 
 
+#: what a directory artifact leaves out: the caches ``datasets`` writes beside a saved dataset
+#: when a trainer maps it (often larger than the data, and rebuilt from it at will)
+_CACHE_FILE = re.compile(r"^cache-.*\.arrow$")
+
+
 def resolved_mode(settings: WandbSettings) -> str:
     if not settings.enabled:
         return "disabled"
@@ -57,8 +67,10 @@ class PhaseCallback:
         from transformers import TrainerCallback
 
         class _Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
                 tracker.define_phase(phase)
+                config = getattr(model, "config", None)
+                tracker.record_phase_config(phase, args.to_dict(), config.to_dict() if config is not None else None)
 
             def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
                 if logs:
@@ -112,6 +124,16 @@ class RoundTracker:
             self.run.define_metric(f"{phase}/step")
             self.run.define_metric(f"{phase}/*", step_metric=f"{phase}/step")
 
+    def record_phase_config(self, phase: str, args: dict[str, Any], model_config: dict[str, Any] | None) -> None:
+        """A phase's training arguments as ``<phase>/args`` and the model's config as ``model/config``
+        in the run config (secret-named keys dropped, URL passwords masked)."""
+        if self.run is None:
+            return
+        update = {f"{phase}/args": _plain(args)}
+        if model_config is not None:
+            update["model/config"] = _plain(model_config)
+        self.run.config.update(update, allow_val_change=True)
+
     def log_phase(self, phase: str, step: int, logs: dict[str, Any]) -> None:
         if self.run is None:
             return
@@ -151,10 +173,29 @@ class RoundTracker:
 
         art = wandb.Artifact(name=re.sub(r"[^A-Za-z0-9_.-]", "-", name), type=kind, metadata=metadata or {})
         if path.is_dir():
-            art.add_dir(str(path))
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and not _CACHE_FILE.match(p.name)):
+                art.add_file(str(f), name=f.relative_to(path).as_posix())
         else:
             art.add_file(str(path))
         self.run.log_artifact(art)
+
+    def log_report(self, project: Any, path: Path) -> Path | None:
+        """Draw the loop's report (every round so far: ``prefloop report``'s plot) to ``path`` and
+        log it as the image ``report``; nothing is drawn when the run is off."""
+        if self.run is None:
+            return None
+        from .report import collect, plot
+
+        return self.log_report_png(plot(collect(project), path, project.config.cost.currency))
+
+    def log_report_png(self, path: Path) -> Path | None:
+        """An existing report PNG as the image ``report``."""
+        if self.run is None or not path.is_file():
+            return None
+        import wandb
+
+        self.run.log({"report": wandb.Image(str(path))})
+        return path
 
     def finish(self, *, failed: bool = False) -> None:
         if self.run is not None:
@@ -171,6 +212,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _plain(value: dict[str, Any]) -> dict[str, Any]:
+    """A library's config dict as plain JSON values (enums, dtypes and paths as text, NaN as None),
+    scrubbed of secrets."""
+    return scrub(finite_or_none(json.loads(json.dumps(value, default=str))))
 
 
 def _cell(v: Any) -> Any:

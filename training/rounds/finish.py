@@ -48,6 +48,7 @@ def run(ctx: RoundContext) -> None:
     if r.adapter_path and Path(r.adapter_path).parent == ctx.dir:
         tr.log_artifact(f"adapter-round-{ctx.number}", "model", Path(r.adapter_path),
                         {"sha256": r.adapter_hash, "base_model": ctx.training.model.source})
+    tr.log_report(ctx.project, ctx.dir / "report.png")  # the report so far, as a wandb image
 
 
 def _choice(value: dict[str, Any], a: int, b: int) -> str:
