@@ -285,28 +285,34 @@ def test_scripted_best_answers_and_mistakes() -> None:
     assert EDIT.plausible_mistake(TaskView([1], ["  "]), None, rng) == {"text": "(no answer)"}
 
 
-def test_scripted_answers_match_prefloop_sim() -> None:
-    """The kinds' copies of prefloop.sim.humans' oracle and mistakes give the same answers from the
-    same random stream (the lead removes this test when sim/humans asks the registry)."""
+def test_scripted_humans_answer_through_the_kind_of_the_served_task() -> None:
+    """prefloop.sim's oracle and mistakes are the kind's, fed the task as the API served it
+    (display order, scale, whether a tie is allowed, the reference for an edit)."""
     from prefloop.sim.humans import ScoreOracle, SimTask, answer_like_human
 
-    make = random.Random(5)
-    for i in range(400):
-        kind = [COMPARE, RATE, RANK, EDIT][i % 4]
-        ids = make.sample(range(100, 200), make.randint(2, 6) if kind is RANK else kind.outputs[0])
-        task = SimTask(i, kind.name, "p", [(g, f"t{g}") for g in ids], (1, 4) if kind is RATE else None, i % 3 != 0)
-        view = TaskView(ids, [f"t{g}" for g in ids], task.scale, task.allow_tie)
-        score = (lambda g, t: None if g % 2 else 0.5) if i % 5 == 0 else lambda g, t: g % 7 / 7
-        text = "the reference" if i % 2 else None
-        def reference(text=text):
-            return text
-        best = ScoreOracle(lambda task, g, t, score=score: score(g, t), lambda task, text=text: text)(task)
-        assert kind.best_answer(view, score, reference) == best
-        expected = answer_like_human(task, best, 0.0, random.Random(i))  # always the mistake
-        rng = random.Random(i)
-        if best is not None:
-            rng.random()  # answer_like_human first draws whether to be right
-        assert kind.plausible_mistake(view, best, rng) == expected
+    def task(kind: str, cands: list[tuple[int, str]], scale=None, tie=True) -> SimTask:
+        return SimTask(1, kind, "p", cands, scale, tie)
+
+    by_text = ScoreOracle(lambda t, g, text: {"good": 0.9, "fine": 0.5, "bad": 0.1}.get(text), lambda t: f"ref {t.ids[0]}")
+    assert task("rate", [(5, "fine")], (1, 4)).view == TaskView([5], ["fine"], (1, 4), True)
+    assert by_text(task("compare", [(8, "bad"), (3, "good")])) == {"choice": 3}
+    assert by_text(task("compare", [(8, "fine"), (3, "fine")])) == {"choice": "tie"}
+    assert by_text(task("compare", [(8, "fine"), (3, "fine")], tie=False)) is None
+    assert by_text(task("compare", [(8, "?"), (3, "good")])) is None  # a score it does not know
+    assert by_text(task("rate", [(5, "good")], (0, 10))) == {"rating": 9}
+    assert by_text(task("rank", [(1, "fine"), (2, "bad"), (3, "good")])) == {"ranking": [3, 1, 2]}
+    assert by_text(task("edit", [(4, "teh cat")])) == {"text": "ref 4"}
+    assert ScoreOracle(lambda t, g, text: 1.0)(task("edit", [(4, "teh cat")])) is None  # no reference
+    with pytest.raises(QueueError, match="unknown task kind 'judge'"):
+        by_text(task("judge", [(4, "x")]))
+
+    served = task("rank", [(1, "fine"), (2, "bad"), (3, "good")])
+    best = {"ranking": [3, 1, 2]}
+    assert answer_like_human(served, best, 1.0, random.Random(0)) == best
+    rng = random.Random(7)
+    rng.random()  # answer_like_human first draws whether to be right
+    assert answer_like_human(served, best, 0.0, random.Random(7)) == RANK.plausible_mistake(served.view, best, rng)
+    assert answer_like_human(task("edit", [(4, " ")]), None, 1.0, random.Random(0)) == {"text": "(no answer)"}
 
 
 # ------------------------------------------------------------------------------------------ Argilla
