@@ -134,8 +134,7 @@ def store_oracle(store: Store) -> ScoreOracle:
 # ------------------------------------------------------------------------------------- a human's answer
 def answer_like_human(task: SimTask, best: dict[str, Any] | None, accuracy: float, rng: random.Random) -> dict[str, Any]:
     """The oracle's answer with probability ``accuracy``, otherwise a plausible wrong one."""
-    right = best is not None and rng.random() < accuracy
-    if right:
+    if best is not None and rng.random() < accuracy:
         return best
     return get_kind(task.kind).plausible_mistake(task.view, best, rng)
 
