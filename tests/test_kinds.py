@@ -285,28 +285,34 @@ def test_scripted_best_answers_and_mistakes() -> None:
     assert EDIT.plausible_mistake(TaskView([1], ["  "]), None, rng) == {"text": "(no answer)"}
 
 
-def test_scripted_answers_match_prefloop_sim() -> None:
-    """The kinds' copies of prefloop.sim.humans' oracle and mistakes give the same answers from the
-    same random stream (the lead removes this test when sim/humans asks the registry)."""
+def test_scripted_humans_answer_through_the_kind_of_the_served_task() -> None:
+    """prefloop.sim's oracle and mistakes are the kind's, fed the task as the API served it
+    (display order, scale, whether a tie is allowed, the reference for an edit)."""
     from prefloop.sim.humans import ScoreOracle, SimTask, answer_like_human
 
-    make = random.Random(5)
-    for i in range(400):
-        kind = [COMPARE, RATE, RANK, EDIT][i % 4]
-        ids = make.sample(range(100, 200), make.randint(2, 6) if kind is RANK else kind.outputs[0])
-        task = SimTask(i, kind.name, "p", [(g, f"t{g}") for g in ids], (1, 4) if kind is RATE else None, i % 3 != 0)
-        view = TaskView(ids, [f"t{g}" for g in ids], task.scale, task.allow_tie)
-        score = (lambda g, t: None if g % 2 else 0.5) if i % 5 == 0 else lambda g, t: g % 7 / 7
-        text = "the reference" if i % 2 else None
-        def reference(text=text):
-            return text
-        best = ScoreOracle(lambda task, g, t, score=score: score(g, t), lambda task, text=text: text)(task)
-        assert kind.best_answer(view, score, reference) == best
-        expected = answer_like_human(task, best, 0.0, random.Random(i))  # always the mistake
-        rng = random.Random(i)
-        if best is not None:
-            rng.random()  # answer_like_human first draws whether to be right
-        assert kind.plausible_mistake(view, best, rng) == expected
+    def task(kind: str, cands: list[tuple[int, str]], scale=None, tie=True) -> SimTask:
+        return SimTask(1, kind, "p", cands, scale, tie)
+
+    by_text = ScoreOracle(lambda t, g, text: {"good": 0.9, "fine": 0.5, "bad": 0.1}.get(text), lambda t: f"ref {t.ids[0]}")
+    assert task("rate", [(5, "fine")], (1, 4)).view == TaskView([5], ["fine"], (1, 4), True)
+    assert by_text(task("compare", [(8, "bad"), (3, "good")])) == {"choice": 3}
+    assert by_text(task("compare", [(8, "fine"), (3, "fine")])) == {"choice": "tie"}
+    assert by_text(task("compare", [(8, "fine"), (3, "fine")], tie=False)) is None
+    assert by_text(task("compare", [(8, "?"), (3, "good")])) is None  # a score it does not know
+    assert by_text(task("rate", [(5, "good")], (0, 10))) == {"rating": 9}
+    assert by_text(task("rank", [(1, "fine"), (2, "bad"), (3, "good")])) == {"ranking": [3, 1, 2]}
+    assert by_text(task("edit", [(4, "teh cat")])) == {"text": "ref 4"}
+    assert ScoreOracle(lambda t, g, text: 1.0)(task("edit", [(4, "teh cat")])) is None  # no reference
+    with pytest.raises(QueueError, match="unknown task kind 'judge'"):
+        by_text(task("judge", [(4, "x")]))
+
+    served = task("rank", [(1, "fine"), (2, "bad"), (3, "good")])
+    best = {"ranking": [3, 1, 2]}
+    assert answer_like_human(served, best, 1.0, random.Random(0)) == best
+    rng = random.Random(7)
+    rng.random()  # answer_like_human first draws whether to be right
+    assert answer_like_human(served, best, 0.0, random.Random(7)) == RANK.plausible_mistake(served.view, best, rng)
+    assert answer_like_human(task("edit", [(4, " ")]), None, 1.0, random.Random(0)) == {"text": "(no answer)"}
 
 
 # ------------------------------------------------------------------------------------------ Argilla
@@ -357,37 +363,38 @@ def offline_argilla(monkeypatch):
     monkeypatch.setattr(rg.Argilla, "_default_client", SimpleNamespace(api=api))
 
 
-def test_argilla_mapping_matches_the_argilla_package(offline_argilla) -> None:
-    """The kinds' copies of the Argilla package's per-kind mapping (push, settings) agree with it
-    (the lead removes this test when prefloop.feedback.argilla asks the registry)."""
+def test_the_argilla_package_maps_tasks_through_their_kind(offline_argilla) -> None:
+    """Push groups, builds and suggests through the kind of each task (prefloop.feedback.argilla
+    keeps no per-kind mapping of its own): dataset names, options, questions, suggestions, prefill."""
     import importlib
 
     push = importlib.import_module("prefloop.feedback.argilla.push")  # the package exports a function named push
     settings = importlib.import_module("prefloop.feedback.argilla.settings")
 
-    for kind, gens, texts, scale, tie, judge in [
-        (COMPARE, [11, 12], ["a", "b"], None, True, {"choice": 12}), (COMPARE, [11, 12], ["a", "b"], None, False, {"choice": "tie"}),
-        (RATE, [5], ["x"], (1, 5), True, {"rating": 4}), (RATE, [5], ["x"], (0, 10), True, {"rating": 11}),
-        (RANK, [1, 2, 3], ["a", "b", "c"], None, True, {"ranking": [2, 3, 1]}), (EDIT, [5], ["teh cat"], None, True, None),
+    ranked = ("response_1", "response_2", "response_3")
+    for kind, gens, texts, scale, tie, judge, name, opts, qtype, hint in [
+        (COMPARE, [11, 12], ["a", "b"], None, True, {"choice": 12}, "pf-round-2-compare", ("A", "B", "tie"), "label_selection", "B"),
+        (COMPARE, [11, 12], ["a", "b"], None, False, {"choice": "tie"}, "pf-round-2-compare-no-ties", ("A", "B"), "label_selection", None),
+        (RATE, [5], ["x"], (1, 5), True, {"rating": 4}, "pf-round-2-rate", (1, 2, 3, 4, 5), "rating", 4),
+        (RATE, [5], ["x"], (0, 10), True, {"rating": 11}, "pf-round-2-rate-0-10", tuple(range(11)), "rating", None),
+        (RANK, [1, 2, 3], ["a", "b", "c"], None, True, {"ranking": [2, 3, 1]}, "pf-round-2-rank-3", ranked, "ranking",
+         ["response_2", "response_3", "response_1"]),
+        (RANK, [1, 2, 3], ["a", "b", "c"], None, True, {"ranking": [2, 1]}, "pf-round-2-rank-3", ranked, "ranking", None),
+        (EDIT, [5], ["teh cat"], None, True, None, "pf-round-2-edit", (), "text", "teh cat"),
+        (EDIT, [5], ["  "], None, True, None, "pf-round-2-edit", (), "text", None),
     ]:
         row = push._TaskRow(1, kind.name, 2, 1, gens, texts, ["m"] * len(gens), None, "p", scale, tie,
-                              {"value": judge, "confidence": 0.5, "agent": "j"} if judge else None)
-        name, opts = push._group_key(row, "pf", (1, 5), True)
-        mine, variant = kind.argilla_options(TaskView(gens, texts, scale, tie), default_scale=(1, 5), default_ties=True)
-        assert name == settings.dataset_name("pf", 2, kind.name, variant) and opts == mine
-        fields = kind.argilla_fields(len(gens))
-        assert fields == settings.candidate_fields(kind.name, len(gens))
-        spec = settings.DatasetSpec("pf", kind.name, 2, fields, opts, 1, False)
-        if judge is not None:
-            assert push._judge_value(row, spec) == kind.argilla_suggestion(judge, gens, opts, fields)
-        assert spec.questions()[kind.argilla_question][0] == kind.argilla_question_type
-        main = settings.build_settings(spec, "g").questions[0]
-        built = kind.argilla_main_question(opts)
-        assert (type(built), built.name, built.title) == (type(main), main.name, main.title)
-        assert settings._question_options(built) == settings._question_options(main)
-        payload = push._payload_for(row, spec)
-        prefill = kind.argilla_prefill(texts)
-        assert [h.value for h in payload.hints if h.agent != "j"] == ([prefill] if prefill else [])
+                            {"value": judge, "confidence": 0.5, "agent": "j"} if judge else None)
+        assert push._group_key(row, "pf", (1, 5), True) == (name, opts)
+        spec = push._spec_for(name, [row], opts, None)
+        assert spec.candidate_fields == kind.argilla_fields(len(gens)) == (
+            {2: ("response_a", "response_b"), 3: ranked}[len(gens)] if kind in (COMPARE, RANK) else ("response",))
+        assert spec.questions() == {kind.argilla_question: (qtype, opts or None), "comment": ("text", None)}
+        main, comment = settings.build_settings(spec, "g").questions
+        assert (main.name, comment.name) == (kind.argilla_question, "comment")
+        assert settings._question_options(main) == (opts or None)
+        hints = push._payload_for(row, spec).hints
+        assert [(h.question, h.value) for h in hints] == ([(kind.argilla_question, hint)] if hint is not None else [])
 
 
 # ------------------------------------------------------------------------------------------ a plug-in kind
@@ -462,18 +469,8 @@ def test_a_registered_kind_goes_from_the_queue_to_an_exported_dataset(queue, bes
 
 
 # ------------------------------------------------------------------------------------------ no kind branches
-#: Modules other helpers are moving now; the lead converts them to the registry after the merges
-#: and removes them from this list.
-NOT_YET_CONVERTED = (
-    "prefloop/sim/humans.py",
-    "training/rounds/",
-    "feedback/server_cli.py",
-    "feedback/server/",
-    "feedback/argilla_bridge.py",
-    "feedback/argilla_cli.py",
-    "feedback/argilla_rules.py",
-    "feedback/argilla/",
-)
+#: Modules allowed to test kind names outside prefloop/kinds: none (every place asks the registry).
+NOT_YET_CONVERTED: tuple[str, ...] = ()
 
 
 def test_no_kind_name_branches_outside_the_registry() -> None:
@@ -482,7 +479,7 @@ def test_no_kind_name_branches_outside_the_registry() -> None:
     for top in ("feedback", "judges", "training", "prefloop"):
         for path in sorted((REPO / top).rglob("*")):
             rel = path.relative_to(REPO).as_posix()
-            if not path.is_file() or "__pycache__" in rel or rel.startswith("prefloop/kinds/") or rel.startswith(NOT_YET_CONVERTED):
+            if not path.is_file() or "__pycache__" in rel or rel.startswith(("prefloop/kinds/", *NOT_YET_CONVERTED)):
                 continue
             text = path.read_bytes().decode("utf-8", errors="replace")
             found += [f"{rel}:{n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1) if re.search(r'kind == "', line)]

@@ -24,14 +24,14 @@ imported inside functions: ``prefloop --help`` stays fast.
 
 from __future__ import annotations
 
+from prefloop.kinds.compare import LABEL_A, LABEL_B
+from prefloop.kinds.rate import ARGILLA_RATING_RANGE
+
 from .client import API_KEY_ENV, ArgillaBridgeError, api_key_from_env, connect, space_headers
 from .pull import ANNOTATOR_PREFIX, PullReport, pull
 from .push import DatasetPush, PushReport, push
 from .settings import (
-    ARGILLA_RATING_RANGE,
     EXTERNAL_ID_PREFIX,
-    LABEL_A,
-    LABEL_B,
     MAIN_QUESTION,
     Q_COMMENT,
     Q_CORRECTED,

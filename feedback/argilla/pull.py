@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from prefloop.errors import InvalidAnswer
+from prefloop.kinds import get_kind
 
-from ..answers import TIE
 from ..models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from .client import connect, datasets_in, find_workspace, record_models, talking_to, username
-from .settings import LABEL_A, LABEL_B, MAIN_QUESTION, Q_COMMENT, candidate_fields, parse_name, round_number
+from .settings import Q_COMMENT, parse_name, round_number
 
 if TYPE_CHECKING:
     from prefloop.project import Project
@@ -60,32 +60,6 @@ class PullReport:
     @property
     def written(self) -> int:
         return self.created + self.updated
-
-
-def _argilla_value(kind: str, values: dict[str, Any], generation_ids: list[int], fields: tuple[str, ...]) -> dict[str, Any]:
-    """An Argilla response's main value as a prefloop answer (validated later by the queue)."""
-    main = (values.get(MAIN_QUESTION[kind]) or {}).get("value")
-    if main is None:
-        raise InvalidAnswer(f"the response has no value for question {MAIN_QUESTION[kind]!r}")
-    if kind == "compare":
-        if main == TIE:
-            return {"choice": TIE}
-        if main not in (LABEL_A, LABEL_B):
-            raise InvalidAnswer(f"label {main!r} is not one of A, B, tie")
-        return {"choice": generation_ids[0 if main == LABEL_A else 1]}
-    if kind == "rank":
-        items = [(v["rank"], v["value"]) if isinstance(v, dict) else (i + 1, v) for i, v in enumerate(main)]
-        ranks = [r for r, _ in items]
-        if len(set(ranks)) != len(ranks):
-            raise InvalidAnswer("the ranking puts several responses at the same rank; prefloop needs a strict order")
-        order = [v for _, v in sorted(items, key=lambda x: x[0])]
-        unknown = [v for v in order if v not in fields]
-        if unknown:
-            raise InvalidAnswer(f"ranking value(s) {unknown} are not responses of this record")
-        return {"ranking": [generation_ids[fields.index(v)] for v in order]}
-    if kind == "rate":
-        return {"rating": main}
-    return {"text": main}
 
 
 def _fetch(project: Project, round_id: int | None) -> tuple[PullReport, list[_Item], dict[str, str], set[str]]:
@@ -180,8 +154,9 @@ def pull(project: Project, *, round_id: int | None = None) -> PullReport:
             )
             try:
                 if i.status == "submitted":
-                    fields = candidate_fields(task.kind, len(task.generation_ids))
-                    value = _argilla_value(task.kind, i.values, i.generation_ids, fields)
+                    kind = get_kind(task.kind)
+                    fields = kind.argilla_fields(len(task.generation_ids))
+                    value = kind.argilla_answer(i.values, i.generation_ids, fields)
                     _, changed = queue.record(annotator_ids[i.user_id], task.id, value, rationale=comment, meta=meta, session=s)
                 else:
                     _, changed = queue.record(

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from ..answers import TIE
+from prefloop.kinds import TaskView, get_kind
+
 from ..models import (
     Annotation,
     AnnotationStatus,
@@ -47,14 +48,8 @@ from .rules import (
 )
 from .settings import (
     EXTERNAL_ID_PREFIX,
-    LABEL_A,
-    LABEL_B,
-    MAIN_QUESTION,
-    Q_CORRECTED,
     DatasetSpec,
     build_settings,
-    candidate_fields,
-    check_rating_scale,
     dataset_name,
     round_number,
     settings_differences,
@@ -159,20 +154,9 @@ def _load_open_tasks(project: Project, round_id: int | None) -> list[_TaskRow]:
 
 
 def _group_key(t: _TaskRow, prefix: str, default_scale: tuple[int, int], default_ties: bool) -> tuple[str, tuple[Any, ...]]:
-    """(dataset name, question options) for a task."""
-    if t.kind == "compare":
-        opts: tuple[Any, ...] = (LABEL_A, LABEL_B, TIE) if t.allow_tie else (LABEL_A, LABEL_B)
-        variant = "" if t.allow_tie == default_ties else ("ties" if t.allow_tie else "no-ties")
-    elif t.kind == "rank":
-        opts = candidate_fields("rank", len(t.generation_ids))
-        variant = str(len(t.generation_ids))
-    elif t.kind == "rate":
-        lo, hi = t.scale or default_scale
-        opts = tuple(range(lo, hi + 1))
-        variant = "" if (lo, hi) == tuple(default_scale) else f"{lo}-{hi}"
-    else:
-        opts = ()
-        variant = ""
+    """(dataset name, question options) for a task: tasks whose options differ go to different datasets."""
+    view = TaskView(t.generation_ids, t.texts, t.scale, t.allow_tie)
+    opts, variant = get_kind(t.kind).argilla_options(view, default_scale=default_scale, default_ties=default_ties)
     return dataset_name(prefix, t.round_number, t.kind, variant), opts
 
 
@@ -186,44 +170,21 @@ def _payload_for(t: _TaskRow, spec: DatasetSpec) -> RecordPayload:
     else:
         prompt = t.prompt_text
     fields = {"prompt": prompt, **dict(zip(spec.candidate_fields, t.texts, strict=True))}
+    kind = get_kind(t.kind)
     hints = []
-    if t.kind == "edit":
-        if t.texts[0].strip():  # the prefill; an empty output has nothing to prefill
-            hints.append(Hint(Q_CORRECTED, t.texts[0], None, agent_name(t.models[0], "original output")))
+    prefill = kind.argilla_prefill(t.texts)
+    if prefill is not None:  # the output itself, to be corrected in place (edit)
+        hints.append(Hint(kind.argilla_question, prefill, None, agent_name(t.models[0], "original output")))
     elif t.judge is not None:
-        value = _judge_value(t, spec)
+        value = kind.argilla_suggestion(t.judge["value"], t.generation_ids, spec.question_options, spec.candidate_fields)
         if value is not None:
             hints.append(Hint(
-                MAIN_QUESTION[t.kind], value, suggestion_score(t.judge["confidence"], value), agent_name(t.judge["agent"], "judge"),
+                kind.argilla_question, value, suggestion_score(t.judge["confidence"], value), agent_name(t.judge["agent"], "judge"),
             ))
     metadata: dict[str, Any] = {"task_id": t.task_id, "generation_ids": t.generation_ids}
     if t.round_number is not None:
         metadata["round"] = t.round_number
     return RecordPayload(id=f"{EXTERNAL_ID_PREFIX}{t.task_id}", fields=fields, metadata=metadata, hints=hints)
-
-
-def _judge_value(t: _TaskRow, spec: DatasetSpec) -> Any:
-    """A judge's stored answer as the value of the dataset's main question (None: not showable)."""
-    v = t.judge["value"] if t.judge else {}
-    gids = t.generation_ids
-    if t.kind == "compare" and "choice" in v:
-        if v["choice"] == TIE:
-            return TIE if TIE in spec.question_options else None
-        choice = _as_int(v["choice"])
-        return {gids[0]: LABEL_A, gids[1]: LABEL_B}.get(choice) if choice is not None else None
-    if t.kind == "rate" and "rating" in v:
-        rating = _as_int(v["rating"])
-        return rating if rating in spec.question_options else None
-    if t.kind == "rank" and isinstance(v.get("ranking"), list):
-        order = [_as_int(g) for g in v["ranking"]]
-        if sorted(order, key=str) != sorted(gids, key=str):  # only a complete ranking of this task's outputs
-            return None
-        return [spec.candidate_fields[gids.index(g)] for g in order]  # type: ignore[arg-type]
-    return None
-
-
-def _as_int(x: Any) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
 def push(project: Project, *, round_id: int | None = None) -> PushReport:
@@ -242,8 +203,7 @@ def push(project: Project, *, round_id: int | None = None) -> PushReport:
         groups[name].append(t)
         options[name] = opts
     for name, opts in options.items():
-        if groups[name][0].kind == "rate":
-            check_rating_scale(name, opts)
+        get_kind(groups[name][0].kind).argilla_check_options(name, opts)
 
     client = connect(cfg.argilla)
     url = cfg.argilla.api_url.rstrip("/")
@@ -342,7 +302,7 @@ def _spec_for(name: str, rows: list[_TaskRow], options: tuple[Any, ...], existin
         name=name,
         kind=first.kind,
         round_number=first.round_number,
-        candidate_fields=candidate_fields(first.kind, len(first.generation_ids)),
+        candidate_fields=get_kind(first.kind).argilla_fields(len(first.generation_ids)),
         question_options=options,
         min_submitted=max(r.overlap for r in rows) if existing is None else _existing_k(existing, rows),
         chat_prompt=chat,

@@ -122,10 +122,10 @@ def record_problems(
     """
     problems: list[str] = []
     for name, value in payload.fields.items():
-        kind = field_types.get(name)
-        if kind is None:
+        ftype = field_types.get(name)
+        if ftype is None:
             problems.append(f"field {name!r}: the dataset has no such field")
-        elif kind == "chat":
+        elif ftype == "chat":
             why = chat_problem(value) if isinstance(value, list) else "a chat field takes a list of messages"
             if why:
                 problems.append(f"field {name!r}: {why}")

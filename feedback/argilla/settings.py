@@ -12,22 +12,22 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prefloop.errors import ConfigError, NotFoundError
+from prefloop.errors import NotFoundError
+from prefloop.kinds import COMPARE, EDIT, RANK, RATE, get_kind
 
-from ..answers import TIE
 from ..models import Round
 
 if TYPE_CHECKING:
     from prefloop.project import Project
 
 EXTERNAL_ID_PREFIX = "prefloop-task-"
-#: Argilla's rating questions take integer values 0–10, at most 11 of them.
-ARGILLA_RATING_RANGE = (0, 10)
 
-# Question and field names: prefloop's contract with the datasets it creates.
-Q_PREFERENCE, Q_RANKING, Q_RATING, Q_CORRECTED, Q_COMMENT = "preference", "ranking", "rating", "corrected", "comment"
-MAIN_QUESTION = {"compare": Q_PREFERENCE, "rank": Q_RANKING, "rate": Q_RATING, "edit": Q_CORRECTED}
-LABEL_A, LABEL_B = "A", "B"
+# Question names: prefloop's contract with the datasets it creates. Each kind declares its main
+# question (prefloop.kinds); these names stay for callers of the package.
+Q_PREFERENCE, Q_RANKING, Q_RATING, Q_CORRECTED = (k.argilla_question for k in (COMPARE, RANK, RATE, EDIT))
+Q_COMMENT = "comment"
+#: The built-in kinds' main questions (a kind's own: ``get_kind(name).argilla_question``).
+MAIN_QUESTION = {k.name: k.argilla_question for k in (COMPARE, RANK, RATE, EDIT)}
 
 
 @dataclass(frozen=True)
@@ -44,25 +44,15 @@ class DatasetSpec:
 
     def questions(self) -> dict[str, tuple[str, tuple[Any, ...] | None]]:
         """question name → (Argilla type, options)."""
-        main = {
-            "compare": "label_selection", "rank": "ranking", "rate": "rating", "edit": "text",
-        }[self.kind]
+        kind = get_kind(self.kind)
         return {
-            MAIN_QUESTION[self.kind]: (main, tuple(self.question_options) or None),
+            kind.argilla_question: (kind.argilla_question_type, tuple(self.question_options) or None),
             Q_COMMENT: ("text", None),
         }
 
     def fields(self) -> dict[str, set[str]]:
         """field name → accepted Argilla types (the prompt may be chat or text)."""
         return {"prompt": {"chat", "text"}, **{f: {"text"} for f in self.candidate_fields}}
-
-
-def candidate_fields(kind: str, n: int) -> tuple[str, ...]:
-    if kind == "compare":
-        return ("response_a", "response_b")
-    if kind == "rank":
-        return tuple(f"response_{i}" for i in range(1, n + 1))
-    return ("response",)
 
 
 def dataset_name(prefix: str, round_number: int | None, kind: str, variant: str = "") -> str:
@@ -94,18 +84,7 @@ def build_settings(spec: DatasetSpec, guidelines: str) -> Any:
         rg.TextField(f, title=titles.get(f, f.replace("_", " ").capitalize()), use_markdown=False)
         for f in spec.candidate_fields
     ]
-    opts = list(spec.question_options)
-    if spec.kind == "compare":
-        names = {LABEL_A: "A is better", LABEL_B: "B is better", TIE: "About the same"}
-        main = rg.LabelQuestion(Q_PREFERENCE, labels={o: names[o] for o in opts}, title="Which response is better?")
-    elif spec.kind == "rank":
-        main = rg.RankingQuestion(
-            Q_RANKING, values={o: o.replace("_", " ").capitalize() for o in opts}, title="Rank the responses, best first"
-        )
-    elif spec.kind == "rate":
-        main = rg.RatingQuestion(Q_RATING, values=list(opts), title=f"Rate the response ({opts[0]} = worst, {opts[-1]} = best)")
-    else:
-        main = rg.TextQuestion(Q_CORRECTED, title="Correct the response (it is prefilled: edit it)", use_markdown=False)
+    main = get_kind(spec.kind).argilla_main_question(tuple(spec.question_options))
     comment = rg.TextQuestion(Q_COMMENT, title="Comment (optional)", required=False, use_markdown=False)
     return rg.Settings(
         guidelines=guidelines.strip() or None,
@@ -165,15 +144,6 @@ def _question_options(q: Any) -> tuple[Any, ...] | None:
         if v is not None:
             return tuple(v)
     return None
-
-
-def check_rating_scale(name: str, opts: tuple[int, ...]) -> None:
-    lo, hi = ARGILLA_RATING_RANGE
-    if opts[0] < lo or opts[-1] > hi:
-        raise ConfigError(
-            f"{name}: the rating scale {opts[0]}–{opts[-1]} cannot be shown in Argilla, whose rating questions take integers {lo}–{hi}",
-            hint="use a queue.rating_scale inside 0–10 (e.g. [1, 5]) for tasks meant for Argilla",
-        )
 
 
 def round_number(project: Project, round_id: int | None) -> int | None:

@@ -71,12 +71,13 @@ def annotators_add(
 @annotators_app.command("list")
 def annotators_list(project_dir: Optional[Path] = ProjectOpt) -> None:
     """List annotators (humans and judges) with their label counts; tokens are never shown."""
+    from ..models import AnnotatorKind
     from .auth import list_annotators
 
     project = open_project(project_dir)
     table = Table("name", "kind", "role", "status", "answered", "skipped")
     for a in list_annotators(project.store):
-        status = "active" if a.active and (a.has_token or a.kind == "judge") else "revoked" if not a.active else "no token"
+        status = "active" if a.active and (a.has_token or a.kind == AnnotatorKind.JUDGE.value) else "revoked" if not a.active else "no token"
         table.add_row(a.name, a.kind, a.role, status, str(a.submitted), str(a.skipped))
     console.print(table)
 

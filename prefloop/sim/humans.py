@@ -34,10 +34,10 @@ from typing import Any
 from sqlalchemy import select
 
 from prefloop.errors import PrefloopError
-
-from prefloop.feedback.server.auth import add_annotator
 from prefloop.feedback.db import Store
 from prefloop.feedback.models import Generation, Prompt
+from prefloop.feedback.server.auth import add_annotator
+from prefloop.kinds import TaskView, get_kind
 
 
 class SimulationError(PrefloopError):
@@ -72,6 +72,11 @@ class SimTask:
     def ids(self) -> list[int]:
         return [g for g, _ in self.candidates]
 
+    @property
+    def view(self) -> TaskView:
+        """The task as its kind reads it (best answer, plausible mistake)."""
+        return TaskView(self.ids, [t for _, t in self.candidates], self.scale, self.allow_tie)
+
 
 Oracle = Callable[[SimTask], "dict[str, Any] | None"]
 Score = Callable[[SimTask, int, str], "float | None"]
@@ -90,23 +95,11 @@ class ScoreOracle:
         self.tie_tolerance = tie_tolerance
 
     def __call__(self, task: SimTask) -> dict[str, Any] | None:
-        if task.kind == "edit":
-            text = self.reference(task) if self.reference else None
-            return {"text": text} if text else None
-        scores = [self.score(task, g, t) for g, t in task.candidates]
-        if any(s is None for s in scores):
-            return None
-        if task.kind == "rate":
-            lo, hi = task.scale or (1, 5)
-            share = min(1.0, max(0.0, float(scores[0])))
-            return {"rating": lo + round(share * (hi - lo))}
-        if task.kind == "compare":
-            (a, sa), (b, sb) = zip(task.ids, scores, strict=True)
-            if abs(sa - sb) <= self.tie_tolerance:
-                return {"choice": "tie"} if task.allow_tie else None
-            return {"choice": a if sa > sb else b}
-        ranked = sorted(zip(scores, task.ids, strict=True), key=lambda p: -p[0])
-        return {"ranking": [g for _, g in ranked]}
+        reference = self.reference
+        return get_kind(task.kind).best_answer(
+            task.view, lambda g, t: self.score(task, g, t), lambda: reference(task) if reference else None,
+            tie_tolerance=self.tie_tolerance,
+        )
 
 
 def similarity(a: str, b: str) -> float:
@@ -141,31 +134,9 @@ def store_oracle(store: Store) -> ScoreOracle:
 # ------------------------------------------------------------------------------------- a human's answer
 def answer_like_human(task: SimTask, best: dict[str, Any] | None, accuracy: float, rng: random.Random) -> dict[str, Any]:
     """The oracle's answer with probability ``accuracy``, otherwise a plausible wrong one."""
-    right = best is not None and rng.random() < accuracy
-    if right:
+    if best is not None and rng.random() < accuracy:
         return best
-    ids = task.ids
-    if task.kind == "compare":
-        if best is None or best["choice"] == "tie":
-            return {"choice": rng.choice(ids)}
-        return {"choice": ids[1] if best["choice"] == ids[0] else ids[0]}
-    if task.kind == "rate":
-        lo, hi = task.scale or (1, 5)
-        if best is None:
-            return {"rating": rng.randint(lo, hi)}
-        near = [v for v in (best["rating"] - 1, best["rating"] + 1) if lo <= v <= hi]
-        return {"rating": rng.choice(near)}
-    if task.kind == "rank":
-        order = list(best["ranking"]) if best else list(ids)
-        if best is None:
-            rng.shuffle(order)
-            return {"ranking": order}
-        i = rng.randrange(len(order) - 1)
-        order[i], order[i + 1] = order[i + 1], order[i]
-        return {"ranking": order}
-    # edit: a careless human leaves the output as it was
-    original = task.candidates[0][1]
-    return {"text": original if original.strip() else "(no answer)"}
+    return get_kind(task.kind).plausible_mistake(task.view, best, rng)
 
 
 # ------------------------------------------------------------------------------------- the run

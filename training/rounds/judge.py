@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from prefloop.feedback.models import Task
 from prefloop.judges.runner import JudgeRunStats, judge_round
+from prefloop.kinds import RATE
 
 from ..pairing import PURPOSE_SCORE, create_pair_tasks, create_score_tasks, judge_scores, scorer_name
 from .context import PURPOSE_TRAIN, RoundContext
@@ -44,7 +45,7 @@ def run(ctx: RoundContext) -> None:
         scorer = scorer_name(ctx.project, t, judges)
         create_score_tasks(ctx.project, t, ctx.round_id, candidates)
         with ctx.store.session() as s:
-            ids = [task.id for task in s.scalars(select(Task).where(Task.round_id == ctx.round_id, Task.kind == "rate"))
+            ids = [task.id for task in s.scalars(select(Task).where(Task.round_id == ctx.round_id, Task.kind == RATE.name))
                    if (task.meta or {}).get("purpose") == PURPOSE_SCORE]
         st = judge_round(ctx.project, judges[scorer], ctx.round_id, progress=ctx.reporter.enabled, task_ids=ids)
         stats[f"scorer:{scorer}"] = _stats(st)
