@@ -17,6 +17,7 @@ from prefloop.atomic import atomic_write_text
 from prefloop.errors import ConfigError
 from prefloop.feedback.models import Generation, Round
 from prefloop.judges import Judge, PairwiseJudge
+from prefloop.judges.reward_model import is_reward_model
 from prefloop.judges.runner import use_store_cache
 
 from ..evaluation import mean_or_none, win_rate
@@ -32,7 +33,8 @@ def eval_judge(ctx: RoundContext, judges: dict[str, Judge]) -> tuple[str | None,
     """The judge that compares two rounds' answers: ``evaluation.judge``, the default, or the first pairwise one."""
     name = ctx.training.evaluation.judge or ctx.cfg.judges.default
     if name is None:
-        name = next((n for n, j in judges.items() if isinstance(j, PairwiseJudge)), None)
+        name = next((n for n, j in judges.items() if isinstance(j, PairwiseJudge) and not is_reward_model(ctx.cfg.judges.get(n))),
+                    None)
     if name is None:
         return None, None
     judge = judges[name]
