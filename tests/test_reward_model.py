@@ -197,7 +197,7 @@ def test_round_trains_labels_measures_resumes_and_reuses(tmp_path: Path, db_url:
         assert summary.state == "done" and trainings == [1]  # the finished training was not repeated
         visited = [(t.state, t.resumed) for t in summary.control.transitions]
         assert [s for s, _ in visited] == ["created", "generating", "judging", "waiting", "reward_model", "reward_model",
-                                           "building_datasets", "training", "done"]
+                                           "building_datasets", "training", "evaluating", "done"]
         assert visited[5] == ("reward_model", True)
         assert any(phase == "reward_model" and "loss" in logs for phase, logs in logged)  # wandb: reward_model/*
 
@@ -221,7 +221,7 @@ def test_round_trains_labels_measures_resumes_and_reuses(tmp_path: Path, db_url:
         assert m["agreement"]["n"] == len(held) and m["agreement"]["agreement"] == pytest.approx(agree)
         assert m["agreement"]["interval"] == pytest.approx(wilson_interval(agree, len(held)))
         assert summary.metrics["agreement"]["rm"]["n"] == len(held)  # the round's judge–human agreement sees it too
-        assert summary.control.seconds["reward_model"] > 0 and "reward_model" in summary.control.reward_models
+        assert summary.control.seconds["reward_model"] > 0 and "rm" in summary.control.reward_models
 
         # Round 2 with a retraining threshold out of reach: the round-1 adapter labels round 2's tasks.
         cfg = yaml.safe_load((project.root / "prefloop.yaml").read_text())

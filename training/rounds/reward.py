@@ -26,6 +26,7 @@ from sqlalchemy import select
 from prefloop.atomic import atomic_dir
 from prefloop.config import ProjectConfig
 from prefloop.feedback.agreement import judge_human_agreement
+from prefloop.feedback.export import _no_progress_bars
 from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskKind
 from prefloop.judges.config import JudgeSpec
 from prefloop.judges.reward_model import RewardModelJudge, artifact_kind, is_reward_model, latest_adapter
@@ -69,7 +70,7 @@ def _plan(ctx: RoundContext, spec: JudgeSpec) -> None:
     ref = RewardModelRef(pairs=len(pairs.keys), new_pairs=new, held_out=len(pairs.held_out_tasks), retrain=retrain)
     if retrain:
         path = _out(ctx, spec) / "pairs"
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path) as tmp, _no_progress_bars():
             pairs.dataset().save_to_disk(str(tmp))
         ref.dataset = str(path)
     ctx.write(change=lambda st: st.update(reward_models={**st.reward_models, spec.name: ref}))
