@@ -91,6 +91,35 @@ def test_an_untrained_reward_model_fails_each_verdict_with_the_reason() -> None:
     assert judge.identity["template_hash"] == "untrained" and judge.model_calls == 0
 
 
+def test_the_judge_finds_its_newest_adapter_in_the_store_also_inside_a_panel(store, tmp_path: Path) -> None:  # noqa: ANN001
+    from prefloop.judges import build_judge
+    from prefloop.judges.cache import StoreCache
+
+    def adapter(number: int, sha: str, on_disk: bool = True) -> None:
+        folder = tmp_path / f"round-{number}"
+        folder.mkdir()
+        if on_disk:
+            (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        with store.session() as s:
+            r = Round(number=number, state="done", metrics={}, state_data={}, config={})
+            s.add(r)
+            s.flush()
+            s.add(Artifact(round_id=r.id, kind=artifact_kind("rm"), path=str(folder), sha256=sha, meta={"base_model": TINY}))
+
+    adapter(1, "a" * 64)
+    adapter(2, "b" * 64)
+    adapter(3, "c" * 64, on_disk=False)  # its files are gone: not usable
+    rules = {"name": "r", "backend": "rules", "rules": [{"type": "length", "max": 10}]}
+    specs = [JudgeSpec(**rules), JudgeSpec(**RM), JudgeSpec(name="p", backend="panel", members=["r", "rm"])]
+    judge = build_judge(specs[1])
+    judge.set_cache(StoreCache(store))
+    assert judge.adapter.sha256 == "b" * 64 and judge.adapter.base_model == TINY
+    assert judge.identity["template_hash"] == "b" * 16
+    panel = build_judge(specs[2], specs=specs)
+    panel.set_cache(StoreCache(store))
+    assert panel.members[1].adapter.sha256 == "b" * 64
+
+
 def test_config_keeps_the_reward_model_out_of_the_judging_state(tmp_path: Path) -> None:
     from prefloop.config import parse_config
     from prefloop.errors import ConfigError
