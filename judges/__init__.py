@@ -58,6 +58,10 @@ def build_judge(
         from .rules import CallableJudge
 
         judge = CallableJudge.from_spec(spec)
+    elif spec.backend == "reward_model":
+        from .reward_model import RewardModelJudge
+
+        judge = RewardModelJudge(spec)
     else:
         from .panel import PanelJudge
 

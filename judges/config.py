@@ -71,8 +71,9 @@ class JudgeSpec(StrictModel):
     """One judge. ``backend`` picks the implementation; the other keys apply where they make sense."""
 
     name: str
-    backend: Literal["local", "openai", "rules", "python", "panel"] = "local"
-    #: local: a model source (hub name, folder, ``offline:…``, ``tiny:…``); openai: the served model name.
+    backend: Literal["local", "openai", "rules", "python", "panel", "reward_model"] = "local"
+    #: local: a model source (hub name, folder, ``offline:…``, ``tiny:…``); openai: the served model name;
+    #: reward_model: the base under the reward head (default: the policy's base, ``training.model.source``).
     model: str | None = None
     #: Jinja templates: a name in ``prefloop/configs/judges`` or a path (relative to the project).
     pairwise_template: str = "pairwise"
@@ -115,6 +116,26 @@ class JudgeSpec(StrictModel):
     # --- panel
     members: list[str] = []
     combine: Literal["majority", "mean"] = "majority"
+    # --- reward_model (a reward head + LoRA trained with TRL's RewardTrainer each round, see
+    # ``prefloop.judges.reward_model``): what it learns from, when it retrains, how it trains.
+    #: train on pairs whose labels come from these sources (human: what people chose).
+    sources: list[Literal["human", "judge", "mixed"]] = ["human"]
+    #: the task kinds that give pairs: compare majorities, rankings (top vs bottom), ratings
+    #: (best vs worst of a prompt), edits (the corrected text over the original).
+    include: list[Literal["compare", "rank", "rate", "edit"]] = ["compare", "rank"]
+    #: retrain only when at least this many human pairs are new since the last training; else reuse it.
+    min_new_pairs: int = Field(8, ge=1)
+    #: share of human compare tasks never trained on, to measure agreement with the humans (by task id and seed).
+    holdout: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    learning_rate: float = Field(1e-4, gt=0)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs
+    train_batch_size: int = Field(4, ge=1)
+    train_max_length: int = Field(512, ge=16)  # longer pairs are left out of training
+    lora_r: int = Field(8, ge=1)
+    #: RewardTrainer's ``center_rewards_coefficient`` (keeps rewards near 0, so sigmoid(r) is a usable score).
+    center_rewards: float | None = Field(0.01, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -166,6 +187,8 @@ class JudgeSpec(StrictModel):
             raise ValueError(f"judge {self.name!r}: the rules backend needs a non-empty 'rules' list")
         if b == "python" and (not self.function or ":" not in self.function):
             raise ValueError(f"judge {self.name!r}: the python backend needs 'function: package.module:function'")
+        if b == "reward_model" and len(self.name) > 50:
+            raise ValueError(f"judge {self.name!r}: a reward_model judge's name is at most 50 characters (it names its artifacts)")
         if b == "panel" and len(self.members) < 2:
             raise ValueError(f"judge {self.name!r}: a panel needs at least two 'members' (names of other judges)")
         return self

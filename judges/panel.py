@@ -44,7 +44,10 @@ class PanelJudge(PairwiseJudge, PointwiseJudge):
         self.cache = cache
         for m in self.members:
             if getattr(m, "cache", None) is None:
-                m.cache = cache
+                if hasattr(m, "set_cache"):  # e.g. a reward model, which finds its adapter in the same store
+                    m.set_cache(cache)
+                else:
+                    m.cache = cache
 
     def check(self) -> None:
         for m in self.members:

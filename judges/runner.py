@@ -47,12 +47,14 @@ class JudgeRunStats:
     errors: list[str] = field(default_factory=list)  # the first few failure reasons
 
 
-def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None) -> list[JudgedTask]:
+def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None, include_cancelled: bool = False) -> list[JudgedTask]:
     from prefloop.feedback.models import Generation, Task, TaskStatus
     from prefloop.feedback.passages import first_prompted, generation_metas
 
     with store.session() as s:
-        q = select(Task).where(Task.status != TaskStatus.CANCELLED.value)
+        q = select(Task)
+        if not include_cancelled:
+            q = q.where(Task.status != TaskStatus.CANCELLED.value)
         if round_id is not None:
             q = q.where(Task.round_id == round_id)
         if task_ids is not None:
@@ -98,8 +100,12 @@ def judge_round(
     progress: bool = True,
     chunk_size: int = 64,
     task_ids: list[int] | None = None,
+    include_cancelled: bool = False,
 ) -> JudgeRunStats:
-    """Judge every task of a round (all tasks when ``round_id`` is None) that this judge can answer."""
+    """Judge every task of a round (all tasks when ``round_id`` is None) that this judge can answer.
+
+    ``include_cancelled``: also the tasks taken off the human queue (a round's unlabelled tasks after
+    its wait), whose judge labels still become training pairs."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -125,7 +131,7 @@ def judge_round(
 
     with store.session() as s:  # the annotator shows the judge's current identity; each verdict keeps its own
         s.execute(update(Annotator).where(Annotator.id == annotator_id).values(meta=identity))
-    tasks = _load_tasks(store, round_id, task_ids)
+    tasks = _load_tasks(store, round_id, task_ids, include_cancelled)
     can = {PAIRWISE: isinstance(judge, PairwiseJudge), POINTWISE: isinstance(judge, PointwiseJudge)}
     runnable = []
     for t in tasks:

@@ -63,7 +63,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
     from prefloop.feedback.models import Artifact, Generation, Round, Task
     from prefloop.training.demo import scripted_humans
     from prefloop.training.report import collect, plot
-    from prefloop.training.rounds import BASELINE_STATES, STATES, Orchestrator
+    from prefloop.training.rounds import Orchestrator, round_states
 
     project = project_on(prompts=6)
     monkeypatch.setenv("OPENAI_API_KEY", "s3cret-test-key")  # an API key in the environment never reaches wandb
@@ -85,7 +85,8 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
     # Every state was entered, in order, once.
     for number, r in rounds.items():
         visited = [t.state for t in r.control.transitions]
-        assert visited == list(BASELINE_STATES if number == 0 else STATES), (number, visited)
+        assert visited == list(round_states(project.config, number)), (number, visited)
+        assert "reward_model" not in visited  # no reward-model judge configured: the state is skipped
         assert not any(t.resumed for t in r.control.transitions)
         # The control state lives apart from what the round reports.
         assert not {"loop_id", "transitions", "seconds", "wait_tasks", "wait_started_at", "train_prompt_ids",
@@ -244,7 +245,7 @@ def test_a_failure_in_evaluating_then_round_resume(tmp_path: Path, project_on, w
     from prefloop.errors import ConfigError
     from prefloop.feedback.models import Generation, Round
     from prefloop.training.demo import scripted_humans
-    from prefloop.training.rounds import STATES, Orchestrator
+    from prefloop.training.rounds import Orchestrator, round_states
 
     broken = tmp_path / "oracle-broken"
     monkeypatch.setenv(BROKEN_ORACLE_FLAG, str(broken))
@@ -275,7 +276,7 @@ def test_a_failure_in_evaluating_then_round_resume(tmp_path: Path, project_on, w
         r1 = s.scalar(select(Round).where(Round.number == 1))
         assert (r1.state, r1.error) == ("done", None)
         visited = [t["state"] for t in r1.state_data["transitions"]]
-        assert visited == [*STATES[:-1], "evaluating", "done"]
+        assert visited == [*round_states(project.config, 1)[:-1], "evaluating", "done"]
         assert r1.state_data["transitions"][-2].get("resumed") is True
         assert 0.0 <= r1.metrics["eval"]["oracle_score"] <= 1.0 and r1.metrics["eval"]["vs_base"]["judged"] == 3
         assert set(r1.metrics["agreement"]) <= {"style-rules"} and r1.metrics["cost"]["human_labels"] == 6

@@ -20,7 +20,7 @@ from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, An
 from prefloop.text import finite_or_none
 
 #: round states whose wall time is machine time (waiting for humans is not).
-COMPUTE_STATES = ("generating", "judging", "building_datasets", "training", "evaluating")
+COMPUTE_STATES = ("generating", "judging", "reward_model", "building_datasets", "training", "evaluating")
 
 
 @dataclass

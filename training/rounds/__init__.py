@@ -6,7 +6,7 @@
   ``rounds.metrics``;
 - :mod:`.context`: ``RoundContext``, what every state works with;
 - one module per state, each ``run(ctx) -> None`` and idempotent: :mod:`.generate`, :mod:`.judge`,
-  :mod:`.wait`, :mod:`.datasets`, :mod:`.train`, :mod:`.evaluate`, and :mod:`.finish` (cost,
+  :mod:`.wait`, :mod:`.reward` (only with a reward-model judge), :mod:`.datasets`, :mod:`.train`, :mod:`.evaluate`, and :mod:`.finish` (cost,
   agreement, wandb) before ``done``.
 
 Heavy libraries (torch, transformers, datasets, TRL) are imported inside the functions that need
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .context import PURPOSE_EVAL, PURPOSE_TRAIN, HumansHook, Reporter, RoundContext, RoundError
 from .files import sha256_file
-from .machine import STATE_RUNNERS, RoundSummary, check_config, config_snapshot, create_round, run_round
+from .machine import STATE_RUNNERS, RoundSummary, check_config, config_snapshot, create_round, round_states, run_round
 from .orchestrator import Orchestrator
 from .state import BASELINE_STATES, STATES, RoundState
 
@@ -37,6 +37,7 @@ __all__ = [
     "check_config",
     "config_snapshot",
     "create_round",
+    "round_states",
     "run_round",
     "sha256_file",
 ]

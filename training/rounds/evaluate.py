@@ -20,6 +20,7 @@ from prefloop.feedback.db import Store
 from prefloop.feedback.models import Generation, Round
 from prefloop.feedback.passages import first_prompted
 from prefloop.judges import Judge, PairwiseJudge
+from prefloop.judges.reward_model import is_reward_model
 from prefloop.judges.runner import use_store_cache
 
 from ..evaluation import mean_or_none, win_rate
@@ -40,7 +41,8 @@ def pick_eval_judge(cfg: ProjectConfig, judges: dict[str, Judge], store: Store) 
     """:func:`eval_judge` for any caller with a config (``prefloop compare`` uses the same judge)."""
     name = cfg.training.evaluation.judge or cfg.judges.default
     if name is None:
-        name = next((n for n, j in judges.items() if isinstance(j, PairwiseJudge)), None)
+        name = next((n for n, j in judges.items() if isinstance(j, PairwiseJudge) and not is_reward_model(cfg.judges.get(n))),
+                    None)
     if name is None:
         return None, None
     judge = judges[name]

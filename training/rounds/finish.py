@@ -38,6 +38,8 @@ def run(ctx: RoundContext) -> None:
         "cost": cost.to_dict(),
         "agreement": {k: v["agreement"] for k, v in agreement.items()},
         "datasets": {k: v.get("rows") for k, v in (m.get("datasets") or {}).items()},
+        "reward_model": {k: {"agreement": (v.get("agreement") or {}).get("agreement"), "pairs": v.get("pairs"),
+                             "train_seconds": v.get("train_seconds")} for k, v in (m.get("reward_model") or {}).items()},
         "seconds": st.seconds,
     })
     tr.log_samples(sample_rows(ctx))

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from prefloop.feedback.models import Task
+from prefloop.judges.reward_model import is_reward_model
 from prefloop.judges.runner import JudgeRunStats, judge_round
 from prefloop.kinds import RATE
 
@@ -22,12 +23,14 @@ from .context import PURPOSE_TRAIN, RoundContext
 
 
 def label_judges(ctx: RoundContext) -> list[str]:
-    """The judges that label the round's tasks: ``training.judges``, else the default, else the panel."""
+    """The judges that label the round's tasks: ``training.judges``, else the default, else the panel
+    (a reward-model judge labels later, in the ``reward_model`` state)."""
     if ctx.training.judges is not None:
         return list(ctx.training.judges)
-    if ctx.cfg.judges.default:
-        return [ctx.cfg.judges.default]
-    return [j.name for j in ctx.cfg.judges.panel]
+    default = ctx.cfg.judges.get(ctx.cfg.judges.default) if ctx.cfg.judges.default else None
+    if default is not None and not is_reward_model(default):
+        return [default.name]
+    return [j.name for j in ctx.cfg.judges.panel if not is_reward_model(j)]
 
 
 def _stats(st: JudgeRunStats) -> dict[str, Any]:

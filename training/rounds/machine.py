@@ -3,7 +3,9 @@ and leaving states with their timing, error recording, and resuming at the recor
 
 A round moves through::
 
-    created → generating → judging → waiting → building_datasets → training → evaluating → done
+    created → generating → judging → waiting → [reward_model] → building_datasets → training → evaluating → done
+
+(``reward_model`` only when the config has a reward-model judge, see :mod:`.reward`.)
 
 Round 0 is the baseline (the base model, no adapter): ``created → evaluating → done``. Each state
 is a module with ``run(ctx) -> None`` whose work is idempotent, so ``prefloop round resume``
@@ -35,8 +37,10 @@ from prefloop.feedback.models import Round
 from prefloop.project import Project
 
 from ..evaluation import load_oracle
+from prefloop.judges.reward_model import is_reward_model
+
 from ..tracking import RoundTracker, mask_urls
-from . import datasets, evaluate, finish, generate, judge, train, wait
+from . import datasets, evaluate, finish, generate, judge, reward, train, wait
 from .context import HumansHook, Reporter, RoundContext, RoundError, load_round, round_dir
 from .rag import check_budget
 from .state import BASELINE_STATES, STATES, RoundState, Transition, now
@@ -46,6 +50,7 @@ STATE_RUNNERS: dict[str, Callable[[RoundContext], None]] = {
     "generating": generate.run,
     "judging": judge.run,
     "waiting": wait.run,
+    "reward_model": reward.run,
     "building_datasets": datasets.run,
     "training": train.run,
     "evaluating": evaluate.run,
@@ -88,6 +93,10 @@ def check_config(cfg: ProjectConfig) -> None:
     for key, n in (("training.evaluation.judge", t.evaluation.judge), ("training.pairing.scorer", t.pairing.scorer)):
         if n is not None and n not in names:
             raise ConfigError(f"{key} is {n!r}, which is not in judges.panel", hint=hint)
+    for key, n in [*(("training.judges", n) for n in t.judges or []), ("training.pairing.scorer", t.pairing.scorer)]:
+        if is_reward_model(cfg.judges.get(n) if n else None):
+            raise ConfigError(f"{key} names the reward-model judge {n!r}, which labels in the round's reward_model state",
+                              hint="leave it out there: it trains after the human wait, then labels the tasks humans did not answer")
     if t.evaluation.oracle:
         load_oracle(t.evaluation.oracle)
     check_budget(cfg)
@@ -143,7 +152,7 @@ def run_round(project: Project, round_id: int, *, reporter: Reporter, humans: Hu
         ctx.tracker.start()
         failed = True
         try:
-            _drive(ctx, row.state, BASELINE_STATES if row.number == 0 else STATES)
+            _drive(ctx, row.state, round_states(cfg, row.number))
             failed = False
         except BaseException as exc:
             msg = exc.message if isinstance(exc, PrefloopError) else f"{type(exc).__name__}: {exc}"
@@ -154,6 +163,13 @@ def run_round(project: Project, round_id: int, *, reporter: Reporter, humans: Hu
     finally:
         lock.release()
     return RoundSummary.of(load_round(project.store, round_id))
+
+
+def round_states(cfg: ProjectConfig, number: int) -> tuple[str, ...]:
+    """The states a round goes through: the baseline's for round 0; ``reward_model`` only where it applies."""
+    if number == 0:
+        return BASELINE_STATES
+    return tuple(s for s in STATES if s != "reward_model" or reward.applies(cfg))
 
 
 def _drive(ctx: RoundContext, state: str, states: tuple[str, ...]) -> None:

@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict
 
 from prefloop.feedback.models import Round
 
-STATES = ("created", "generating", "judging", "waiting", "building_datasets", "training", "evaluating", "done")
+#: ``reward_model`` runs only in rounds whose config has a reward-model judge (see :mod:`.reward`);
+#: a round without one goes from ``waiting`` straight to ``building_datasets``, as before it existed.
+STATES = ("created", "generating", "judging", "waiting", "reward_model", "building_datasets", "training", "evaluating",
+          "done")
 BASELINE_STATES = ("created", "evaluating", "done")
 
 
@@ -57,6 +60,19 @@ class ArgillaSync(_Model):
     waiting: int
 
 
+class RewardModelRef(_Model):
+    """One reward-model judge's plan in this round (fixed when first made, so a resume keeps it)."""
+
+    pairs: int  #: pairs it may train on (held-out tasks left out)
+    new_pairs: int  #: of those, pairs the previous adapter was not trained on
+    held_out: int  #: human-labelled compare tasks held out, all rounds so far
+    retrain: bool  #: new_pairs ≥ min_new_pairs
+    dataset: str | None = None  #: the saved training pairs (when retraining)
+    adapter: str | None = None  #: this round's adapter, once trained
+    sha256: str | None = None
+    result: dict[str, Any] | None = None  #: the training result (steps, seconds, last logged metrics)
+
+
 class RoundState(_Model):
     """The control state of one round (JSON keys as the orchestrator always stored them)."""
 
@@ -70,6 +86,7 @@ class RoundState(_Model):
     argilla: ArgillaSync | None = None
     data_rounds: list[int] | None = None  #: ids of the rounds whose labels the datasets were built from
     datasets: dict[str, DatasetRef] = {}  #: by kind (sft, dpo)
+    reward_models: dict[str, RewardModelRef] = {}  #: by judge name
 
     @classmethod
     def of(cls, row: Round) -> RoundState:
