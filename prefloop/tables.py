@@ -26,11 +26,11 @@ def table(title: str | None, columns: Iterable[tuple[str, Kind]], *, caption: st
     both never wrapped; ``text`` folds. Call :func:`fit` after the rows are in."""
     t = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
               collapse_padding=True, **kwargs)
-    for header, kind in columns:
-        if kind == "text":
+    for header, shape in columns:
+        if shape == "text":
             t.add_column(header, overflow="fold")
         else:
-            t.add_column(header, justify="right" if kind == "number" else "left", no_wrap=True)
+            t.add_column(header, justify="right" if shape == "number" else "left", no_wrap=True)
     return t
 
 
