@@ -147,19 +147,20 @@ def cmd_annotate(
 export_app = typer.Typer(help="Export TRL datasets (SFT or DPO) from the labels.", no_args_is_help=True)
 
 
-def _export(kind: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path]) -> None:
+def _export(kind: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path],
+            sft_type: str = "prompt-completion") -> None:
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
     project = open_project(project_dir)
     ids = round_ids(project, rounds)
     agg = project.config.aggregation
     ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence)
-          if kind == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg))
+          if kind == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, dataset_type=sft_type))
     save_dataset(ds, out, fmt)  # type: ignore[arg-type]
     by_source: dict[str, int] = {}
     for s in ds["source"]:
         by_source[s] = by_source.get(s, 0) + 1
-    console.print(f"[green]wrote[/] {len(ds)} {kind.upper()} rows to {out} ({fmt}); by source {json.dumps(by_source)}; sha256 {dataset_hash(ds)[:16]}…")
+    console.print(f"[green]wrote[/] {len(ds)} {kind.upper()} rows to {out} ({fmt}{', ' + sft_type if kind == 'sft' else ''}); by source {json.dumps(by_source)}; sha256 {dataset_hash(ds)[:16]}…")
 
 
 FormatOpt = typer.Option("jsonl", "--format", "-f", help="disk (save_to_disk), jsonl or parquet.")
@@ -180,9 +181,13 @@ def export_dpo(
 
 @export_app.command("sft")
 def export_sft(out: Path = typer.Argument(..., help="Output file or folder."), fmt: str = FormatOpt,
-               rounds: list[int] = RoundsOpt, project_dir: Optional[Path] = ProjectOpt) -> None:
-    """Human edits and top-rated outputs as chat `messages`, with provenance."""
-    _export("sft", out, fmt, rounds, None, project_dir)
+               rounds: list[int] = RoundsOpt, project_dir: Optional[Path] = ProjectOpt,
+               sft_type: str = typer.Option(
+                   "prompt-completion", "--type", "-t",
+                   help="prompt-completion: `prompt` + `completion` (SFTTrainer puts the loss on the reply only); "
+                        "messages: the whole conversation in `messages` (loss on every token).")) -> None:
+    """Human edits and top-rated outputs as chat `prompt`/`completion` (or `messages`), with provenance."""
+    _export("sft", out, fmt, rounds, None, project_dir, sft_type)
 
 
 def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path] = ProjectOpt) -> None:

@@ -121,7 +121,8 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
                 assert dataset_hash(ds) == arts[f"{kind}-dataset"].sha256 == r.metrics["datasets"][kind]["sha256"]
             sft = load_from_disk(arts["sft-dataset"].path)
             assert set(sft["source"]) == {"human"}  # the support leads' edits
-            assert any(m[-1]["content"].startswith("Hi ") for m in sft["messages"])  # corrected replies
+            assert any(c[0]["content"].startswith("Hi ") for c in sft["completion"])  # corrected replies
+            assert all(p[-1]["role"] == "user" and c[0]["role"] == "assistant" for p, c in zip(sft["prompt"], sft["completion"], strict=True))
             # Training: both phases ran; the adapter is registered with its hash.
             phases = r.metrics["training"]["phases"]
             assert set(phases) == {"sft", "dpo"}

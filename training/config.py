@@ -114,6 +114,9 @@ class _PhaseSettings(StrictModel):
 class SFTSettings(_PhaseSettings):
     #: skip SFT when the round has fewer targets than this.
     min_examples: int = Field(1, ge=1)
+    #: ``completion``: the loss is on the reply only (the policy learns its replies, not the prompts;
+    #: TRL's completion-only loss on prompt/completion rows). ``all``: on every token, system and user turns too.
+    loss: Literal["completion", "all"] = "completion"
     #: padding-free packing (TRL's best-fit-decreasing packing into ``max_length`` blocks, each
     #: conversation keeping its own positions and attention): no compute on padding. Correct on any
     #: attention kernel; fast with flash_attention_2/3 or flex_attention. On CPU it trains (logged: no
