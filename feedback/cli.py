@@ -180,7 +180,7 @@ class Source(str, Enum):
 
 
 def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path],
-            sources: list[Source]) -> None:
+            sources: list[Source], sft_type: str = "prompt-completion") -> None:
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
     project = open_project(project_dir)
@@ -188,12 +188,13 @@ def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence
     agg = project.config.aggregation
     only = [s.value for s in sources] or None
     ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, sources=only)
-          if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, sources=only))
+          if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, sources=only,
+                                                     dataset_type=sft_type))  # type: ignore[arg-type]
     save_dataset(ds, out, fmt)  # type: ignore[arg-type]
     by_source: dict[str, int] = {}
     for s in ds["source"]:
         by_source[s] = by_source.get(s, 0) + 1
-    console.print(f"[green]wrote[/] {len(ds)} {dataset.upper()} rows to {out} ({fmt}); by source {json.dumps(by_source)}; sha256 {dataset_hash(ds)[:16]}…")
+    console.print(f"[green]wrote[/] {len(ds)} {dataset.upper()} rows to {out} ({fmt}{', ' + sft_type if dataset == 'sft' else ''}); by source {json.dumps(by_source)}; sha256 {dataset_hash(ds)[:16]}…")
 
 
 FormatOpt = typer.Option("jsonl", "--format", "-f", help="disk (save_to_disk), jsonl or parquet.")
@@ -220,10 +221,14 @@ def export_dpo(
 @export_app.command("sft")
 def export_sft(out: Path = typer.Argument(..., help="Output file or folder."), fmt: str = FormatOpt,
                rounds: list[int] = RoundsOpt, source: list[Source] = SourceOpt, project_dir: Optional[Path] = ProjectOpt,
+               sft_type: str = typer.Option(
+                   "prompt-completion", "--type", "-t",
+                   help="prompt-completion: `prompt` + `completion` (SFTTrainer puts the loss on the reply only); "
+                        "messages: the whole conversation in `messages` (loss on every token)."),
                quiet: bool = QuietOpt, verbose: bool = VerboseOpt) -> None:
-    """Human edits and top-rated outputs as chat `messages`, with provenance."""
+    """Human edits and top-rated outputs as chat `prompt`/`completion` (or `messages`), with provenance."""
     verbosity(quiet, verbose)
-    _export("sft", out, fmt, rounds, None, project_dir, source)
+    _export("sft", out, fmt, rounds, None, project_dir, source, sft_type)
 
 
 def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path] = ProjectOpt) -> None:

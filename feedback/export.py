@@ -1,7 +1,12 @@
 """Export preferences and SFT targets as ``datasets.Dataset`` in TRL's conversational formats.
 
 - DPO: ``prompt`` (chat messages), ``chosen`` / ``rejected`` (one assistant message each);
-- SFT: ``messages`` (the prompt's turns followed by the target as the assistant turn).
+- SFT, by default TRL's conversational *prompt-completion* type: ``prompt`` (the prompt's turns)
+  and ``completion`` (the target as one assistant message). ``SFTTrainer`` then puts the loss on
+  the completion only (``completion_only_loss``), so the policy learns its replies, not the
+  prompts — with any chat template, no ``{% generation %}`` markers needed. The older
+  *language-modeling* type ``messages`` (the prompt's turns followed by the target) is one
+  argument away; trained as it is, every token of it carries loss.
 
 A row whose generation was made with retrieval has the prompt as the model saw it (the passages
 placed in it, so that training with retrieval in the prompt teaches the model to use its
@@ -32,14 +37,19 @@ from .models import Generation, Prompt, Task, chat_messages
 from .passages import merged_passages, prompted_messages
 
 Format = Literal["disk", "jsonl", "parquet"]
+#: the two shapes of an SFT row (TRL's dataset types).
+SFTType = Literal["prompt-completion", "messages"]
+SFT_TYPES: tuple[str, ...] = ("prompt-completion", "messages")
 
 DPO_COLUMNS = ["prompt", "chosen", "rejected", "prompt_id", "chosen_id", "rejected_id", "source", "method",
                "confidence", "n_annotators", "annotators", "task_ids", "round", "passages"]
-SFT_COLUMNS = ["messages", "prompt_id", "generation_id", "source", "method", "confidence", "n_annotators",
-               "annotators", "task_ids", "round", "passages"]
+SFT_PROVENANCE = ["prompt_id", "generation_id", "source", "method", "confidence", "n_annotators", "annotators",
+                  "task_ids", "round", "passages"]
+SFT_COLUMNS = ["prompt", "completion", *SFT_PROVENANCE]
+SFT_MESSAGES_COLUMNS = ["messages", *SFT_PROVENANCE]
 
 
-def _features(dataset: str):  # noqa: ANN202 - datasets.Features
+def _features(dataset: str, sft_type: SFTType = "prompt-completion"):  # noqa: ANN202 - datasets.Features
     from datasets import Features, List, Value
 
     msg = List({"role": Value("string"), "content": Value("string")})
@@ -55,7 +65,8 @@ def _features(dataset: str):  # noqa: ANN202 - datasets.Features
     if dataset == "dpo":
         return Features({"prompt": msg, "chosen": msg, "rejected": msg, "chosen_id": Value("int64"),
                          "rejected_id": Value("int64"), **common})
-    return Features({"messages": msg, "generation_id": Value("int64"), **common})
+    text = {"messages": msg} if sft_type == "messages" else {"prompt": msg, "completion": msg}
+    return Features({**text, "generation_id": Value("int64"), **common})
 
 
 def _prompts_and_texts(store: Store, prompt_ids: set[int], gen_ids: set[int]) -> tuple[dict[int, list], dict[int, str]]:
@@ -68,12 +79,12 @@ def _prompts_and_texts(store: Store, prompt_ids: set[int], gen_ids: set[int]) ->
     return prompts, texts
 
 
-def _dataset(rows: dict[str, list[Any]], kind: str):  # noqa: ANN202 - datasets.Dataset
+def _dataset(rows: dict[str, list[Any]], dataset: str, sft_type: SFTType = "prompt-completion"):  # noqa: ANN202
     """Columns → Dataset through one Arrow conversion: ``Dataset.from_dict`` encodes row by row (5× slower)."""
     import pyarrow as pa
     from datasets import Dataset, DatasetInfo
 
-    features = _features(kind)
+    features = _features(dataset, sft_type)
     return Dataset(pa.Table.from_pydict(rows, schema=features.arrow_schema), info=DatasetInfo(features=features))
 
 
@@ -133,25 +144,43 @@ def build_sft_dataset(
     round_ids: list[int] | None = None,
     config: AggregationConfig | None = None,
     sources: list[str] | None = None,
+    dataset_type: SFTType = "prompt-completion",
 ):  # noqa: ANN201 - datasets.Dataset
-    """Human edits and top-rated outputs as a TRL SFT dataset (``messages``)."""
+    """Human edits and top-rated outputs as a TRL SFT dataset: ``prompt``/``completion`` (loss on the
+    reply only), or ``messages`` with ``dataset_type="messages"``; provenance columns either way."""
+    if dataset_type not in SFT_TYPES:
+        raise DataError(f"unknown SFT dataset type {dataset_type!r}", hint=f"use one of {', '.join(SFT_TYPES)}")
     targets = [t for t in sft_targets(store, round_ids=round_ids, config=config) if sources is None or t.source in sources]
     prompts, _ = _prompts_and_texts(store, {t.prompt_id for t in targets}, set())
     answered = _answered_generations(store, targets)
     metas = _contexts(store, set(answered.values()))
-    rows: dict[str, list[Any]] = {c: [] for c in SFT_COLUMNS}
+    columns = SFT_MESSAGES_COLUMNS if dataset_type == "messages" else SFT_COLUMNS
+    rows: dict[str, list[Any]] = {c: [] for c in columns}
     for i, t in enumerate(targets):
         given = _prompted(prompts[t.prompt_id], metas.get(answered[i]) if i in answered else None)
+        reply = {"role": "assistant", "content": t.text}
         row = {
-            "messages": [*given["prompt"], {"role": "assistant", "content": t.text}], "passages": given["passages"],
+            "messages": [*given["prompt"], reply], "prompt": given["prompt"], "completion": [reply],
+            "passages": given["passages"],
             "prompt_id": t.prompt_id, "generation_id": -1 if t.generation_id is None else t.generation_id,
             "source": t.source, "method": t.method, "confidence": t.confidence,
             "n_annotators": len(t.annotators), "annotators": t.annotators, "task_ids": t.task_ids,
             "round": -1 if t.round_number is None else t.round_number,
         }
-        for c in SFT_COLUMNS:
+        for c in columns:
             rows[c].append(row[c])
-    return _dataset(rows, "sft")
+    return _dataset(rows, "sft", dataset_type)
+
+
+def messages_as_prompt_completion(ds):  # noqa: ANN001, ANN201 - datasets.Dataset
+    """A ``messages`` SFT dataset as ``prompt``/``completion`` (the last turn, the assistant's, is the
+    completion), other columns kept: what completion-only loss needs from an older export."""
+    bad = next((i for i, m in enumerate(ds["messages"]) if not m or m[-1]["role"] != "assistant"), None)
+    if bad is not None:
+        raise DataError(f"SFT row {bad}: the conversation does not end with an assistant turn, so it has no reply to learn",
+                        hint="each row's messages must end with the assistant's reply")
+    return ds.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                  remove_columns=["messages"], keep_in_memory=True)
 
 
 def dataset_hash(ds) -> str:  # noqa: ANN001

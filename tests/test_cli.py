@@ -61,7 +61,13 @@ def test_init_import_queue_annotate_export_stats(project):
     # the edit, and the output rated 4 (≥ aggregation.sft_min_rating)
     assert "wrote 2 SFT rows" in run("export", "sft", "sft.jsonl", cwd=project).stdout
     sft = [json.loads(x) for x in (project / "sft.jsonl").read_text().splitlines()]
-    assert sorted(r["messages"][-1]["content"] for r in sft) == ["fine", "the"]
+    assert sorted(r["completion"][0]["content"] for r in sft) == ["fine", "the"]  # prompt/completion by default
+    assert all(r["completion"][0]["role"] == "assistant" and r["prompt"][-1]["role"] == "user" for r in sft)
+    assert "messages" in run("export", "sft", "old.jsonl", "--type", "messages", cwd=project).stdout
+    old = [json.loads(x) for x in (project / "old.jsonl").read_text().splitlines()]
+    assert [r["messages"] for r in old] == [r["prompt"] + r["completion"] for r in sft]
+    bad = run("export", "sft", "x.jsonl", "--type", "text", cwd=project, check=False)
+    assert bad.returncode == 1 and "unknown SFT dataset type 'text'" in bad.stderr and not (project / "x.jsonl").exists()
     assert "human" in run("stats", cwd=project).stdout
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from prefloop.config import CostConfig
 from prefloop.training.compare.economics import Prices, break_even, cost_per_answer
-from prefloop.training.stats import bootstrap_ci, paired_diff_ci
+from prefloop.training.compare.stats import bootstrap_ci, paired_diff_ci
 
 
 def test_cost_per_answer_is_machine_time_plus_tokens_at_their_prices() -> None:

@@ -43,8 +43,12 @@ def test_demo_two_rounds_on_postgresql(tmp_path: Path) -> None:
         for number, (state, error, metrics) in rounds.items():
             assert (state, error) == ("done", None), number
             json.dumps(metrics, allow_nan=False)  # what PostgreSQL stored is strict JSON
+            ev = metrics["eval"]
+            assert (ev["prompts"], ev["samples"]) == (24, 48)  # the demo takes 2 samples on each eval prompt
+            lo, hi = ev["oracle_score_ci"]
+            assert lo <= ev["oracle_score"] <= hi
             if number:
-                assert metrics["eval"]["vs_base"]["judged"] == 24
+                assert ev["vs_base"]["judged"] == 48 and len(ev["vs_base"]["win_rate_ci"]) == 2
                 for judge in metrics["agreement"].values():  # κ may be undefined (None), never NaN
                     assert judge["kappa"] is None or -1.0 <= judge["kappa"] <= 1.0
     finally:

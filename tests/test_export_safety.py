@@ -153,7 +153,7 @@ def test_nothing_accepted_by_a_public_path_breaks_an_export(tmp_path: Path, db_u
                               capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr
         exported[kind] = json_lines(out.read_bytes())
-    sft_targets = {r["messages"][-1]["content"] for r in exported["sft"]}
+    sft_targets = {r["completion"][0]["content"] for r in exported["sft"]}
     accepted_edits = {s for name, s in NASTY.items() if name not in UNSTORABLE | BLANK}
     assert accepted_edits <= sft_targets, "every accepted edit is exported exactly as written"
     names = {n for r in exported["dpo"] for n in r["annotators"]}
@@ -187,5 +187,5 @@ def test_the_issue_surrogate_edit_is_refused_before_it_can_poison_exports(tmp_pa
         assert ann.post(f"/api/tasks/{task['task_id']}/submit", json={"value": {"text": "fixed"}}).status_code == 200
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {boss}"}, timeout=30)
         sft = admin.get("/api/admin/export/sft.jsonl")
-        assert sft.status_code == 200 and json.loads(sft.text)["messages"][-1]["content"] == "fixed"
+        assert sft.status_code == 200 and json.loads(sft.text)["completion"][0]["content"] == "fixed"
     project.store.dispose()

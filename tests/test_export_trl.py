@@ -38,7 +38,13 @@ def test_formats_provenance_save_and_hash(labelled, tmp_path):
     assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert row["chosen"][0]["content"].startswith("Hello friend") and row["rejected"][0]["content"].startswith("go away")
     assert (row["source"], row["method"], row["n_annotators"], row["annotators"]) == ("human", "majority", 1, ["h"])
-    assert sft[0]["messages"][-1]["role"] == "assistant"
+    assert sft[0]["completion"] == [{"role": "assistant", "content": sft[0]["completion"][0]["content"]}]
+    assert sft[0]["prompt"][-1]["role"] == "user"
+    as_messages = build_sft_dataset(labelled, dataset_type="messages")
+    assert as_messages.column_names == ["messages", *sft.column_names[2:]]  # the same provenance columns
+    assert [r["messages"] for r in as_messages] == [r["prompt"] + r["completion"] for r in sft]
+    with pytest.raises(DataError, match="unknown SFT dataset type"):
+        build_sft_dataset(labelled, dataset_type="text")
     out = save_dataset(dpo, tmp_path / "dpo.jsonl", "jsonl")
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 4 and lines[0]["chosen"] == row["chosen"]

@@ -65,7 +65,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
     from prefloop.training.report import collect, plot
     from prefloop.training.rounds import Orchestrator, round_states
 
-    project = project_on(prompts=6)
+    project = project_on(prompts=6, patch={"training": {"evaluation": {"samples_per_prompt": 2, "bootstrap_resamples": 500}}})
     monkeypatch.setenv("OPENAI_API_KEY", "s3cret-test-key")  # an API key in the environment never reaches wandb
     calls: list[tuple[int, list[int]]] = []
     humans = scripted_humans(n=2, accuracy=0.9, seed=1)
@@ -121,7 +121,8 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
                 assert dataset_hash(ds) == arts[f"{kind}-dataset"].sha256 == r.metrics["datasets"][kind]["sha256"]
             sft = load_from_disk(arts["sft-dataset"].path)
             assert set(sft["source"]) == {"human"}  # the support leads' edits
-            assert any(m[-1]["content"].startswith("Hi ") for m in sft["messages"])  # corrected replies
+            assert any(c[0]["content"].startswith("Hi ") for c in sft["completion"])  # corrected replies
+            assert all(p[-1]["role"] == "user" and c[0]["role"] == "assistant" for p, c in zip(sft["prompt"], sft["completion"], strict=True))
             # Training: both phases ran; the adapter is registered with its hash.
             phases = r.metrics["training"]["phases"]
             assert set(phases) == {"sft", "dpo"}
@@ -140,15 +141,48 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
     assert counts["human/compare/submitted"] == 4
     assert counts["judge/compare/submitted"] == 16
 
-    # Evaluation: oracle score on every round, win rates against round N−1 and round 0.
+    # Evaluation: 2 samples on each of 4 eval prompts, each scored by the oracle; sample k against
+    # sample k of round N−1 and of round 0; 95 % intervals over the prompts.
     ev1, ev2 = rounds[1].metrics["eval"], rounds[2].metrics["eval"]
     assert rounds[0].metrics["eval"]["oracle_score"] is not None
     assert ev1["vs_previous"]["against"] == 0 and ev2["vs_previous"]["against"] == 1 and ev2["vs_base"]["against"] == 0
-    for ev in (ev1, ev2):
-        assert ev["vs_base"]["judged"] == 4 and 0.0 <= ev["vs_base"]["win_rate"] <= 1.0
-    assert _strict_json((project.runs_dir / "round-2" / "eval.json").read_text())["summary"]["oracle_score"] == ev2["oracle_score"]
+    assert "oracle_change" not in rounds[0].metrics["eval"] and set(ev2["oracle_change"]) == {"vs_previous", "vs_base"}
     for r in rounds.values():
+        ev = r.metrics["eval"]
+        assert (ev["prompts"], ev["samples"], ev["samples_per_prompt"]) == (4, 8, 2)
+        assert ev["bootstrap"] == {"resamples": 500, "seed": 0, "confidence": 0.95}
+        lo, hi = ev["oracle_score_ci"]
+        assert 0.0 <= lo <= ev["oracle_score"] <= hi <= 1.0
+        saved = _strict_json((project.runs_dir / f"round-{r.number}" / "eval.json").read_text())
+        assert saved["summary"] == ev
+        per_prompt = saved["per_prompt"]
+        assert len(per_prompt) == 4 and all(len(p["generation_ids"]) == len(p["oracle"]) == 2 for p in per_prompt)
+        # the summary is the per-prompt results' mean
+        assert ev["oracle_score"] == pytest.approx(sum(sum(p["oracle"]) for p in per_prompt) / 8)
+        with project.store.session() as s:
+            for p in per_prompt:
+                stored = [g.meta["oracle_score"] for g in s.scalars(select(Generation).where(Generation.id.in_(p["generation_ids"])))]
+                assert sorted(stored) == sorted(p["oracle"])
+        if r.number == 0:
+            assert "vs_base" not in ev and all(set(p) == {"prompt_id", "generation_ids", "oracle"} for p in per_prompt)
+            continue
+        for label in ("vs_previous", "vs_base"):
+            wr = ev[label]
+            assert wr["judged"] + wr["failed"] == 8 and 0.0 <= wr["win_rate"] <= 1.0
+            lo, hi = wr["win_rate_ci"]
+            assert 0.0 <= lo <= wr["win_rate"] <= hi <= 1.0 and wr["within_noise"] == (lo <= 0.5 <= hi)
+            assert all(len(p[label]) == 2 for p in per_prompt)
+            outcomes = [x for p in per_prompt for x in p[label] if x is not None]
+            assert wr["win_rate"] == pytest.approx(sum(outcomes) / len(outcomes))
+            change = ev["oracle_change"][label]
+            assert change["against"] == wr["against"] and change["prompts"] == 4
+            assert change["within_noise"] == (change["ci"][0] <= 0.0 <= change["ci"][1])
         json.dumps(r.metrics, allow_nan=False)
+    # the change since round 1 is the per-prompt difference of the two rounds' stored scores
+    r1_scores = {p["prompt_id"]: p["oracle"] for p in _strict_json((project.runs_dir / "round-1" / "eval.json").read_text())["per_prompt"]}
+    r2_scores = {p["prompt_id"]: p["oracle"] for p in _strict_json((project.runs_dir / "round-2" / "eval.json").read_text())["per_prompt"]}
+    assert ev2["oracle_change"]["vs_previous"]["diff"] == pytest.approx(
+        sum(sum(r2_scores[k]) / 2 - sum(r1_scores[k]) / 2 for k in r2_scores) / 4)
 
     # Cost: human seconds priced at the hourly rate, compute seconds recorded.
     c1 = rounds[1].metrics["cost"]
@@ -167,7 +201,8 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
     rep = subprocess.run([sys.executable, "-m", "prefloop.cli", "report", "-p", str(project.root), "--plot", str(tmp_path / "cli.png")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert rep.returncode == 0, rep.stderr
-    for needle in ("oracle", "win vs", "human", "labels", "per point", "cli.png"):  # headers of two lines: "win vs" / "r0"
+    for needle in ("oracle", "win vs", "Δ oracle", "human", "labels", "per point", "cli.png",  # headers of two lines
+                   f"{ev2['oracle_score']:.3f} [{ev2['oracle_score_ci'][0]:.2f}, {ev2['oracle_score_ci'][1]:.2f}]"):
         assert needle in rep.stdout, needle
     assert (tmp_path / "cli.png").read_bytes()[:4] == b"\x89PNG"
     st = subprocess.run([sys.executable, "-m", "prefloop.cli", "round", "status", "-p", str(project.root)],
@@ -183,6 +218,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
     r2 = next(p for p in runs if p.name.endswith(f"{loop}-r2"))
     log = next(r2.glob("run-*.wandb")).read_bytes()
     for key in (b"sft/loss", b"dpo/rewards/margins", b"round/oracle_score", b"round/win_rate_vs_base",
+                b"round/oracle_score_ci/low", b"round/win_rate_vs_base_ci/high", b"round/oracle_change_vs_previous",
                 b"round/labels/human", b"round/cost/human_cost", b"dpo-dataset-round-2", b"adapter-round-2",
                 b"sft/args", b"dpo/args", b"model/config"):
         assert key in log, key  # TRL's metrics, the round's metrics, the artifacts, TRL's arguments and the model config

@@ -45,6 +45,10 @@ def _with(training: dict) -> str:
         ({"pairing": {"strategy": "best_vs_all"}}, "training.pairing.strategy"),
         ({"wandb": {"api_key": "abc"}}, "unknown key 'training.wandb.api_key'"),
         ({"wandb": {"mode": "loud"}}, "training.wandb.mode"),
+        ({"evaluation": {"samples_per_prompt": 3, "temperature": 0}}, "every sample would be the same"),
+        ({"generation": {"temperature": 0}, "evaluation": {"samples_per_prompt": 2}}, "evaluation samples greedily"),
+        ({"evaluation": {"bootstrap_resamples": 10}}, "training.evaluation.bootstrap_resamples"),
+        ({"sft": {"loss": "prompt"}}, "training.sft.loss"),
     ],
 )
 def test_bad_values_name_the_key(training: dict, needle: str) -> None:

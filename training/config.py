@@ -114,6 +114,9 @@ class _PhaseSettings(StrictModel):
 class SFTSettings(_PhaseSettings):
     #: skip SFT when the round has fewer targets than this.
     min_examples: int = Field(1, ge=1)
+    #: ``completion``: the loss is on the reply only (the policy learns its replies, not the prompts;
+    #: TRL's completion-only loss on prompt/completion rows). ``all``: on every token, system and user turns too.
+    loss: Literal["completion", "all"] = "completion"
     #: padding-free packing (TRL's best-fit-decreasing packing into ``max_length`` blocks, each
     #: conversation keeping its own positions and attention): no compute on padding. Correct on any
     #: attention kernel; fast with flash_attention_2/3 or flex_attention. On CPU it trains (logged: no
@@ -185,7 +188,13 @@ class EvaluationSettings(StrictModel):
     #: the pairwise judge of win rates (a name in judges.panel); default: judges.default, else the first.
     judge: str | None = None
     max_prompts: int | None = Field(None, ge=1)
+    #: samples per eval prompt: each gets an oracle score, and sample k is compared with sample k of
+    #: round N−1 and of round 0. More samples → tighter intervals, proportionally longer evaluation.
     samples_per_prompt: int = Field(1, ge=1)
+    #: intervals (oracle score, win rates, the change since the previous round): a 95 % bootstrap
+    #: over eval prompts, each resampled with its samples; seeded, so the same results give the same interval.
+    bootstrap_resamples: int = Field(2000, ge=100)
+    bootstrap_seed: int = 0
     #: sampling for evaluation; null = the generation settings'.
     temperature: float | None = Field(None, ge=0)
     max_new_tokens: int | None = Field(None, ge=1)
@@ -222,3 +231,12 @@ class TrainingConfig(StrictModel):
     trainer: TrainerSettings = TrainerSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     wandb: WandbSettings = WandbSettings()
+
+    @model_validator(mode="after")
+    def _distinct_eval_samples(self) -> TrainingConfig:
+        ev = self.evaluation
+        temperature = self.generation.temperature if ev.temperature is None else ev.temperature
+        if ev.samples_per_prompt > 1 and temperature == 0:
+            raise ValueError(f"evaluation.samples_per_prompt is {ev.samples_per_prompt} but evaluation samples greedily "
+                             "(temperature 0): every sample would be the same; set a temperature > 0 or 1 sample")
+        return self

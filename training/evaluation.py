@@ -1,11 +1,15 @@
 """Evaluate a round's policy on the held-out ``eval`` prompts.
 
 - **Win rate** of round N against round N−1 and against round 0 (the base model): the same eval
-  prompts, sample k of one round against sample k of the other, judged by a pairwise judge in
-  both orders (position swap). A tie, or a verdict that flips with the order, counts half; a
-  failed judgement counts for nobody and is reported.
+  prompts, sample k of one round against sample k of the other (``samples_per_prompt`` pairs per
+  prompt, not all k² pairs: each sample is judged once per opponent round), judged by a pairwise
+  judge in both orders (position swap). A tie, or a verdict that flips with the order, counts
+  half; a failed judgement counts for nobody and is reported.
 - **Oracle score**: when the task defines a program that scores an answer in [0, 1]
   (``training.evaluation.oracle``), its mean over the round's eval samples.
+
+Both come per prompt too (:meth:`WinRate.per_prompt`, :func:`oracle_by_prompt`), which is what the
+intervals of :mod:`prefloop.training.stats` resample.
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ from typing import Any
 
 from prefloop.errors import ConfigError
 
+from .stats import Bootstrap, includes
+
 #: An oracle scores one answer to one prompt in [0, 1]: ``oracle(prompt_meta, messages, text)``.
 Oracle = Callable[[dict[str, Any], list[dict[str, str]], str], float]
+
+#: what one judged comparison is worth to the round being evaluated.
+OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
 
 def load_oracle(name: str) -> Oracle:
@@ -53,10 +62,24 @@ class WinRate:
     def rate(self) -> float | None:
         return (self.wins + 0.5 * self.ties) / self.judged if self.judged else None
 
-    def summary(self) -> dict[str, Any]:
-        return {"against": self.against, "win_rate": self.rate, "wins": self.wins, "losses": self.losses,
-                "ties": self.ties, "inconsistent": self.inconsistent, "failed": self.failed, "judged": self.judged,
-                "cost": self.cost}
+    def per_prompt(self) -> dict[int, list[float | None]]:
+        """prompt → each sample's comparison as 1 (win), 0.5 (tie) or 0 (loss); None where judging failed."""
+        out: dict[int, list[float | None]] = {}
+        for d in self.details:
+            out.setdefault(d["prompt_id"], []).append(OUTCOME_SCORE.get(d["outcome"]))
+        return out
+
+    def summary(self, boot: Bootstrap | None = None) -> dict[str, Any]:
+        """The counts and the rate; with ``boot``, the rate's interval over prompts and whether it
+        includes 50 % (no preference either way: within the noise)."""
+        out: dict[str, Any] = {"against": self.against, "win_rate": self.rate, "wins": self.wins, "losses": self.losses,
+                               "ties": self.ties, "inconsistent": self.inconsistent, "failed": self.failed,
+                               "judged": self.judged, "cost": self.cost}
+        if boot is not None:
+            ci = boot.ci([[x for x in v if x is not None] for v in self.per_prompt().values()])
+            out["win_rate_ci"] = None if ci is None else list(ci)
+            out["within_noise"] = includes(ci, 0.5)
+        return out
 
 
 def win_rate(
@@ -116,6 +139,17 @@ def oracle_score(oracle: Oracle, meta: dict[str, Any], messages: list[dict[str, 
         raise ConfigError(f"the oracle returned {value!r} for {what}; oracles must score in [0, 1]",
                           hint="fix the function named by training.evaluation.oracle")
     return score
+
+
+def oracle_by_prompt(samples: dict[int, list[tuple[int, str]]], metas: dict[int, dict[str, Any] | None]) -> dict[int, list[float]]:
+    """prompt → the oracle scores stored on its samples (``metas``: generation id → meta); prompts
+    whose samples carry no score (no oracle) are left out."""
+    out: dict[int, list[float]] = {}
+    for pid, gens in samples.items():
+        scores = [float(m["oracle_score"]) for g, _ in gens if "oracle_score" in (m := metas.get(g) or {})]
+        if scores:
+            out[pid] = scores
+    return out
 
 
 def mean_or_none(values: list[float]) -> float | None:

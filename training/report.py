@@ -1,5 +1,9 @@
 """The per-round report: a table in the terminal and a PNG plot (win rate, oracle score, labels by
 source, cost), plus the ROI table — what each round cost and what a point of win rate cost, by source.
+
+Evaluation numbers come with their 95 % bootstrap interval over the eval prompts ("0.719 [0.65,
+0.78]", error bars in the plot); a change since the previous round whose interval includes 0, and
+a win rate whose interval includes 50 %, are marked ≈ (within the noise).
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ class RoundRow:
     compute_seconds: float
     human_seconds: float
     train_steps: int
+    # 95 % intervals over eval prompts ([lo, hi]; None: fewer than two prompts, or a round evaluated before intervals)
+    oracle_ci: list[float] | None = None
+    win_prev_ci: list[float] | None = None
+    win_base_ci: list[float] | None = None
+    #: the oracle score's change since the previous round (paired per prompt), its interval, and
+    #: whether that interval includes 0.
+    oracle_change: float | None = None
+    oracle_change_ci: list[float] | None = None
+    oracle_change_noise: bool | None = None
 
     @property
     def total_cost(self) -> float:
@@ -53,9 +66,13 @@ def collect(project: Project) -> list[RoundRow]:
         cost = round_cost(project.store, rid, project.config.cost, seconds=seconds, eval_judge_cost=ev.get("judge_cost") or 0.0)
         ds = m.get("datasets") or {}
         phases = (m.get("training") or {}).get("phases") or {}
+        prev, base = ev.get("vs_previous") or {}, ev.get("vs_base") or {}
+        change = (ev.get("oracle_change") or {}).get("vs_previous") or {}
         rows.append(RoundRow(
             number=number, state=state, oracle=ev.get("oracle_score"),
-            win_prev=(ev.get("vs_previous") or {}).get("win_rate"), win_base=(ev.get("vs_base") or {}).get("win_rate"),
+            win_prev=prev.get("win_rate"), win_base=base.get("win_rate"),
+            oracle_ci=ev.get("oracle_score_ci"), win_prev_ci=prev.get("win_rate_ci"), win_base_ci=base.get("win_rate_ci"),
+            oracle_change=change.get("diff"), oracle_change_ci=change.get("ci"), oracle_change_noise=change.get("within_noise"),
             human_labels=cost.human_labels, judge_labels=cost.judge_labels,
             pairs=int((ds.get("dpo") or {}).get("rows", 0)), sft_rows=int((ds.get("sft") or {}).get("rows", 0)),
             human_cost=cost.human_cost, judge_cost=cost.judge_cost, compute_cost=cost.compute_cost,
@@ -79,19 +96,52 @@ def _money(x: float | None) -> str:
     return show_number(x, ".4f" if x is not None and abs(x) < 1 else ".2f")
 
 
+def _interval(ci: list[float] | None, spec: str, scale: float = 1.0) -> str:
+    return f"[{NA}]" if ci is None else f"[{ci[0] * scale:{spec}}, {ci[1] * scale:{spec}}]"
+
+
+def oracle_cell(value: float | None, ci: list[float] | None) -> str:
+    """``0.719 [0.65, 0.78]``."""
+    return NA if value is None else f"{_num(value)} {_interval(ci, '.2f')}"
+
+
+def win_cell(rate: float | None, ci: list[float] | None) -> str:
+    """``62.5% [51, 74]``; ``≈ 52.0% [40, 64]`` when the interval includes 50 %."""
+    if rate is None:
+        return NA
+    noise = ci is not None and ci[0] <= 0.5 <= ci[1]
+    return f"{'≈ ' if noise else ''}{_pct(rate)} {_interval(ci, '.0f', 100)}"
+
+
+def change_cell(diff: float | None, ci: list[float] | None, within_noise: bool | None) -> str:
+    """``+0.240 [+0.10, +0.38]``; ``≈ +0.010 (within noise)`` when the interval includes 0."""
+    if diff is None:
+        return NA
+    if within_noise:
+        return f"≈ {diff:+.3f} (within noise)"
+    return f"{diff:+.3f} {_interval(ci, '+.2f')}"
+
+
 def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
-    """Per round: oracle score, win rates, labels by source, training data and steps, cost. A round
-    still under way is marked ``*`` and named in the caption with its state (a column of "done"
-    would cost the numbers their width at 80 columns)."""
+    """Per round: oracle score and win rates with their 95 % intervals, the oracle score's change
+    since the previous round, labels by source, training data and steps, cost. A round still under
+    way is marked ``*`` and named in the caption with its state (a column of "done" would cost the
+    numbers their width at 80 columns)."""
     unfinished = [f"round {r.number} is {r.state}" for r in rows if r.state != "done"]
-    t = table("rounds", [("round", "number"), ("oracle", "number"), ("win vs\nprev", "number"),
-                         ("win vs\nr0", "number"), ("human\nlabels", "number"), ("judge\nlabels", "number"),
-                         ("DPO\npairs", "number"), ("SFT\nrows", "number"), ("train\nsteps", "number"),
-                         (f"cost\n{currency}", "number")],
-              caption="* not finished: " + "; ".join(unfinished) if unfinished else None)
+    notes = ["[…]: 95 % bootstrap interval over the eval prompts; ≈: within the noise (the interval "
+             "includes no change, or a 50 % win rate)"]
+    if unfinished:
+        notes.append("* not finished: " + "; ".join(unfinished))
+    t = table("rounds", [("round", "number"), ("oracle", "number"), ("Δ oracle\nvs prev", "number"),
+                         ("win vs\nprev", "number"), ("win vs\nr0", "number"), ("human\nlabels", "number"),
+                         ("judge\nlabels", "number"), ("DPO\npairs", "number"), ("SFT\nrows", "number"),
+                         ("train\nsteps", "number"), (f"cost\n{currency}", "number")],
+              caption="\n".join(notes))
     for r in rows:
-        t.add_row(str(r.number) + ("*" if r.state != "done" else ""), _num(r.oracle), _pct(r.win_prev), _pct(r.win_base),
-                  str(r.human_labels), str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
+        t.add_row(str(r.number) + ("*" if r.state != "done" else ""), oracle_cell(r.oracle, r.oracle_ci),
+                  change_cell(r.oracle_change, r.oracle_change_ci, r.oracle_change_noise),
+                  win_cell(r.win_prev, r.win_prev_ci), win_cell(r.win_base, r.win_base_ci), str(r.human_labels),
+                  str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
     return fit(t)
 
 
@@ -123,14 +173,18 @@ def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
 
 def _line(ax: Any, rows: list[RoundRow], attr: str, *, scale: float, fmt: str, label: str | None = None,
           color: str | None = None, below: bool = False) -> None:
-    """A round-by-round line with each point's value written by it (under it with ``below``, so that
+    """A round-by-round line with its 95 % intervals as error bars and each point's value written by it (under it with ``below``, so that
     two lines through one point keep both labels) and ``n/a`` where a round has none."""
     from prefloop.plots import MISSING_STYLE
 
     pts = [(r.number, scale * getattr(r, attr)) for r in rows if getattr(r, attr) is not None]
     if pts:
         xs, ys = zip(*pts, strict=True)
-        color = ax.plot(xs, ys, marker="o", label=label, color=color)[0].get_color()
+        cis = [getattr(r, f"{attr}_ci", None) for r in rows if getattr(r, attr) is not None]
+        below_err = [0.0 if ci is None else max(0.0, y - ci[0] * scale) for (_, y), ci in zip(pts, cis, strict=True)]
+        above_err = [0.0 if ci is None else max(0.0, ci[1] * scale - y) for (_, y), ci in zip(pts, cis, strict=True)]
+        drawn = ax.errorbar(xs, ys, yerr=[below_err, above_err], marker="o", capsize=4, label=label, color=color)
+        color = drawn.lines[0].get_color()
         for x, y in pts:
             ax.annotate(format(y, fmt), (x, y), xytext=(0, -6 if below else 6), textcoords="offset points", ha="center",
                         va="top" if below else "bottom", fontsize=7, color=color)
@@ -158,11 +212,11 @@ def report_figure(rows: list[RoundRow], currency: str = "USD") -> Any:
     _line(ax, rows, "win_prev", scale=100, fmt=".1f", label="vs previous round")
     _line(ax, rows, "win_base", scale=100, fmt=".1f", label="vs round 0", below=True)
     ax.axhline(50, color="grey", lw=0.8, ls="--", label="50 % (no change)")
-    ax.set(title="judge win rate on eval prompts (both orders)", xlabel="round", ylabel="win rate (%)", ylim=(0, 108))
+    ax.set(title="judge win rate on eval prompts (both orders), 95 % interval", xlabel="round", ylabel="win rate (%)", ylim=(0, 108))
     ax.legend(**below)
     ax = axes[0][1]
     _line(ax, rows, "oracle", scale=1, fmt=".3f", color="tab:green")
-    ax.set(title="oracle score (eval prompts)", xlabel="round", ylabel="mean score (0–1)", ylim=(0, 1.08))
+    ax.set(title="oracle score (eval prompts), 95 % interval", xlabel="round", ylabel="mean score (0–1)", ylim=(0, 1.08))
     ax = axes[1][0]
     grouped_bars(ax, x, [("human", [r.human_labels for r in rows], "tab:orange"),
                          ("judge", [r.judge_labels for r in rows], "tab:blue")], fmt="{:.0f}".format)

@@ -14,6 +14,9 @@ One function, :func:`train_phase`, runs either phase so that both share the same
   GPU throughput settings (bf16, Liger kernels, flash/flex attention, packing) resolve through
   :func:`resolve_throughput`: refused on CPU with a one-line error, or a fallback that is logged and
   recorded in the phase's result — never silently ignored;
+- **what SFT learns**: with ``sft.loss: completion`` (the default) the loss is on the reply only —
+  prompt/completion rows and TRL's ``completion_only_loss``, which needs no ``{% generation %}``
+  markers in the chat template (SmolLM2's and Qwen's have none); ``all`` trains every token;
 - **several processes**: under ``accelerate launch`` (see :mod:`prefloop.training.distributed`)
   every rank trains and only the main process writes the adapter and ``result.json``.
 """
@@ -257,6 +260,21 @@ def _skip_final_checkpoint() -> Any:
     return SkipFinalCheckpoint()
 
 
+def sft_rows(dataset: Any, loss: str) -> Any:
+    """The columns SFTTrainer trains on: ``prompt``/``completion`` (the loss then follows ``loss``), or
+    an older ``messages`` dataset — split into prompt and reply when only the reply may carry loss."""
+    from prefloop.feedback.export import messages_as_prompt_completion
+
+    columns = set(dataset.column_names)
+    if {"prompt", "completion"} <= columns:
+        return dataset.select_columns(["prompt", "completion"])
+    if "messages" in columns:
+        rows = dataset.select_columns(["messages"])
+        return messages_as_prompt_completion(rows) if loss == "completion" else rows
+    raise TrainingError(f"sft: the dataset has neither prompt/completion nor messages columns ({', '.join(sorted(columns))})",
+                        hint="build it with prefloop export sft")
+
+
 def build_trainer(
     phase: Phase,
     cfg: TrainingConfig,
@@ -287,7 +305,8 @@ def build_trainer(
     if phase == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        train = dataset.select_columns(["messages"])
+        train = sft_rows(dataset, cfg.sft.loss)
+        args["completion_only_loss"] = cfg.sft.loss == "completion"
         if plan.packing:
             # Best-fit-decreasing packing implies padding-free batches with per-conversation positions.
             args.update(packing=True, packing_strategy="bfd")

@@ -71,13 +71,19 @@ def api_agreement(state: ServerStateDep, round_id: RoundIdQuery = None) -> Agree
     responses={200: {"description": "one JSON object per line", "content": {"application/x-ndjson": {
         "schema": {"type": "string"}}}}, **REFUSALS},
 )
-def api_export(dataset: Literal["dpo", "sft"], state: ServerStateDep, round_id: RoundIdQuery = None) -> Response:
+def api_export(
+    dataset: Literal["dpo", "sft"], state: ServerStateDep, round_id: RoundIdQuery = None,
+    sft_type: Annotated[Literal["prompt-completion", "messages"], Query(
+        alias="type", description="SFT rows as prompt/completion (loss on the reply only) or messages")] = "prompt-completion",
+) -> Response:
     """The aggregated DPO pairs or SFT targets as JSON lines (TRL conversational format, with provenance)."""
     from ..export import build_dpo_dataset, build_sft_dataset
 
-    build = build_dpo_dataset if dataset == "dpo" else build_sft_dataset
     rounds = [round_id] if round_id is not None else None
-    ds = build(state.store, round_ids=rounds, config=state.config.aggregation)
+    if dataset == "dpo":
+        ds = build_dpo_dataset(state.store, round_ids=rounds, config=state.config.aggregation)
+    else:
+        ds = build_sft_dataset(state.store, round_ids=rounds, config=state.config.aggregation, dataset_type=sft_type)
     body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
     return Response(body, media_type="application/x-ndjson",
                     headers={"content-disposition": f'attachment; filename="{dataset}.jsonl"'})

@@ -9,7 +9,7 @@ from typing import Any
 from prefloop.atomic import atomic_path
 from prefloop.text import show_number
 
-from ..stats import Interval
+from .stats import Interval
 from .runner import CompareResult
 
 

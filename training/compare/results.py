@@ -2,7 +2,7 @@
 
 Per arm: the oracle score (and its parts, when the oracle names them) and the win rate against
 the base model, each the mean over eval prompts × seeds with a 95 % bootstrap interval over both
-(:mod:`prefloop.training.stats`); a prompt's value within a seed is the mean over its samples.
+(:mod:`prefloop.training.compare.stats`); a prompt's value within a seed is the mean over its samples.
 Win rates are the evaluation judge's, both orders judged (position swap): a win counts 1, a tie
 or a flip ½, a loss 0, a failed judgement nothing. Then the means per answer of latency (seconds
 of generation, plus retrieval for a RAG arm), prompt and completion tokens, and what 1,000 answers
@@ -20,7 +20,7 @@ from prefloop.feedback.models import Generation
 from prefloop.feedback.passages import RAG, first_prompted
 
 from ..evaluation import win_rate
-from ..stats import Interval, bootstrap_ci
+from .stats import Interval, bootstrap_ci
 from .economics import BreakEven, Prices, break_even, cost_per_answer
 
 #: seed → prompt id → the arm's answers to it, in sample order

@@ -2,8 +2,10 @@
 the oracle, and compare them with round N−1's and round 0's through the evaluation judge.
 
 Eval samples are stored like candidates (a resumed round samples only what is missing) and the
-judge's verdicts come from the store's cache. The summary goes to the metrics; the per-sample
-details to ``round-N/eval.json``.
+judge's verdicts come from the store's cache. The summary — with 95 % bootstrap intervals over the
+eval prompts and, against round N−1 and round 0, the paired change of the oracle score and whether
+it is within the noise — goes to the metrics; the per-prompt results (each sample's oracle score
+and comparison outcomes) and the per-comparison details to ``round-N/eval.json``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from prefloop.judges import Judge, PairwiseJudge
 from prefloop.judges.reward_model import is_reward_model
 from prefloop.judges.runner import use_store_cache
 
-from ..evaluation import mean_or_none, win_rate
+from ..evaluation import mean_or_none, oracle_by_prompt, win_rate
 from ..generation import Sampling
+from ..stats import Bootstrap
 from .context import PURPOSE_EVAL, RoundContext
 from .sampling import fill_generations
 
@@ -52,6 +55,15 @@ def pick_eval_judge(cfg: ProjectConfig, judges: dict[str, Judge], store: Store) 
     return name, judge
 
 
+def eval_samples(ctx: RoundContext, round_id: int, prompt_ids: set[int], k: int
+                 ) -> tuple[dict[int, list[tuple[int, str]]], dict[int, list[float]]]:
+    """A round's first ``k`` eval samples of each prompt, and their oracle scores per prompt."""
+    samples = {pid: v[:k] for pid, v in ctx.generations(PURPOSE_EVAL, round_id).items() if pid in prompt_ids}
+    with ctx.store.session() as s:
+        metas = dict(s.execute(select(Generation.id, Generation.meta).where(Generation.round_id == round_id)).all())
+    return samples, oracle_by_prompt(samples, metas)
+
+
 def run(ctx: RoundContext) -> None:
     t = ctx.training
     ev = t.evaluation
@@ -67,31 +79,43 @@ def run(ctx: RoundContext) -> None:
                                       max_new_tokens=ev.max_new_tokens, seed=t.generation.seed + EVAL_SEED_OFFSET)
     adapter = ctx.row().adapter_path if ctx.number > 0 else None
     fill_generations(ctx, prompts, PURPOSE_EVAL, sampling, adapter, "eval samples")
-    mine = {pid: v[: ev.samples_per_prompt] for pid, v in ctx.generations(PURPOSE_EVAL).items() if pid in prompts}
-    result: dict[str, Any] = {"prompts": len(prompts), "samples": sum(len(v) for v in mine.values())}
-    with ctx.store.session() as s:
-        gmeta = dict(s.execute(select(Generation.id, Generation.meta).where(Generation.round_id == ctx.round_id)).all())
-    oracle_values = [float(gmeta[g]["oracle_score"]) for v in mine.values() for g, _ in v if "oracle_score" in (gmeta[g] or {})]
-    result["oracle_score"] = mean_or_none(oracle_values)
+    k, ids = ev.samples_per_prompt, set(prompts)
+    boot = Bootstrap(resamples=ev.bootstrap_resamples, seed=ev.bootstrap_seed)
+    mine, scores = eval_samples(ctx, ctx.round_id, ids, k)
+    result: dict[str, Any] = {"prompts": len(prompts), "samples": sum(len(v) for v in mine.values()),
+                              "samples_per_prompt": k, "bootstrap": boot.to_json()}
+    result["oracle_score"] = mean_or_none([x for v in scores.values() for x in v])
+    ci = boot.ci(list(scores.values()))
+    result["oracle_score_ci"] = None if ci is None else list(ci)
     details: dict[str, Any] = {}
+    outcomes: dict[str, dict[int, list[float | None]]] = {}
     if ctx.number > 0:
+        with ctx.store.session() as s:
+            others = {x.number: x.id for x in s.scalars(select(Round).where(Round.number.in_([0, ctx.number - 1])))}
+        against = {label: (number, others[number]) for label, number in (("vs_previous", ctx.number - 1), ("vs_base", 0))
+                   if number in others}
+        theirs = {label: eval_samples(ctx, rid, ids, k) for label, (_, rid) in against.items()}
+        if scores:  # the oracle score's change, paired per prompt: is it more than noise?
+            result["oracle_change"] = {label: {"against": against[label][0], **boot.change(scores, their_scores)}
+                                       for label, (_, their_scores) in theirs.items()}
         name, judge = eval_judge(ctx, ctx.judges())
         result["judge"] = name
         cost = 0.0
         if judge is not None:
             # the judge reads the prompt as this round's samples were given it (passages placed, with rag)
+            with ctx.store.session() as s:
+                gmeta = dict(s.execute(select(Generation.id, Generation.meta).where(Generation.round_id == ctx.round_id)).all())
             msgs = {pid: first_prompted(p.as_messages(), (gmeta[g] for g, _ in mine.get(pid, []))) for pid, p in prompts.items()}
             refs = {pid: p.reference for pid, p in prompts.items()}
-            with ctx.store.session() as s:
-                others = {x.number: x.id for x in s.scalars(select(Round).where(Round.number.in_([0, ctx.number - 1])))}
-            for label, number in (("vs_previous", ctx.number - 1), ("vs_base", 0)):
-                if number not in others:
-                    continue
-                wr = win_rate(judge, msgs, mine, ctx.generations(PURPOSE_EVAL, others[number]), number, refs)
-                result[label] = wr.summary()
+            for label, (their_samples, _) in theirs.items():
+                wr = win_rate(judge, msgs, mine, their_samples, against[label][0], refs)
+                result[label] = wr.summary(boot)
                 details[label] = wr.details
+                outcomes[label] = wr.per_prompt()
                 cost += wr.cost
         result["judge_cost"] = cost
+    per_prompt = [{"prompt_id": pid, "generation_ids": [g for g, _ in mine[pid]], "oracle": scores.get(pid),
+                   **{label: o.get(pid) for label, o in outcomes.items()}} for pid in sorted(mine)]
     ctx.patch_metrics(eval=result)  # first: the store names a non-finite number
-    atomic_write_text(ctx.dir / "eval.json", json.dumps({"summary": result, "details": details}, indent=2, default=str,
-                                                        allow_nan=False))
+    atomic_write_text(ctx.dir / "eval.json", json.dumps({"summary": result, "per_prompt": per_prompt, "details": details},
+                                                        indent=2, default=str, allow_nan=False))

@@ -31,9 +31,7 @@ def run(ctx: RoundContext) -> None:
     m = ctx.metrics()
     ev = m.get("eval") or {}
     tr.log_round({
-        "oracle_score": ev.get("oracle_score"),
-        "win_rate_vs_previous": (ev.get("vs_previous") or {}).get("win_rate"),
-        "win_rate_vs_base": (ev.get("vs_base") or {}).get("win_rate"),
+        **eval_numbers(ev),
         "labels/human": cost.human_labels, "labels/judge": cost.judge_labels,
         "cost": cost.to_dict(),
         "agreement": {k: v["agreement"] for k, v in agreement.items()},
@@ -51,6 +49,22 @@ def run(ctx: RoundContext) -> None:
         tr.log_artifact(f"adapter-round-{ctx.number}", "model", Path(r.adapter_path),
                         {"sha256": r.adapter_hash, "base_model": ctx.training.model.source})
     tr.log_report(ctx.project, ctx.dir / "report.png")  # the report so far, as a wandb image
+
+
+def _bounds(ci: list[float] | None) -> dict[str, float] | None:
+    return None if ci is None else {"low": ci[0], "high": ci[1]}
+
+
+def eval_numbers(ev: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation's numbers for wandb: oracle score and win rates with their 95 % intervals
+    (``…_ci/low``, ``…_ci/high``), and the oracle score's change since round N−1 and round 0."""
+    out: dict[str, Any] = {"oracle_score": ev.get("oracle_score"), "oracle_score_ci": _bounds(ev.get("oracle_score_ci"))}
+    for label, key in (("vs_previous", "win_rate_vs_previous"), ("vs_base", "win_rate_vs_base")):
+        wr = ev.get(label) or {}
+        out[key], out[f"{key}_ci"] = wr.get("win_rate"), _bounds(wr.get("win_rate_ci"))
+        change = (ev.get("oracle_change") or {}).get(label) or {}
+        out[f"oracle_change_{label}"], out[f"oracle_change_{label}_ci"] = change.get("diff"), _bounds(change.get("ci"))
+    return out
 
 
 def _choice(value: dict[str, Any], a: int, b: int) -> str:

@@ -189,7 +189,11 @@ def test_export_endpoint_gives_trl_rows(served) -> None:  # noqa: ANN001
     rows = [json.loads(line) for line in dpo.text.splitlines()]
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"], r["source"]) for r in rows] == [("right", "wrong", "human")]
     sft = [json.loads(line) for line in admin.get("/api/admin/export/sft.jsonl").text.splitlines()]
-    assert sft[0]["messages"][-1] == {"role": "assistant", "content": "fixed"}
+    assert sft[0]["completion"] == [{"role": "assistant", "content": "fixed"}]  # loss on the reply only
+    assert sft[0]["prompt"][-1] == {"role": "user", "content": "Fix me"} and sft[0]["source"] == "human"
+    old = [json.loads(line) for line in admin.get("/api/admin/export/sft.jsonl?type=messages").text.splitlines()]
+    assert old[0]["messages"] == [*sft[0]["prompt"], *sft[0]["completion"]] and "prompt" not in old[0]
+    assert admin.get("/api/admin/export/sft.jsonl?type=text").status_code == 422
 
 
 def test_judge_suggestions_only_when_configured(db_url, tmp_path) -> None:  # noqa: ANN001
