@@ -104,8 +104,9 @@ def test_datasets_carry_the_prompt_as_given_and_its_passages(store, tmp_path: Pa
 
     sft = list(build_sft_dataset(store))
     assert len(sft) == 1
-    assert sft[0]["messages"][:-1] == context.messages
-    assert sft[0]["messages"][-1] == {"role": "assistant", "content": "Hi Noah, within 5 business days. Anything else?"}
+    assert sft[0]["prompt"] == context.messages  # prompt/completion: the prompt as the model saw it
+    assert sft[0]["completion"] == [{"role": "assistant", "content": "Hi Noah, within 5 business days. Anything else?"}]
+    assert list(build_sft_dataset(store, dataset_type="messages"))[0]["messages"][:-1] == context.messages
     assert [p["number"] for p in sft[0]["passages"]] == list(range(1, len(context.passages) + 1))
 
 

@@ -114,7 +114,7 @@ def test_intervals_and_noise_in_the_table_and_plot(tmp_path: Path) -> None:
     assert win_cell(0.625, [0.51, 0.74]) == "62.5% [51, 74]"
     assert win_cell(0.52, [0.40, 0.64]) == "≈ 52.0% [40, 64]"  # includes 50 %: within the noise
     assert change_cell(0.24, [0.1, 0.38], False) == "+0.240 [+0.10, +0.38]"
-    assert change_cell(0.01, [-0.05, 0.07], True) == "≈ +0.010 (within noise)"
+    assert change_cell(0.01, [-0.05, 0.07], True) == "≈ +0.010"
     assert change_cell(None, None, None) == "n/a"
 
     base = dict(state="done", human_labels=1, judge_labels=1, pairs=1, sft_rows=1, human_cost=0.0, judge_cost=0.0,
@@ -129,7 +129,7 @@ def test_intervals_and_noise_in_the_table_and_plot(tmp_path: Path) -> None:
     console = Console(width=250, record=True)
     console.print(rounds_table(rows))
     text = console.export_text()
-    for cell in ("0.720 [0.65, 0.78]", "≈ +0.010 (within noise)", "+0.330 [+0.25, +0.41]", "≈ 55.0% [42, 68]",
+    for cell in ("0.720 [0.65, 0.78]", "≈ +0.010", "+0.330 [+0.25, +0.41]", "≈ 55.0% [42, 68]",
                  "87.5% [77, 96]", "95 % bootstrap interval"):
         assert cell in text, cell
     png = plot(rows, tmp_path / "ci.png")

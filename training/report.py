@@ -114,35 +114,42 @@ def win_cell(rate: float | None, ci: list[float] | None) -> str:
 
 
 def change_cell(diff: float | None, ci: list[float] | None, within_noise: bool | None) -> str:
-    """``+0.240 [+0.10, +0.38]``; ``≈ +0.010 (within noise)`` when the interval includes 0."""
+    """``+0.240 [+0.10, +0.38]``; ``≈ +0.010`` (within the noise) when the interval includes 0."""
     if diff is None:
         return NA
     if within_noise:
-        return f"≈ {diff:+.3f} (within noise)"
+        return f"≈ {diff:+.3f}"  # the table's caption says what ≈ means
     return f"{diff:+.3f} {_interval(ci, '+.2f')}"
 
 
 def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
     """Per round: oracle score and win rates with their 95 % intervals, the oracle score's change
-    since the previous round, labels by source, training data and steps, cost. A round still under
-    way is marked ``*`` and named in the caption with its state (a column of "done" would cost the
-    numbers their width at 80 columns)."""
+    since the previous round, labels by source, training data and steps, cost — one table where it
+    fits, else two (quality; labels, data and cost). A round still under way is marked ``*`` and
+    named in the caption with its state (a column of "done" would cost the numbers their width)."""
+    from rich.console import Group
+
     unfinished = [f"round {r.number} is {r.state}" for r in rows if r.state != "done"]
-    notes = ["[…]: 95 % bootstrap interval over the eval prompts; ≈: within the noise (the interval "
+    notes = ["[lo, hi]: 95 % bootstrap interval over the eval prompts; ≈: within the noise (the interval "
              "includes no change, or a 50 % win rate)"]
     if unfinished:
         notes.append("* not finished: " + "; ".join(unfinished))
-    t = table("rounds", [("round", "number"), ("oracle", "number"), ("Δ oracle\nvs prev", "number"),
-                         ("win vs\nprev", "number"), ("win vs\nr0", "number"), ("human\nlabels", "number"),
-                         ("judge\nlabels", "number"), ("DPO\npairs", "number"), ("SFT\nrows", "number"),
-                         ("train\nsteps", "number"), (f"cost\n{currency}", "number")],
-              caption="\n".join(notes))
+    quality: list[tuple[str, Kind]] = [("round", "number"), ("oracle", "number"), ("Δ oracle\nvs prev", "number"),
+                                       ("win vs\nprev", "number"), ("win vs\nr0", "number")]
+    volume: list[tuple[str, Kind]] = [("human\nlabels", "number"), ("judge\nlabels", "number"), ("DPO\npairs", "number"),
+                                      ("SFT\nrows", "number"), ("train\nsteps", "number"), (f"cost\n{currency}", "number")]
+    both = table("rounds", quality + volume, caption="\n".join(notes))
+    first = table("rounds: quality", quality, caption="\n".join(notes))
+    second = table("rounds: labels, data, cost", [("round", "number"), *volume])
     for r in rows:
-        t.add_row(str(r.number) + ("*" if r.state != "done" else ""), oracle_cell(r.oracle, r.oracle_ci),
-                  change_cell(r.oracle_change, r.oracle_change_ci, r.oracle_change_noise),
-                  win_cell(r.win_prev, r.win_prev_ci), win_cell(r.win_base, r.win_base_ci), str(r.human_labels),
-                  str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
-    return fit(t)
+        number = str(r.number) + ("*" if r.state != "done" else "")
+        q = [oracle_cell(r.oracle, r.oracle_ci), change_cell(r.oracle_change, r.oracle_change_ci, r.oracle_change_noise),
+             win_cell(r.win_prev, r.win_prev_ci), win_cell(r.win_base, r.win_base_ci)]
+        v = [str(r.human_labels), str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost)]
+        both.add_row(number, *q, *v)
+        first.add_row(number, *q)
+        second.add_row(number, *v)
+    return FirstThatFits(fit(both), Group(fit(first), fit(second)))
 
 
 def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
