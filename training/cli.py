@@ -16,20 +16,19 @@ ProjectOpt = typer.Option(None, "--project", "-p", help="Project directory (defa
 round_app = typer.Typer(help="Rounds of the loop: generate, label, train, evaluate — resumable.", no_args_is_help=True)
 
 
-def _quiet_libraries() -> None:
-    """Keep library chatter (deprecation notes, HF hub hints) out of the round's output."""
-    import warnings
+def _quiet_libraries(verbose: bool = False) -> None:
+    """Keep library chatter out of the command's output: the warnings that never apply to the run
+    (narrowly, by message and module) and, unless ``verbose``, datasets' and the hub's tqdm bars.
+    Everything else a library says during a round goes to the round's ``train.log`` (``prefloop.console``)."""
+    from prefloop.console import ignore_not_applicable, quiet_progress_bars
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
-    try:
-        from transformers.utils import logging as hf_logging
+    ignore_not_applicable()
+    if not verbose:
+        quiet_progress_bars()
 
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
+
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Also show the libraries' logs, warnings and bars (always in runs/round-N/train.log).")
 
 
 def _project(path: Optional[Path]):  # noqa: ANN202 - prefloop.project.Project
@@ -68,17 +67,17 @@ def round_run(
     project_dir: Optional[Path] = ProjectOpt,
     count: int = typer.Option(1, "--count", "-n", min=1, help="How many rounds to run, one after another."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Run the next round (the first call also evaluates the base model as round 0)."""
-    _quiet_libraries()
+    _quiet_libraries(verbose)
     _threads()
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    orch = Orchestrator(project, progress=not quiet)
+    orch = Orchestrator(project, progress=not quiet, verbose=verbose)
     for _ in range(count):
-        for r in orch.run_next():
-            typer.echo(f"round {r.number}: {r.state}")
+        orch.run_next()  # each round prints its lines as it goes, its last one when it is done
     _print_report(project)
 
 
@@ -87,15 +86,16 @@ def round_resume(
     number: Optional[int] = typer.Argument(None, help="Round number (default: the unfinished one)."),
     project_dir: Optional[Path] = ProjectOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Finish an interrupted round from where it stopped (nothing done is redone)."""
-    _quiet_libraries()
+    _quiet_libraries(verbose)
     _threads()
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    r = Orchestrator(project, progress=not quiet).resume(number)
-    typer.echo(f"round {r.number}: {r.state}")
+    r = Orchestrator(project, progress=not quiet, verbose=verbose).resume(number)
+    typer.echo(f"round {r.number}: {r.state}")  # the result (stdout), after the round's own lines
 
 
 @round_app.command("status")
@@ -130,17 +130,18 @@ def cmd_demo(
     directory: Path = typer.Argument(Path("prefloop-demo"), help="Demo project directory (created, or continued)."),
     rounds: int = typer.Option(3, min=1, help="Rounds after the baseline."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """3 rounds on CPU, offline: SmolLM2-135M learns a support desk's style guide from scripted humans and a judge."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    _quiet_libraries()
+    _quiet_libraries(verbose)
     _threads()
     from rich.console import Console
 
     from .demo import run_demo
 
     console = Console(stderr=True)
-    project, seconds = run_demo(directory, rounds=rounds, progress=not quiet, console=console)
+    project, seconds = run_demo(directory, rounds=rounds, progress=not quiet, console=console, verbose=verbose)
     _print_report(project)
     typer.echo(f"demo finished in {seconds / 60:.1f} min; wandb runs: {project.runs_dir / 'wandb'} (upload with `wandb sync`)")
 
