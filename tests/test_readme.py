@@ -40,6 +40,7 @@ README = REPO / "README.md"
 FIXTURES = Path(__file__).with_name("readme")
 RUN = ("python", "bash", "console", "sh", "shell")
 TAG = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->")
+LIBRARY_BAR = re.compile(r"(it|ba|examples)/s\]")  # tqdm's rate column
 
 
 @dataclass
@@ -145,6 +146,8 @@ def test_readme_block(block: Block, tmp_path: Path) -> None:
     assert run.returncode == 0, (f"README.md:{block.line} ({block.lang}) failed with {run.returncode}:\n"
                                  f"{shlex.join(cmd[:2])} …\n--- stdout\n{run.stdout[-3000:]}\n--- stderr\n{run.stderr[-3000:]}")
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    if block.lang != "python":  # prefloop's commands show prefloop's output: no library progress bars
+        assert not LIBRARY_BAR.search(run.stderr + run.stdout), run.stderr[-3000:]
 
 
 def test_the_runner_reads_tags_and_fences() -> None:
