@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from prefloop.config import PRESETS
@@ -181,16 +182,21 @@ class Source(str, Enum):
 
 def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path],
             sources: list[Source], sft_type: str = "prompt-completion") -> None:
+    from prefloop.console import quiet_progress_bars
+
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
+    quiet_progress_bars()  # datasets' "Creating json from Arrow format" bars: a spinner of ours instead
     project = open_project(project_dir)
     ids = round_ids(project, rounds)
     agg = project.config.aggregation
     only = [s.value for s in sources] or None
-    ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, sources=only)
-          if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, sources=only,
-                                                     dataset_type=sft_type))  # type: ignore[arg-type]
-    save_dataset(ds, out, fmt)  # type: ignore[arg-type]
+    err = Console(stderr=True)
+    with err.status(f"exporting {dataset.upper()} rows to {escape(str(out))}") if err.is_terminal else contextlib.nullcontext():
+        ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, sources=only)
+              if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, sources=only,
+                                                         dataset_type=sft_type))  # type: ignore[arg-type]
+        save_dataset(ds, out, fmt)  # type: ignore[arg-type]
     by_source: dict[str, int] = {}
     for s in ds["source"]:
         by_source[s] = by_source.get(s, 0) + 1
@@ -233,8 +239,8 @@ def export_sft(out: Path = typer.Argument(..., help="Output file or folder."), f
 
 def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path] = ProjectOpt) -> None:
     """Labels, preferences and agreement (between humans, and judges against humans)."""
-    from .agreement import inter_annotator, judge_human_agreement
     from .aggregate import preferences
+    from .agreement import inter_annotator, judge_human_agreement
 
     project = open_project(project_dir)
     ids = round_ids(project, [round_number] if round_number is not None else None)

@@ -106,6 +106,17 @@ class RuleJudge(_ScoreJudge):
 ScoreFn = Callable[..., Any]
 
 
+def exact_match(prompt_messages: Any, output: str, reference: str | None) -> tuple[bool, str]:
+    """A ready function for ``backend: python`` (``prefloop.judges.rules:exact_match``): the output is
+    the prompt's reference, ignoring case and surrounding spaces. A prompt without a reference has
+    nothing to match: the verdict fails with that reason rather than guess."""
+    del prompt_messages
+    if reference is None:
+        raise ValueError("the prompt has no reference answer")
+    same = output.strip().casefold() == reference.strip().casefold()
+    return same, "matches the reference" if same else "differs from the reference"
+
+
 class CallableJudge(_ScoreJudge):
     """Any Python function as a judge: ``fn(prompt_messages, output, reference)`` returns a score on
     the scale, a bool (pass → top, fail → bottom), ``(score, reason)`` or ``{"score", "rationale"}``.

@@ -101,12 +101,15 @@ def judge_round(
     chunk_size: int = 64,
     task_ids: list[int] | None = None,
     include_cancelled: bool = False,
+    console: Any = None,
 ) -> JudgeRunStats:
     """Judge every task of a round (all tasks when ``round_id`` is None) that this judge can answer.
+    The bar (on ``console``, default stderr) is transient: the caller prints what was done.
 
     ``include_cancelled``: also the tasks taken off the human queue (a round's unlabelled tasks after
     its wait), whose judge labels still become training pairs."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind
@@ -144,9 +147,12 @@ def judge_round(
         prior = dict(s.execute(select(Annotation.task_id, Annotation.status).where(Annotation.annotator_id == annotator_id)).all())
 
     touched: list[int] = []
-    console = Console(stderr=True)
-    columns = [TextColumn(f"judge {judge.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+    own = console is None  # a caller's console (a round) has already diverted the libraries' output: leave stdout alone
+    console = console or Console(stderr=True)
+    columns = [TextColumn(f"judge {escape(judge.name)}"), BarColumn(), MofNCompleteColumn(), TextColumn("tasks"), TimeElapsedColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not (progress and console.is_terminal), transient=True, redirect_stdout=own,
+                  redirect_stderr=own) as bar:
         job = bar.add_task("judging", total=len(runnable))
         for start in range(0, len(runnable), chunk_size):
             chunk = runnable[start : start + chunk_size]

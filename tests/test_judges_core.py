@@ -130,6 +130,14 @@ def test_callable_judge_failures_are_verdict_failures() -> None:
     assert judge.identity["model"].endswith("check")
 
 
+def test_the_shipped_exact_match_function_judges_against_the_reference() -> None:
+    judge = build_judge({"name": "exact", "backend": "python", "function": "prefloop.judges.rules:exact_match"})
+    got = judge.score([Q] * 3, [" Paris ", "Lyon", "Paris"], references=["paris", "Paris", None])
+    assert (got[0].score, got[0].rationale) == (5.0, "matches the reference")
+    assert (got[1].score, got[1].rationale) == (1.0, "differs from the reference")
+    assert got[2].score is None and "no reference answer" in got[2].error
+
+
 def test_python_backend_imports_the_function(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     (tmp_path / "my_checks.py").write_text("def is_abs(prompt, output, reference):\n    return output.startswith('/')\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -62,10 +62,9 @@ def round_run(
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    orch = Orchestrator(project, progress=shown.progress)
+    orch = Orchestrator(project, progress=shown.progress, verbose=shown.verbose)
     for _ in range(count):
-        for r in orch.run_next():
-            typer.echo(f"round {r.number}: {r.state}")
+        orch.run_next()  # each round prints its lines as it goes, its last one when it is done
     _print_report(project)
 
 
@@ -82,8 +81,8 @@ def round_resume(
     from .rounds import Orchestrator
 
     project = _project(project_dir)
-    r = Orchestrator(project, progress=shown.progress).resume(number)
-    typer.echo(f"round {r.number}: {r.state}")
+    r = Orchestrator(project, progress=shown.progress, verbose=shown.verbose).resume(number)
+    typer.echo(f"round {r.number}: {r.state}")  # the result (stdout), after the round's own lines
 
 
 @round_app.command("status")
@@ -135,13 +134,14 @@ def cmd_demo(
         from .demo_rag import run_rag_demo
 
         project, result, seconds = run_rag_demo(directory or Path("prefloop-demo-rag"), rounds=rounds, progress=shown.progress,
-                                                console=console)
+                                                console=console, verbose=shown.verbose)
         _print_report(project)
         print_compare(result, project)
     else:
         from .demo import run_demo
 
-        project, seconds = run_demo(directory or Path("prefloop-demo"), rounds=rounds, progress=shown.progress, console=console)
+        project, seconds = run_demo(directory or Path("prefloop-demo"), rounds=rounds, progress=shown.progress, console=console,
+                                    verbose=shown.verbose)
         _print_report(project)
     typer.echo(f"demo finished in {seconds / 60:.1f} min; wandb runs: {project.runs_dir / 'wandb'} (upload with `wandb sync`)")
 

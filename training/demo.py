@@ -168,12 +168,12 @@ def labels_needed(store: Any, task_ids: list[int], per_task: int | None) -> int:
 
 # ------------------------------------------------------------------------------------------- run it
 def run_loop(project: Any, rounds: int, *, humans: Callable[[Any, int, list[int]], None] | None, progress: bool = True,
-             console: Any = None) -> Any:
+             console: Any = None, verbose: bool = False) -> Any:
     """Run ``project``'s loop up to round ``rounds``: finish an interrupted round, evaluate the base
     model (round 0) if that is not done yet, then run rounds until round ``rounds`` is done."""
     from .rounds import Orchestrator
 
-    orch = Orchestrator(project, progress=progress, console=console, humans=humans)
+    orch = Orchestrator(project, progress=progress, console=console, humans=humans, verbose=verbose)
     pending = orch.unfinished()
     if pending is not None:
         orch.resume(pending.number)
@@ -184,7 +184,7 @@ def run_loop(project: Any, rounds: int, *, humans: Callable[[Any, int, list[int]
 
 
 def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, console: Any = None,
-             humans: Callable[[Any, int, list[int]], None] | None = None) -> Any:
+             humans: Callable[[Any, int, list[int]], None] | None = None, verbose: bool = False) -> Any:
     """Create (or continue) the demo project in ``directory`` and run rounds 0…``rounds``."""
     from rich.console import Console
 
@@ -199,5 +199,5 @@ def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, c
         project = Project(root)
     import_prompts(project.store, data_path())
     start = time.perf_counter()
-    run_loop(project, rounds, humans=humans or scripted_humans(), progress=progress, console=console)
+    run_loop(project, rounds, humans=humans or scripted_humans(), progress=progress, console=console, verbose=verbose)
     return project, time.perf_counter() - start

@@ -99,7 +99,7 @@ def scripted_leads(*, n: int = 2, accuracy: float = 0.85, seed: int = 0) -> Any:
 
 
 def run_rag_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, console: Any = None,
-                 seeds: list[int] | None = None) -> tuple[Any, Any, float]:
+                 seeds: list[int] | None = None, verbose: bool = False) -> tuple[Any, Any, float]:
     """Create (or continue) the knowledge demo in ``directory``: import the knowledge base and the
     prompts, run rounds 0…``rounds`` with retrieval in the loop, then ``compare`` the four arms."""
     from rich.console import Console
@@ -116,6 +116,6 @@ def run_rag_demo(directory: str | Path, *, rounds: int = 3, progress: bool = Tru
     import_kb(project.store, support_kb_path(), kb=KB_NAME)  # idempotent: unchanged documents are kept
     import_prompts(project.store, data_path())
     start = time.perf_counter()
-    run_loop(project, rounds, humans=scripted_leads(), progress=progress, console=console)
+    run_loop(project, rounds, humans=scripted_leads(), progress=progress, console=console, verbose=verbose)
     result = run_compare(project, seeds=seeds, progress=progress, console=console)
     return project, result, time.perf_counter() - start

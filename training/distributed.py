@@ -299,8 +299,9 @@ def train_distributed(phase: str, cfg: TrainingConfig, dataset_path: str | Path,
 
 def run_phase(phase: str, cfg: TrainingConfig, dataset_path: str | Path, out: str | Path, *,
               init_adapter: str | Path | None = None, tracker: Any = None, base_dir: Path | None = None,
-              say: Callable[[str], None] | None = None) -> Any:
-    """What a round's training state calls for each phase: in this process, or under N processes."""
+              say: Callable[[str], None] | None = None, callbacks: list[Any] | None = None) -> Any:
+    """What a round's training state calls for each phase: in this process (with ``callbacks`` added
+    to the trainer's, e.g. a progress bar), or under N processes."""
     from .trainers import ADAPTER, ADAPTER_WEIGHTS, RESULT, train_phase
 
     out = Path(out)
@@ -314,8 +315,12 @@ def run_phase(phase: str, cfg: TrainingConfig, dataset_path: str | Path, out: st
         return result
     from datasets import load_from_disk
 
-    callbacks = [tracker.callback(phase)] if tracker is not None else None
-    return train_phase(phase, cfg, load_from_disk(str(dataset_path)), out, init_adapter=init_adapter, callbacks=callbacks)
+    callbacks = [*([tracker.callback(phase)] if tracker is not None else []), *(callbacks or [])]
+    result = train_phase(phase, cfg, load_from_disk(str(dataset_path)), out, init_adapter=init_adapter, callbacks=callbacks)
+    for note in result.notes if result.train_seconds else []:  # a phase that ran here: its fallbacks, once
+        if say:
+            say(f"[yellow]{phase}: {note}[/]")
+    return result
 
 
 # ---------------------------------------------------------------------------- the worker
@@ -376,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     from .trainers import train_phase
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+    import logging
+
+    trainer_log = logging.getLogger("prefloop.trainer")  # the loss lines, into the workers' train.log
+    trainer_log.addHandler(logging.StreamHandler(sys.stdout))
+    trainer_log.setLevel(logging.INFO)
     cfg = TrainingConfig.model_validate(job.config)
     callbacks = [_log_lines_callback(Path(job.log_lines))] if job.log_lines else None
     train_phase(job.phase, cfg, load_from_disk(job.dataset), job.out,  # type: ignore[arg-type]

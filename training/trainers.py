@@ -40,6 +40,8 @@ from .config import DPOSettings, SFTSettings, TrainingConfig
 from .generation import model_load_error, resolve_device
 
 logger = logging.getLogger("prefloop.training")
+#: the trainer's logs (loss, learning rate, …) one line per logging step: the round's train.log, not the terminal.
+trainer_log = logging.getLogger("prefloop.trainer")
 
 Phase = Literal["sft", "dpo"]
 RESULT = "result.json"
@@ -192,7 +194,7 @@ def _common_args(cfg: TrainingConfig, s: SFTSettings | DPOSettings, out: Path, d
         "use_liger_kernel": plan.liger_kernel,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": cuda,
-        "disable_tqdm": False,
+        "disable_tqdm": True,  # prefloop's bar instead (rounds/progress.py); the logs go to the round's train.log
         "save_only_model": False,
         # LoRA leaves most parameters frozen: DDP must not wait for their gradients.
         "ddp_find_unused_parameters": False,
@@ -275,6 +277,19 @@ def sft_rows(dataset: Any, loss: str) -> Any:
                         hint="build it with prefloop export sft")
 
 
+def _log_lines(phase: str) -> Any:
+    """Instead of transformers' PrinterCallback (``print(logs)`` on stdout): one log line per logging step."""
+    from transformers import TrainerCallback
+
+    class LogLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+            if logs and state.is_local_process_zero:
+                shown = {k: v for k, v in logs.items() if k != "total_flos"}
+                trainer_log.info("%s step %d/%d: %s", phase, state.global_step, state.max_steps, json.dumps(shown, default=str))
+
+    return LogLines()
+
+
 def build_trainer(
     phase: Phase,
     cfg: TrainingConfig,
@@ -328,6 +343,11 @@ def build_trainer(
             model=base, ref_model=None, args=dpo_args, train_dataset=train, processing_class=tok,
             peft_config=lora_config(cfg), callbacks=callbacks,
         )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    trainer.add_callback(_log_lines(phase))
     if init_adapter is not None:
         load_adapter_weights(trainer.model, init_adapter)
     trainer.prefloop_notes = list(plan.notes)

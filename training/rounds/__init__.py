@@ -6,8 +6,10 @@
   ``rounds.metrics``;
 - :mod:`.context`: ``RoundContext``, what every state works with;
 - one module per state, each ``run(ctx) -> None`` and idempotent: :mod:`.generate`, :mod:`.judge`,
-  :mod:`.wait`, :mod:`.reward` (only with a reward-model judge), :mod:`.datasets`, :mod:`.train`, :mod:`.evaluate`, and :mod:`.finish` (cost,
-  agreement, wandb) before ``done``.
+  :mod:`.wait`, :mod:`.reward` (only with a reward-model judge), :mod:`.datasets`, :mod:`.train`, :mod:`.evaluate`,
+  and :mod:`.finish` (cost, agreement, wandb) before ``done``;
+- :mod:`.progress`: the ``Reporter`` (transient bars, one line per finished state); the libraries'
+  output goes to ``runs/round-N/train.log`` (:mod:`prefloop.console`).
 
 Heavy libraries (torch, transformers, datasets, TRL) are imported inside the functions that need
 them, so that importing this package, and ``prefloop --help``, stay fast.

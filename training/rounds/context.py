@@ -13,21 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import Progress, ProgressColumn
+from prefloop.feedback.db import Store
+from prefloop.feedback.models import Artifact, Generation, Prompt, Round
+from prefloop.feedback.prompts import visible_prompts
+from prefloop.judges import Judge, judges_from_config
 from sqlalchemy import delete, select
 
 from prefloop.config import ProjectConfig
 from prefloop.errors import NotFoundError, PrefloopError
-from prefloop.feedback.db import Store
-from prefloop.feedback.prompts import visible_prompts
-from prefloop.feedback.models import Artifact, Generation, Prompt, Round
-from prefloop.judges import Judge, judges_from_config
 from prefloop.project import Project
 
 from ..config import TrainingConfig
 from ..evaluation import Oracle, load_oracle
 from ..tracking import RoundTracker
+from .progress import Reporter
 from .state import RoundState
 
 PURPOSE_TRAIN, PURPOSE_EVAL = "train", "eval"
@@ -39,21 +38,6 @@ HumansHook = Callable[[Project, int, list[int]], None]
 
 class RoundError(PrefloopError):
     """A round cannot start or continue."""
-
-
-@dataclass
-class Reporter:
-    """prefloop's own progress lines and bars (silent when ``enabled`` is false)."""
-
-    console: Console
-    enabled: bool = True
-
-    def say(self, text: str) -> None:
-        if self.enabled:
-            self.console.print(text)
-
-    def bar(self, *columns: str | ProgressColumn) -> Progress:
-        return Progress(*columns, console=self.console, disable=not self.enabled)
 
 
 def round_dir(project: Project, number: int) -> Path:

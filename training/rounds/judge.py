@@ -50,12 +50,13 @@ def run(ctx: RoundContext) -> None:
         with ctx.store.session() as s:
             ids = [task.id for task in s.scalars(select(Task).where(Task.round_id == ctx.round_id, Task.kind == RATE.name))
                    if (task.meta or {}).get("purpose") == PURPOSE_SCORE]
-        st = judge_round(ctx.project, judges[scorer], ctx.round_id, progress=ctx.reporter.enabled, task_ids=ids)
+        st = judge_round(ctx.project, judges[scorer], ctx.round_id, progress=ctx.reporter.enabled, task_ids=ids,
+                         console=ctx.reporter.console)
         stats[f"scorer:{scorer}"] = _stats(st)
         scores = judge_scores(ctx.store, ctx.round_id, scorer)
     pairing = create_pair_tasks(ctx.project, t, ctx.round_id, ctx.number, candidates, scores)
     for name in label_judges(ctx):
-        st = judge_round(ctx.project, judges[name], ctx.round_id, progress=ctx.reporter.enabled)
+        st = judge_round(ctx.project, judges[name], ctx.round_id, progress=ctx.reporter.enabled, console=ctx.reporter.console)
         stats[name] = {**_stats(st), "seconds": round(st.seconds, 3)}
     with ctx.store.session() as s:
         tasks = Counter(s.scalars(select(Task.kind).where(Task.round_id == ctx.round_id)))

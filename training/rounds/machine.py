@@ -28,20 +28,23 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from prefloop.feedback.db import Store
+from prefloop.feedback.models import Round
 from sqlalchemy import select
 
 from prefloop.config import ProjectConfig
+from prefloop.console import library_output
 from prefloop.errors import ConfigError, PrefloopError
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Round
 from prefloop.project import Project
 
+from ..distributed import TRAIN_LOG
 from ..evaluation import load_oracle
 from prefloop.judges.reward_model import is_reward_model
 
 from ..tracking import RoundTracker, mask_urls
 from . import datasets, evaluate, finish, generate, judge, reward, train, wait
 from .context import HumansHook, Reporter, RoundContext, RoundError, load_round, round_dir
+from .progress import state_line
 from .rag import check_budget
 from .state import BASELINE_STATES, STATES, RoundState, Transition, now
 
@@ -136,7 +139,8 @@ def _tracker(project: Project, cfg: ProjectConfig, row: Round) -> RoundTracker:
 
 
 def run_round(project: Project, round_id: int, *, reporter: Reporter, humans: HumansHook | None = None) -> RoundSummary:
-    """Drive one round from its recorded state to ``done`` (one process at a time per round)."""
+    """Drive one round from its recorded state to ``done`` (one process at a time per round). The
+    libraries' output goes to ``runs/round-N/train.log`` meanwhile (and to the terminal with ``verbose``)."""
     row = load_round(project.store, round_id)
     rdir = round_dir(project, row.number)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -147,19 +151,21 @@ def run_round(project: Project, round_id: int, *, reporter: Reporter, humans: Hu
         raise RoundError(f"round {row.number} is running in another process", hint="wait for it, or stop it first") from None
     try:
         cfg = _round_config(project, row)
-        ctx = RoundContext(project=project, cfg=cfg, round_id=round_id, number=row.number,
-                           tracker=_tracker(project, cfg, row), reporter=reporter, humans=humans)
-        ctx.tracker.start()
-        failed = True
-        try:
-            _drive(ctx, row.state, round_states(cfg, row.number))
-            failed = False
-        except BaseException as exc:
-            msg = exc.message if isinstance(exc, PrefloopError) else f"{type(exc).__name__}: {exc}"
-            ctx.write(error=msg[:4000])
-            raise
-        finally:
-            ctx.tracker.finish(failed=failed)
+        with library_output(rdir / TRAIN_LOG, reporter.console, verbose=reporter.verbose,
+                            quantized=cfg.training.model.quantization is not None):
+            ctx = RoundContext(project=project, cfg=cfg, round_id=round_id, number=row.number,
+                               tracker=_tracker(project, cfg, row), reporter=reporter, humans=humans)
+            ctx.tracker.start()
+            failed = True
+            try:
+                _drive(ctx, row.state, round_states(cfg, row.number))
+                failed = False
+            except BaseException as exc:
+                msg = exc.message if isinstance(exc, PrefloopError) else f"{type(exc).__name__}: {exc}"
+                ctx.write(error=msg[:4000])
+                raise
+            finally:
+                ctx.tracker.finish(failed=failed)
     finally:
         lock.release()
     return RoundSummary.of(load_round(project.store, round_id))
@@ -173,6 +179,8 @@ def round_states(cfg: ProjectConfig, number: int) -> tuple[str, ...]:
 
 
 def _drive(ctx: RoundContext, state: str, states: tuple[str, ...]) -> None:
+    """Run the states in order from ``state``; each finished one leaves one line (the last one when
+    the round is done, so that a round's lines never mix with the next round's)."""
     resumed = state != "created"
     if resumed:
         ctx.say(f"round {ctx.number}: resuming at [bold]{state}[/]")
@@ -182,16 +190,19 @@ def _drive(ctx: RoundContext, state: str, states: tuple[str, ...]) -> None:
         else:
             _enter(ctx, state, resumed=resumed)
             resumed = False
-            ctx.say(f"round {ctx.number}: [bold]{state}[/]")
             start = time.perf_counter()
             try:
                 STATE_RUNNERS[state](ctx)
             finally:
-                _add_seconds(ctx, state, time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                _add_seconds(ctx, state, seconds)
             nxt = states[states.index(state) + 1]
+            if nxt != "done":
+                ctx.say(state_line(ctx, state, seconds))
         if nxt == "done":
             finish.run(ctx)
             _enter(ctx, "done")
+            ctx.say(state_line(ctx, state, seconds, done=True))
         else:
             ctx.patch_state(state=nxt)
         state = nxt

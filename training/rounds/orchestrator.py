@@ -18,9 +18,9 @@ class Orchestrator:
     """Runs and resumes rounds of one project."""
 
     def __init__(self, project: Project, *, progress: bool = True, console: Console | None = None,
-                 humans: HumansHook | None = None) -> None:
+                 humans: HumansHook | None = None, verbose: bool = False) -> None:
         self.project = project
-        self.reporter = Reporter(console or Console(stderr=True), enabled=progress)
+        self.reporter = Reporter(console or Console(stderr=True), enabled=progress, verbose=verbose)
         self.humans = humans
 
     def rounds(self) -> list[RoundSummary]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from prefloop.feedback.models import Generation, Prompt
 from prefloop.text import storable
 
@@ -38,10 +36,8 @@ def fill_generations(ctx: RoundContext, prompts: dict[int, Prompt], purpose: str
     model_name = t.model.source + (f"@adapter:{fingerprint[:12]}" if fingerprint else "")
     params = {**sampling.as_params(), "adapter": adapter, "round": ctx.number}
     per_call = max(1, t.generation.batch_size // sampling.n)
-    columns = [TextColumn(f"round {ctx.number} · {description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    with ctx.reporter.bar(*columns) as bar:
-        job = bar.add_task(description, total=len(missing) * sampling.n)
+    with ctx.reporter.bar(f"round {ctx.number} · {description}", "samples") as bar:
+        job = bar.add_task(description, total=len(missing) * sampling.n, info="")
         for start in range(0, len(missing), per_call):
             chunk = missing[start : start + per_call]
             need = {pid: sampling.n - len(have.get(pid, [])) for pid in chunk}

@@ -20,6 +20,7 @@ from ..distributed import run_phase
 from ..trainers import ADAPTER_WEIGHTS, Phase
 from .context import RoundContext
 from .files import sha256_file
+from .progress import training_bar
 
 
 def run(ctx: RoundContext) -> None:
@@ -37,8 +38,9 @@ def run(ctx: RoundContext) -> None:
         if rows < floor:
             notes.append(f"{phase} skipped: {rows} example(s), fewer than {floor}")
             continue
-        res = run_phase(phase, t, refs[phase].path, ctx.dir / phase, init_adapter=init, tracker=ctx.tracker,
-                        base_dir=ctx.project.root, say=ctx.say)
+        with training_bar(ctx.reporter, ctx.number, phase) as feed:
+            res = run_phase(phase, t, refs[phase].path, ctx.dir / phase, init_adapter=init, tracker=ctx.tracker,
+                            base_dir=ctx.project.root, say=ctx.say, callbacks=[feed])
         phases[phase] = res.to_json()
         init = res.adapter_dir
     adapter_path, adapter_hash = None, None
@@ -57,5 +59,3 @@ def run(ctx: RoundContext) -> None:
     else:
         notes.append("no training data: the policy stays the base model")
     ctx.write(adapter_path=adapter_path, adapter_hash=adapter_hash, metrics={"training": {"phases": phases, "notes": notes}})
-    for n in notes:
-        ctx.say(f"[yellow]{n}[/]")

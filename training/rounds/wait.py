@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select, update
 
 from prefloop.feedback.argilla import sync_until
@@ -69,13 +68,14 @@ def _wait_builtin(ctx: RoundContext) -> None:
     w = ctx.training.wait
     targets, started = _targets(ctx)
     srv = ctx.cfg.server
-    ctx.say(f"waiting for human labels on {len(targets)} task(s): annotate at [link]http://{srv.host}:{srv.port}/[/link]"
-            " (`prefloop serve`), or in the terminal with `prefloop annotate`")
-    if ctx.humans is not None:
+    if ctx.humans is not None:  # scripted annotators (the demo, tests): nobody needs to be told where to go
         ctx.humans(ctx.project, ctx.round_id, targets)
+    else:
+        ctx.say(f"waiting for human labels on {len(targets)} task(s): annotate at [link]http://{srv.host}:{srv.port}/[/link]"
+                " (`prefloop serve`), or in the terminal with `prefloop annotate`")
     deadline = started + w.deadline_minutes * 60 if w.deadline_minutes else None
-    with ctx.reporter.bar(TextColumn("human labels"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        job = bar.add_task("waiting", total=len(targets))
+    with ctx.reporter.bar(f"round {ctx.number} · human labels", "tasks", show_eta=False) as bar:
+        job = bar.add_task("waiting", total=len(targets), info="")
         while True:
             short = _short_of_labels(ctx, targets)
             bar.update(job, completed=len(targets) - len(short))
