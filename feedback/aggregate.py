@@ -9,6 +9,7 @@ outputs of one prompt yield a pair (best vs worst) when the gap reaches a margin
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,10 +96,13 @@ class SFTTarget:
     generation_id: int | None = None
 
 
-def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds: list[str] | None = None) -> list[TaskLabels]:
+def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds: list[str] | None = None,
+                     exclude_judges: Collection[tuple[str, str]] = ()) -> list[TaskLabels]:
     """Every task (optionally of some rounds / kinds) with its submitted annotations.
 
-    Reads without taking SQLite's write lock (:meth:`Store.read`): annotators keep working.
+    ``exclude_judges``: (judge, task kind) pairs whose labels are left out (untrusted judges:
+    :mod:`prefloop.judges.trust`). Reads without taking SQLite's write lock (:meth:`Store.read`):
+    annotators keep working.
     """
     def only_these(q):  # noqa: ANN001, ANN202 - the same filter on tasks and on their annotations
         if round_ids is not None:
@@ -132,6 +136,8 @@ def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds:
             aq = only_these(aq.join(Task, Task.id == Annotation.task_id))
         for r in conn.execute(aq):
             if r.task_id in tasks:
+                if exclude_judges and r.kind == AnnotatorKind.JUDGE.value and (r.name, tasks[r.task_id].kind) in exclude_judges:
+                    continue
                 consistent = (r.meta or {}).get("consistent", True) is not False
                 tasks[r.task_id].labels.append(Label(r.name, r.kind, r.value, r.confidence, consistent))
     return list(tasks.values())
@@ -199,10 +205,12 @@ def _rating_means(tasks: list[TaskLabels]) -> dict[tuple[int, int | None], dict[
     return groups
 
 
-def preferences(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None) -> list[Preference]:
-    """All preference pairs: compare majorities, ranking tops/bottoms, rating best-vs-worst."""
+def preferences(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None,
+                exclude_judges: Collection[tuple[str, str]] = ()) -> list[Preference]:
+    """All preference pairs: compare majorities, ranking tops/bottoms, rating best-vs-worst
+    (without the labels of ``exclude_judges``: (judge, task kind) pairs)."""
     config = config or AggregationConfig()
-    tasks = load_task_labels(store, round_ids=round_ids)
+    tasks = load_task_labels(store, round_ids=round_ids, exclude_judges=exclude_judges)
     out: list[Preference] = []
     rate_tasks = []
     for t in tasks:
@@ -238,12 +246,14 @@ def preferences(store: Store, *, round_ids: list[int] | None = None, config: Agg
     return out
 
 
-def sft_targets(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None) -> list[SFTTarget]:
+def sft_targets(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None,
+                exclude_judges: Collection[tuple[str, str]] = ()) -> list[SFTTarget]:
     """Human (or judge) edits, and outputs whose mean rating reaches ``sft_min_rating``."""
     from .models import Generation
 
     config = config or AggregationConfig()
-    tasks = load_task_labels(store, round_ids=round_ids, kinds=[TaskKind.EDIT.value, TaskKind.RATE.value])
+    tasks = load_task_labels(store, round_ids=round_ids, kinds=[TaskKind.EDIT.value, TaskKind.RATE.value],
+                             exclude_judges=exclude_judges)
     out: list[SFTTarget] = []
     rated: list[tuple[TaskLabels, float, list[Label]]] = []
     for t in tasks:

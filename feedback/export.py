@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,11 +76,13 @@ def build_dpo_dataset(
     config: AggregationConfig | None = None,
     min_confidence: float | None = None,
     sources: list[str] | None = None,
+    exclude_judges: Collection[tuple[str, str]] = (),
 ):  # noqa: ANN201 - datasets.Dataset
-    """Preference pairs as a TRL DPO dataset (conversational), provenance included."""
+    """Preference pairs as a TRL DPO dataset (conversational), provenance included; ``exclude_judges``:
+    (judge, task kind) pairs whose labels are left out (untrusted judges)."""
     config = config or AggregationConfig()
     floor = config.min_confidence if min_confidence is None else min_confidence
-    prefs = [p for p in preferences(store, round_ids=round_ids, config=config)
+    prefs = [p for p in preferences(store, round_ids=round_ids, config=config, exclude_judges=exclude_judges)
              if p.confidence >= floor and (sources is None or p.source in sources)]
     prompts, texts = _prompts_and_texts(store, {p.prompt_id for p in prefs}, {g for p in prefs for g in (p.chosen_id, p.rejected_id)})
     rows: dict[str, list[Any]] = {
@@ -101,9 +103,10 @@ def build_sft_dataset(
     round_ids: list[int] | None = None,
     config: AggregationConfig | None = None,
     sources: list[str] | None = None,
+    exclude_judges: Collection[tuple[str, str]] = (),
 ):  # noqa: ANN201 - datasets.Dataset
     """Human edits and top-rated outputs as a TRL SFT dataset (``messages``)."""
-    targets = [t for t in sft_targets(store, round_ids=round_ids, config=config) if sources is None or t.source in sources]
+    targets = [t for t in sft_targets(store, round_ids=round_ids, config=config, exclude_judges=exclude_judges) if sources is None or t.source in sources]
     prompts, _ = _prompts_and_texts(store, {t.prompt_id for t in targets}, set())
     rows: dict[str, list[Any]] = {c: [] for c in SFT_COLUMNS}
     for t in targets:

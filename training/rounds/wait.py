@@ -1,7 +1,9 @@
 """waiting: give people time to label the round's top tasks, on the built-in queue or in Argilla.
 
 The waited-for tasks and the start time are stored in the round state when the wait first
-starts, so a resumed round waits for the same tasks and its deadline does not restart. Tasks
+starts, so a resumed round waits for the same tasks and its deadline does not restart. While
+people label, every ``judges.selection.recompute_every`` new human labels recompute the open
+tasks' priorities (the server does the same as submits arrive). Tasks
 nobody labelled are then taken off the human queue (``wait.cancel_unlabelled``); the judges'
 labels stand in for them.
 """
@@ -15,6 +17,8 @@ from sqlalchemy import func, select, update
 
 from prefloop.feedback.argilla_bridge import sync_until
 from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
+
+from prefloop.judges.selection import human_labels, refresh_round
 
 from .context import RoundContext
 from .state import ArgillaSync
@@ -74,6 +78,8 @@ def _wait_builtin(ctx: RoundContext) -> None:
     if ctx.humans is not None:
         ctx.humans(ctx.project, ctx.round_id, targets)
     deadline = started + w.deadline_minutes * 60 if w.deadline_minutes else None
+    every = ctx.cfg.judges.selection.recompute_every
+    seen = human_labels(ctx.store, ctx.round_id)
     with ctx.reporter.bar(TextColumn("human labels"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         job = bar.add_task("waiting", total=len(targets))
         while True:
@@ -81,6 +87,9 @@ def _wait_builtin(ctx: RoundContext) -> None:
             bar.update(job, completed=len(targets) - len(short))
             if not short:
                 break
+            if every and human_labels(ctx.store, ctx.round_id) - seen >= every:
+                seen = human_labels(ctx.store, ctx.round_id)
+                refresh_round(ctx.store, ctx.cfg.judges, ctx.round_id)  # labels arrived: the queue's order follows
             if deadline is not None and time.time() >= deadline:
                 ctx.say(f"[yellow]deadline reached[/]: {len(short)} task(s) still short of human labels; judges' labels stand in")
                 break
