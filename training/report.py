@@ -4,7 +4,7 @@ source, cost), plus the ROI table — what each round cost and what a point of w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class RoundRow:
     compute_seconds: float
     human_seconds: float
     train_steps: int
+    trust: dict[str, Any] = field(default_factory=dict)  # judge → kind → record (metrics.trust)
+    stopped: dict[str, Any] | None = None  # the stopping rule's decision (metrics.stopping), if it stopped
 
     @property
     def total_cost(self) -> float:
@@ -61,6 +63,7 @@ def collect(project: Project) -> list[RoundRow]:
             human_cost=cost.human_cost, judge_cost=cost.judge_cost, compute_cost=cost.compute_cost,
             compute_seconds=cost.compute_seconds, human_seconds=cost.human_seconds,
             train_steps=sum(int(p.get("steps", 0)) for p in phases.values()),
+            trust=dict(m.get("trust") or {}), stopped=m.get("stopping"),
         ))
     return rows
 
@@ -90,6 +93,24 @@ def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
     for r in rows:
         t.add_row(str(r.number), r.state, _num(r.oracle), _pct(r.win_prev), _pct(r.win_base), str(r.human_labels),
                   str(r.judge_labels), str(r.pairs), str(r.sft_rows), str(r.train_steps), _money(r.total_cost))
+    return t
+
+
+def trust_table(rows: list[RoundRow]) -> Any:
+    """Per round, judge and task kind: the judge's agreement with the human majority (running
+    estimate, 95 % Wilson interval), its errors split into wrong side and blind ties, and its status."""
+    from rich.table import Table
+
+    t = Table(title="judge trust vs humans (all rounds so far; blind: its ties hide what humans decided)")
+    for col in ("round", "judge", "kind", "n", "agree", "95 % interval", "wrong side", "blind ties", "status"):
+        t.add_column(col, justify="left" if col in ("judge", "kind", "status") else "right")
+    for r in rows:
+        for judge, kinds in sorted(r.trust.items()):
+            for kind, x in sorted(kinds.items()):
+                status = x.get("status", "?") + (", blind" if x.get("blind") else "")
+                interval = f"{_pct(x.get('low'))}–{_pct(x.get('high'))}" if x.get("low") is not None else _pct(None)
+                t.add_row(str(r.number), judge[:24], kind, str(x.get("n", 0)), _pct(x.get("rate")), interval,
+                          str(x.get("wrong_side", 0)), str(x.get("blind_ties", 0)), status)
     return t
 
 

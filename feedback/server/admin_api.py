@@ -21,6 +21,7 @@ from .schemas import (
     QueueOut,
     RoundIdQuery,
     ThroughputOut,
+    TrustOut,
     error_responses,
 )
 from .security import reject_unknown_query_parameters
@@ -64,6 +65,15 @@ def api_agreement(state: ServerStateDep, round_id: RoundIdQuery = None) -> Agree
     from .dashboard import agreement_summary
 
     return agreement_summary(state.store, round_id)
+
+
+@router.get("/api/admin/trust", response_model=TrustOut, responses=REFUSALS)
+def api_trust(state: ServerStateDep, round_id: RoundIdQuery = None) -> TrustOut:
+    """Judge trust per judge and task kind: agreement with the human majority, its interval, wrong
+    side vs blind ties, and whether the judge's verdicts and ties count."""
+    from .dashboard import trust_summary
+
+    return trust_summary(state.store, state.config.judges.trust, round_id)
 
 
 @router.get(
