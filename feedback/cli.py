@@ -169,13 +169,18 @@ export_app = typer.Typer(help="Export TRL datasets (SFT or DPO) from the labels.
 
 
 def _export(kind: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path]) -> None:
+    from prefloop.judges.trust import untrusted_judges
+
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
     project = open_project(project_dir)
     ids = round_ids(project, rounds)
     agg = project.config.aggregation
-    ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence)
-          if kind == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg))
+    skip = untrusted_judges(project.store, project.config.judges.trust)
+    ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, exclude_judges=skip)
+          if kind == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, exclude_judges=skip))
+    if skip:
+        console.print(f"left out the labels of untrusted judges (judges.trust): {', '.join(f'{j} on {k}' for j, k in sorted(skip))}")
     save_dataset(ds, out, fmt)  # type: ignore[arg-type]
     by_source: dict[str, int] = {}
     for s in ds["source"]:

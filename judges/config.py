@@ -213,6 +213,16 @@ class TrustConfig(StrictModel):
     exclude_untrusted: bool = True
 
 
+class StoppingConfig(StrictModel):
+    """The cost-aware stopping rule of a round's wait for people (``prefloop.judges.stopping``; off by default)."""
+
+    enabled: bool = False
+    #: what one more correct training pair is worth, in the project's currency (cost.currency).
+    pair_value: float = Field(0.5, ge=0)
+    #: seconds per human label for the price when the project has no timed human labels yet.
+    label_seconds: float = Field(30.0, gt=0)
+
+
 class JudgesConfig(StrictModel):
     #: every judge the project may run; panels refer to other entries by name.
     panel: list[JudgeSpec] = []
@@ -220,6 +230,7 @@ class JudgesConfig(StrictModel):
     default: str | None = None
     selection: SelectionConfig = SelectionConfig()
     trust: TrustConfig = TrustConfig()
+    stopping: StoppingConfig = StoppingConfig()
 
     @model_validator(mode="after")
     def _names(self) -> JudgesConfig:

@@ -212,3 +212,9 @@ def excluded_labels(store: Store, pairs: set[tuple[str, str]], *, round_ids: lis
             if (judge, kind) in pairs:
                 out[judge][kind] = int(n)
     return dict(out)
+
+
+def untrusted_judges(store: Store, cfg: TrustConfig) -> set[tuple[str, str]]:
+    """The (judge, kind) pairs whose labels training and exports leave out (none when
+    ``judges.trust.exclude_untrusted`` is off)."""
+    return measure_trust(store, cfg).untrusted() if cfg.exclude_untrusted else set()

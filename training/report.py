@@ -114,6 +114,18 @@ def trust_table(rows: list[RoundRow]) -> Any:
     return t
 
 
+def stopping_lines(rows: list[RoundRow]) -> list[str]:
+    """One line per round where the cost-aware stopping rule (judges.stopping) held people back."""
+    out = []
+    for r in rows:
+        st = r.stopped
+        if st and (st.get("not_asked") or st.get("stopped")):
+            out.append(f"round {r.number}: stopping rule ({st.get('rule')}): asked about {st.get('asked')} task(s), "
+                       f"not about {st.get('not_asked')} (best of them worth {_money(st.get('max_value_not_asked'))} < price "
+                       f"{_money(st.get('price'))})" + (f", stopped after {st.get('at_labels')} label(s)" if st.get("stopped") else ""))
+    return out
+
+
 def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:
     """Cost by source per round, and what one point of win rate over the previous round cost, by source."""
     from rich.table import Table

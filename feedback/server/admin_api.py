@@ -83,11 +83,14 @@ def api_trust(state: ServerStateDep, round_id: RoundIdQuery = None) -> TrustOut:
 )
 def api_export(dataset: Literal["dpo", "sft"], state: ServerStateDep, round_id: RoundIdQuery = None) -> Response:
     """The aggregated DPO pairs or SFT targets as JSON lines (TRL conversational format, with provenance)."""
+    from prefloop.judges.trust import untrusted_judges
+
     from ..export import build_dpo_dataset, build_sft_dataset
 
     build = build_dpo_dataset if dataset == "dpo" else build_sft_dataset
     rounds = [round_id] if round_id is not None else None
-    ds = build(state.store, round_ids=rounds, config=state.config.aggregation)
+    skip = untrusted_judges(state.store, state.config.judges.trust)  # their labels stay out, as in training
+    ds = build(state.store, round_ids=rounds, config=state.config.aggregation, exclude_judges=skip)
     body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
     return Response(body, media_type="application/x-ndjson",
                     headers={"content-disposition": f'attachment; filename="{dataset}.jsonl"'})

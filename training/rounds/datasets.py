@@ -16,7 +16,7 @@ from sqlalchemy import select
 from prefloop.atomic import atomic_dir
 from prefloop.feedback.export import build_dpo_dataset, build_sft_dataset, dataset_hash
 from prefloop.feedback.models import Artifact, Round
-from prefloop.judges.trust import excluded_labels, measure_trust
+from prefloop.judges.trust import excluded_labels, untrusted_judges
 
 from .context import RoundContext
 from .state import DatasetRef
@@ -40,7 +40,7 @@ def run(ctx: RoundContext) -> None:
     rounds = window(ctx)
     agg = ctx.cfg.aggregation
     trust = ctx.cfg.judges.trust
-    untrusted = measure_trust(ctx.store, trust).untrusted() if trust.exclude_untrusted else set()
+    untrusted = untrusted_judges(ctx.store, trust)
     built = {
         "dpo": build_dpo_dataset(ctx.store, round_ids=rounds, config=agg, sources=t.dpo.sources,
                                  exclude_judges=untrusted) if t.dpo.enabled else None,
