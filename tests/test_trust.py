@@ -214,3 +214,24 @@ def test_priorities_follow_labels_as_they_arrive(store) -> None:
     with store.session() as s:
         assert s.get(Task, tied).meta["selection"]["no_trusted_verdict"] is False
         assert s.get(Task, unchecked).meta["selection"]["no_trusted_verdict"] is True
+
+
+def test_stopping_rule_asks_only_where_a_label_is_worth_its_price(q) -> None:
+    from prefloop.judges.config import StoppingConfig
+    from prefloop.judges.stopping import decide
+
+    labels = build_labels(q)  # blind: 6 of 7 choices right, 4 of 5 ties hid a human decision
+    settled = q.add_comparison("s", ["s1", "s2"])
+    judge_says(q, q.ensure_annotator("blind", kind="judge"), settled, gens(q, settled)[0])
+    tied = q.add_comparison("t", ["t1", "t2"])
+    judge_says(q, q.ensure_annotator("blind", kind="judge"), tied, "tie")
+    unknown = q.add_comparison("u", ["u1", "u2"])  # no judge at all
+    cfg = JudgesConfig(trust=LOOSE, stopping=StoppingConfig(enabled=True, pair_value=0.5, label_seconds=36))
+    ids = [settled, tied, unknown]
+    d = decide(q.store, cfg, 30.0, ids)  # price: 30/h × 36 s = 0.30
+    assert d.price == pytest.approx(0.30)
+    assert d.values == pytest.approx({settled: 0.5 / 7, tied: 0.5 * 4 / 5, unknown: 0.5})
+    assert d.worth == [tied, unknown] and d.below == [settled]
+    cheap = decide(q.store, cfg, 1.0, ids)  # at 1/h every label is worth asking
+    assert cheap.worth == ids and cheap.to_metrics()["not_asked"] == 0
+    assert labels["only_blind"]
