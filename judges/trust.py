@@ -180,6 +180,17 @@ class TrustTable(dict[tuple[str, str], JudgeTrust]):
         return dict(out)
 
 
+#: what a round logs to wandb per judge and kind (``round/trust/<judge>/<kind>/<key>``).
+WANDB_KEYS = ("n", "rate", "low", "high", "wrong_side", "blind_ties", "chose_on_tie")
+
+
+def wandb_view(trust_metrics: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The numbers of ``metrics.trust`` that go to wandb, plus ``trusted``/``blind`` as 0/1."""
+    return {judge: {kind: {**{k: t.get(k) for k in WANDB_KEYS}, "trusted": int(t.get("status") == TRUSTED),
+                           "blind": int(bool(t.get("blind")))}
+                    for kind, t in kinds.items()} for judge, kinds in trust_metrics.items()}
+
+
 def measure_trust(store: Store, cfg: TrustConfig | None = None, *, round_ids: list[int] | None = None) -> TrustTable:
     """Every judge's trust per kind, from all tasks (of ``round_ids``) with human and judge labels."""
     cfg = cfg or TrustConfig()

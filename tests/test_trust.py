@@ -235,3 +235,41 @@ def test_stopping_rule_asks_only_where_a_label_is_worth_its_price(q) -> None:
     cheap = decide(q.store, cfg, 1.0, ids)  # at 1/h every label is worth asking
     assert cheap.worth == ids and cheap.to_metrics()["not_asked"] == 0
     assert labels["only_blind"]
+
+
+def test_the_server_recomputes_priorities_as_submits_arrive(db_url, tmp_path) -> None:  # noqa: ANN001
+    """Through the real HTTP API: after every second submit the round's open tasks are reordered,
+    and the next claim follows the order the new labels taught."""
+    from serverkit import serve_project
+
+    judges = {"selection": {"policy": "trust", "exploration": 0.0, "recompute_every": 2},
+              "trust": {"min_n": 2, "threshold": 0.0}}
+    with serve_project(tmp_path / "proj", db_url, queue={"overlap": 1}, judges=judges) as served:
+        q = served.queue
+        with served.store.session() as s:
+            r = Round(number=1)
+            s.add(r)
+            s.flush()
+            rid = r.id
+        fmt, other = q.ensure_annotator("fmt", kind="judge"), q.ensure_annotator("other", kind="judge")
+        tied = q.add_comparison("tied", ["t1", "t2"], round_id=rid)
+        judge_says(q, fmt, tied, "tie")
+        unchecked = q.add_comparison("unchecked", ["u1", "u2"], round_id=rid)
+        q.record(other, unchecked, {"choice": gens(q, unchecked)[0]}, confidence=0.9, meta={"consistent": True, "prob_a": 0.95})
+        evidence = [q.add_comparison(f"e{i}", [f"a{i}", f"b{i}"], round_id=rid, priority=10) for i in range(4)]
+        truth = {}
+        for i, t in enumerate(evidence):
+            truth[t] = gens(q, t)[0] if i < 2 else "tie"
+            judge_says(q, fmt, t, truth[t])
+        update_priorities(served.store, round_id=rid, weights=SelectionConfig(**judges["selection"]),
+                          trust=TrustConfig(**judges["trust"]))
+        with served.store.session() as s:
+            assert s.get(Task, tied).priority > s.get(Task, unchecked).priority  # unchecked: a tie looks like doubt
+        alice = served.client(served.token("alice"))
+        for _ in evidence:  # the evidence comes first (priority 10); alice agrees with fmt everywhere
+            t = alice.post("/api/tasks/next", json={"round_id": rid}).json()
+            assert t["task_id"] in truth
+            r = alice.post(f"/api/tasks/{t['task_id']}/submit", json={"value": {"choice": truth[t["task_id"]]}})
+            assert r.status_code == 200
+        nxt = served.client(served.token("bob")).post("/api/tasks/next", json={"round_id": rid}).json()
+        assert nxt["task_id"] == unchecked, "fmt's tie is now trusted: the unchecked verdict comes first"

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from prefloop.feedback.aggregate import compare_outcome, load_task_labels
 from prefloop.feedback.agreement import judge_human_agreement
 from prefloop.feedback.models import Generation, Prompt
-from prefloop.judges.trust import measure_trust
+from prefloop.judges.trust import measure_trust, wandb_view
 
 from ..roi import round_cost
 from .context import RoundContext
@@ -39,8 +39,7 @@ def run(ctx: RoundContext) -> None:
         "labels/human": cost.human_labels, "labels/judge": cost.judge_labels,
         "cost": cost.to_dict(),
         "agreement": {k: v["agreement"] for k, v in agreement.items()},
-        "trust": {judge: {kind: {k: t[k] for k in ("n", "rate", "low", "high", "wrong_side", "blind_ties")}
-                          for kind, t in kinds.items()} for judge, kinds in trust.items()},
+        "trust": wandb_view(trust),
         "datasets": {k: v.get("rows") for k, v in (m.get("datasets") or {}).items()},
         "seconds": st.seconds,
     })
