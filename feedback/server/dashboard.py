@@ -93,8 +93,8 @@ def trust_summary(store: Store, trust_config: Any, round_id: int | None = None) 
     from prefloop.judges.trust import measure_trust
 
     table = measure_trust(store, trust_config, round_ids=[round_id] if round_id is not None else None)
-    rows = [JudgeTrustOut(**{k: (_num(v) if isinstance(v, float) else v) for k, v in t.to_dict().items()
-                             if k in JudgeTrustOut.model_fields})
+    rows = [JudgeTrustOut.model_validate({k: (_num(v) if isinstance(v, float) else v) for k, v in t.to_dict().items()
+                                          if k in JudgeTrustOut.model_fields})
             for _, t in sorted(table.items())]
     return TrustOut(min_n=trust_config.min_n, threshold=trust_config.threshold, judges=rows)
 
