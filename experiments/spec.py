@@ -25,7 +25,8 @@ from prefloop.strict import StrictModel
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 #: keys the harness sets for every run: an arm that overrides them would break the experiment.
-HARNESS_KEYS = ("store", "training.generation.seed", "training.trainer.seed", "training.evaluation.oracle")
+HARNESS_KEYS = ("store", "training.generation.seed", "training.trainer.seed", "judges.selection.seed",
+               "training.evaluation.oracle")
 
 
 class ArmSpec(StrictModel):
@@ -227,7 +228,8 @@ def run_config(spec: ExperimentSpec, arm: ArmSpec, seed: int, *, base: dict[str,
         "training.wandb.enabled": False,  # the experiment logs its own wandb group (one run per arm and seed)
     }, where)
     data = apply_overrides(data, arm.overrides, where)
-    data = apply_overrides(data, {"training.generation.seed": seed, "training.trainer.seed": seed}, where)
+    data = apply_overrides(data, {"training.generation.seed": seed, "training.trainer.seed": seed,
+                                  "judges.selection.seed": seed}, where)
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as exc:

@@ -8,7 +8,7 @@ outputs of one prompt yield a pair (best vs worst) when the gap reaches a margin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from sqlalchemy import case, select
@@ -37,10 +37,13 @@ __all__ = [
 ]
 
 
-def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds: list[str] | None = None) -> list[TaskLabels]:
+def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds: list[str] | None = None,
+                     exclude_judges: Collection[tuple[str, str]] = ()) -> list[TaskLabels]:
     """Every task (optionally of some rounds / kinds) with its submitted annotations.
 
-    Reads without taking SQLite's write lock (:meth:`Store.read`): annotators keep working.
+    ``exclude_judges``: (judge, task kind) pairs whose labels are left out (untrusted judges:
+    :mod:`prefloop.judges.trust`). Reads without taking SQLite's write lock (:meth:`Store.read`):
+    annotators keep working.
     """
     def only_these(q):  # noqa: ANN001, ANN202 - the same filter on tasks and on their annotations
         if round_ids is not None:
@@ -74,6 +77,8 @@ def load_task_labels(store: Store, *, round_ids: list[int] | None = None, kinds:
             aq = only_these(aq.join(Task, Task.id == Annotation.task_id))
         for r in conn.execute(aq):
             if r.task_id in tasks:
+                if exclude_judges and r.kind == AnnotatorKind.JUDGE.value and (r.name, tasks[r.task_id].kind) in exclude_judges:
+                    continue
                 consistent = (r.meta or {}).get("consistent", True) is not False
                 tasks[r.task_id].labels.append(Label(r.name, r.kind, r.value, r.confidence, consistent))
     return list(tasks.values())
@@ -99,17 +104,21 @@ def _each_kind(tasks: list[TaskLabels], make: Callable[[TaskKind, list[TaskLabel
     return sorted(single, key=lambda p: p.task_ids[0]) + combined
 
 
-def preferences(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None) -> list[Preference]:
-    """All preference pairs, each kind's own way: compare majorities, ranking tops/bottoms, rating best-vs-worst."""
+def preferences(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None,
+                exclude_judges: Collection[tuple[str, str]] = ()) -> list[Preference]:
+    """All preference pairs, each kind's own way: compare majorities, ranking tops/bottoms, rating
+    best-vs-worst (without the labels of ``exclude_judges``: (judge, task kind) pairs)."""
     cfg = config or AggregationConfig()
-    tasks = load_task_labels(store, round_ids=round_ids)
+    tasks = load_task_labels(store, round_ids=round_ids, exclude_judges=exclude_judges)
     return _each_kind(tasks, lambda kind, ts: kind.preferences(ts, cfg) if kind.makes_pairs else [])
 
 
-def sft_targets(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None) -> list[SFTTarget]:
+def sft_targets(store: Store, *, round_ids: list[int] | None = None, config: AggregationConfig | None = None,
+                exclude_judges: Collection[tuple[str, str]] = ()) -> list[SFTTarget]:
     """Each kind's SFT targets: human (or judge) edits, outputs whose mean rating reaches ``sft_min_rating``."""
     cfg = config or AggregationConfig()
-    tasks = load_task_labels(store, round_ids=round_ids, kinds=[k.name for k in KINDS.values() if k.makes_sft])
+    tasks = load_task_labels(store, round_ids=round_ids, kinds=[k.name for k in KINDS.values() if k.makes_sft],
+                             exclude_judges=exclude_judges)
     return _each_kind(tasks, lambda kind, ts: kind.sft_targets(ts, cfg, lambda ids: _texts(store, ids)))
 
 

@@ -183,6 +183,7 @@ class Source(str, Enum):
 def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence: Optional[float], project_dir: Optional[Path],
             sources: list[Source], sft_type: str = "prompt-completion") -> None:
     from prefloop.console import quiet_progress_bars
+    from prefloop.judges.trust import untrusted_judges
 
     from .export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 
@@ -191,12 +192,16 @@ def _export(dataset: str, out: Path, fmt: str, rounds: list[int], min_confidence
     ids = round_ids(project, rounds)
     agg = project.config.aggregation
     only = [s.value for s in sources] or None
+    skip = untrusted_judges(project.store, project.config.judges.trust)
     err = Console(stderr=True)
     with err.status(f"exporting {dataset.upper()} rows to {escape(str(out))}") if err.is_terminal else contextlib.nullcontext():
-        ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, sources=only)
+        ds = (build_dpo_dataset(project.store, round_ids=ids, config=agg, min_confidence=min_confidence, sources=only,
+                                exclude_judges=skip)
               if dataset == "dpo" else build_sft_dataset(project.store, round_ids=ids, config=agg, sources=only,
-                                                         dataset_type=sft_type))  # type: ignore[arg-type]
+                                                         dataset_type=sft_type, exclude_judges=skip))  # type: ignore[arg-type]
         save_dataset(ds, out, fmt)  # type: ignore[arg-type]
+    if skip:
+        console.print(f"left out the labels of untrusted judges (judges.trust): {', '.join(f'{j} on {k}' for j, k in sorted(skip))}")
     by_source: dict[str, int] = {}
     for s in ds["source"]:
         by_source[s] = by_source.get(s, 0) + 1

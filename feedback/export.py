@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,11 +116,13 @@ def build_dpo_dataset(
     config: AggregationConfig | None = None,
     min_confidence: float | None = None,
     sources: list[str] | None = None,
+    exclude_judges: Collection[tuple[str, str]] = (),
 ):  # noqa: ANN201 - datasets.Dataset
-    """Preference pairs as a TRL DPO dataset (conversational), provenance included."""
+    """Preference pairs as a TRL DPO dataset (conversational), provenance included; ``exclude_judges``:
+    (judge, task kind) pairs whose labels are left out (untrusted judges)."""
     config = config or AggregationConfig()
     floor = config.min_confidence if min_confidence is None else min_confidence
-    prefs = [p for p in preferences(store, round_ids=round_ids, config=config)
+    prefs = [p for p in preferences(store, round_ids=round_ids, config=config, exclude_judges=exclude_judges)
              if p.confidence >= floor and (sources is None or p.source in sources)]
     prompts, texts = _prompts_and_texts(store, {p.prompt_id for p in prefs}, {g for p in prefs for g in (p.chosen_id, p.rejected_id)})
     metas = _contexts(store, {p.chosen_id for p in prefs})
@@ -145,12 +147,14 @@ def build_sft_dataset(
     config: AggregationConfig | None = None,
     sources: list[str] | None = None,
     dataset_type: SFTType = "prompt-completion",
+    exclude_judges: Collection[tuple[str, str]] = (),
 ):  # noqa: ANN201 - datasets.Dataset
     """Human edits and top-rated outputs as a TRL SFT dataset: ``prompt``/``completion`` (loss on the
-    reply only), or ``messages`` with ``dataset_type="messages"``; provenance columns either way."""
+    reply only), or ``messages`` with ``dataset_type="messages"``; provenance columns either way; ``exclude_judges``: (judge, task kind) pairs whose labels are left out."""
     if dataset_type not in SFT_TYPES:
         raise DataError(f"unknown SFT dataset type {dataset_type!r}", hint=f"use one of {', '.join(SFT_TYPES)}")
-    targets = [t for t in sft_targets(store, round_ids=round_ids, config=config) if sources is None or t.source in sources]
+    targets = [t for t in sft_targets(store, round_ids=round_ids, config=config, exclude_judges=exclude_judges)
+               if sources is None or t.source in sources]
     prompts, _ = _prompts_and_texts(store, {t.prompt_id for t in targets}, set())
     answered = _answered_generations(store, targets)
     metas = _contexts(store, set(answered.values()))

@@ -200,12 +200,50 @@ class JudgeSpec(StrictModel):
 
 
 class SelectionConfig(StrictModel):
-    """Weights of the signals that move a task up the human queue (see ``prefloop.judges.selection``)."""
+    """Which tasks humans see first (the allocation policy) and the weights of its signals
+    (see ``prefloop.judges.selection``)."""
 
+    #: fifo: creation order; random: seeded shuffle; uncertainty: the judges' doubt signals;
+    #: trust: no trusted verdict first, then trusted judges unsure or disagreeing, plus an
+    #: ``exploration`` share of random tasks.
+    policy: Literal["fifo", "random", "uncertainty", "trust"] = "trust"
+    exploration: float = Field(0.2, ge=0, le=1)  # trust: share of the queue's order given to random tasks
+    seed: int = 0  # random and trust: the shuffle's seed (experiments set it per seed)
+    #: recompute the open tasks' priorities every N human labels (server) and at each poll of the
+    #: round's wait when labels arrived; 0: only after the judges ran.
+    recompute_every: int = Field(5, ge=0)
+    no_trusted_verdict: float = Field(2.0, ge=0)  # trust: weight of "no trusted judge has a verdict"
     disagreement: float = Field(1.0, ge=0)  # judges (or panel members) disagree
     inconsistency: float = Field(1.0, ge=0)  # a verdict flipped under position swap
     low_margin: float = Field(0.5, ge=0)  # P(A better) close to 0.5 / low score confidence
     failure: float = Field(0.5, ge=0)  # a judge could not answer
+
+
+class TrustConfig(StrictModel):
+    """When a judge's verdicts (and, separately, its ties) count as trusted (``prefloop.judges.trust``).
+
+    Trusted: at least ``min_n`` verdicts compared with a human majority, and the lower end of the
+    Wilson interval of their agreement at least ``threshold``. Untrusted: measured (``min_n``
+    reached) and not trusted. Unmeasured: fewer than ``min_n``.
+    """
+
+    min_n: int = Field(10, ge=1)
+    threshold: float = Field(0.6, ge=0, le=1)
+    level: float = Field(0.95, gt=0, lt=1)  # of the Wilson intervals
+    #: a judge is *blind* on a kind when at least this share of its ties were tasks humans decided.
+    blind_tie_share: float = Field(0.5, gt=0, le=1)
+    #: leave untrusted judges' labels out of training datasets and exports.
+    exclude_untrusted: bool = True
+
+
+class StoppingConfig(StrictModel):
+    """The cost-aware stopping rule of a round's wait for people (``prefloop.judges.stopping``; off by default)."""
+
+    enabled: bool = False
+    #: what one more correct training pair is worth, in the project's currency (cost.currency).
+    pair_value: float = Field(0.5, ge=0)
+    #: seconds per human label for the price when the project has no timed human labels yet.
+    label_seconds: float = Field(30.0, gt=0)
 
 
 class JudgesConfig(StrictModel):
@@ -214,6 +252,8 @@ class JudgesConfig(StrictModel):
     #: the judge ``prefloop judge run`` uses without ``--judge`` (default: the first in ``panel``).
     default: str | None = None
     selection: SelectionConfig = SelectionConfig()
+    trust: TrustConfig = TrustConfig()
+    stopping: StoppingConfig = StoppingConfig()
 
     @model_validator(mode="after")
     def _names(self) -> JudgesConfig:

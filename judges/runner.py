@@ -177,6 +177,7 @@ def judge_round(
     if touched:
         from .selection import update_priorities
 
-        stats.priorities_changed = update_priorities(store, task_ids=touched, weights=project.config.judges.selection)
+        stats.priorities_changed = update_priorities(store, task_ids=touched, weights=project.config.judges.selection,
+                                                   trust=project.config.judges.trust)
     stats.seconds = time.perf_counter() - t_start
     return stats

@@ -254,6 +254,9 @@ def test_a_round_where_kappa_is_undefined(tmp_path: Path, project_on, wandb_offl
     assert judge.n == 3 and judge.agreement == 1.0 and judge.kappa is None
     assert judge.n_without_ties == 0 and judge.agreement_without_ties is None
     assert r1.metrics["agreement"] == {"style-rules": {"n": 3, "agreement": 1.0, "kappa": None}}
+    trust = r1.metrics["trust"]["style-rules"]["compare"]  # three agreeing ties: too few to trust (min_n 10)
+    assert (trust["n"], trust["agree"], trust["ties"], trust["blind_ties"], trust["status"]) == (3, 3, 3, 0, "unmeasured")
+    assert trust["high"] == 1.0 and trust["rate"] == 1.0 and not trust["blind"]
     assert _strict_json((project.runs_dir / "round-1" / "eval.json").read_text())["summary"]["vs_base"]["win_rate"] == 0.5
 
     root = str(project.root)
@@ -271,6 +274,7 @@ def test_a_round_where_kappa_is_undefined(tmp_path: Path, project_on, wandb_offl
     report = _cli("report", "-p", root, "--plot", str(tmp_path / "report.png"))
     assert report.returncode == 0, report.stderr
     assert "n/a" in report.stdout  # round 0 has no win rate
+    assert "judge trust vs humans" in report.stdout and "unmeasured" in report.stdout
 
 
 def test_a_failure_in_evaluating_then_round_resume(tmp_path: Path, project_on, wandb_offline: Path,

@@ -131,3 +131,29 @@ def test_a_trained_phase_logs_its_arguments_and_its_dataset_without_cache_files(
     assert run.config["sft/args"]["max_steps"] == 2 and run.config["sft/args"]["per_device_train_batch_size"] == 2
     assert run.config["model/config"]["num_hidden_layers"] == 2
     assert "sft/loss" in run.history
+
+
+def test_judge_trust_reaches_the_round_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import Counter
+
+    from prefloop.judges.config import TrustConfig
+    from prefloop.judges.trust import TrustTable, assess, wandb_view
+    from prefloop.training.config import WandbSettings
+    from prefloop.training.tracking import RoundTracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    cfg = TrustConfig(min_n=3, threshold=0.5)  # 8 of 9 choices right: lower bound 0.565
+    table = TrustTable({("fmt", "compare"): assess("fmt", "compare", Counter(agree=8, blind_tie=4, wrong_side=1), cfg)})
+    tracker = RoundTracker(WandbSettings(project="prefloop-tests"), run_dir=tmp_path, loop_id="trust", group="g",
+                           round_number=2, config={})
+    tracker.start()
+    try:
+        tracker.log_round({"trust": wandb_view(table.to_metrics())})
+        summary = dict(tracker.run.summary)
+    finally:
+        tracker.finish()
+    assert summary["round/trust/fmt/compare/n"] == 13 and summary["round/trust/fmt/compare/blind_ties"] == 4
+    assert summary["round/trust/fmt/compare/rate"] == pytest.approx(8 / 13, abs=1e-4)
+    assert summary["round/trust/fmt/compare/blind"] == 1 and summary["round/trust/fmt/compare/trusted"] == 1
+    assert 0 < summary["round/trust/fmt/compare/low"] < summary["round/trust/fmt/compare/high"] < 1

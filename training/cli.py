@@ -35,7 +35,7 @@ def _threads() -> None:
 def _print_report(project, plot_path: Optional[Path] = None) -> Path:  # noqa: ANN001
     from rich.console import Console
 
-    from .report import collect, plot, roi_table, rounds_table
+    from .report import collect, plot, roi_table, rounds_table, stopping_lines, trust_table
 
     console = Console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -44,6 +44,10 @@ def _print_report(project, plot_path: Optional[Path] = None) -> Path:  # noqa: A
     currency = project.config.cost.currency
     console.print(rounds_table(rows, currency))
     console.print(roi_table(rows, currency))
+    if any(r.trust for r in rows):
+        console.print(trust_table(rows))
+    for line in stopping_lines(rows):
+        console.print(line, markup=False, highlight=False)
     out = plot(rows, plot_path or project.runs_dir / "report.png", currency)
     console.print(f"plot: {out}")
     return out

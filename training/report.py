@@ -8,7 +8,7 @@ a win rate whose interval includes 50 %, are marked ≈ (within the noise).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class RoundRow:
     oracle_change: float | None = None
     oracle_change_ci: list[float] | None = None
     oracle_change_noise: bool | None = None
+    trust: dict[str, Any] = field(default_factory=dict)  # judge → kind → record (metrics.trust)
+    stopped: dict[str, Any] | None = None  # the stopping rule's decision (metrics.stopping), if it stopped
 
     @property
     def total_cost(self) -> float:
@@ -78,6 +80,7 @@ def collect(project: Project) -> list[RoundRow]:
             human_cost=cost.human_cost, judge_cost=cost.judge_cost, compute_cost=cost.compute_cost,
             compute_seconds=cost.compute_seconds, human_seconds=cost.human_seconds,
             train_steps=sum(int(p.get("steps", 0)) for p in phases.values()),
+            trust=dict(m.get("trust") or {}), stopped=m.get("stopping"),
         ))
     return rows
 
@@ -150,6 +153,34 @@ def rounds_table(rows: list[RoundRow], currency: str = "USD") -> Any:
         first.add_row(number, *q)
         second.add_row(number, *v)
     return FirstThatFits(fit(both), Group(fit(first), fit(second)))
+
+
+def trust_table(rows: list[RoundRow]) -> Any:
+    """Per round, judge and task kind: the judge's agreement with the human majority (running
+    estimate, 95 % Wilson interval), its errors split into wrong side and blind ties, and its status."""
+    t = table("judge trust vs humans (all rounds so far; blind: its ties hide what humans decided)",
+              [("round", "number"), ("judge", "text"), ("kind", "text"), ("n", "number"), ("agree", "number"),
+               ("95 %\ninterval", "number"), ("wrong\nside", "number"), ("blind\nties", "number"), ("status", "text")])
+    for r in rows:
+        for judge, kinds in sorted(r.trust.items()):
+            for kind, x in sorted(kinds.items()):
+                status = x.get("status", "?") + (", blind" if x.get("blind") else "")
+                interval = f"{_pct(x.get('low'))}–{_pct(x.get('high'))}" if x.get("low") is not None else _pct(None)
+                t.add_row(str(r.number), judge, kind, str(x.get("n", 0)), _pct(x.get("rate")), interval,
+                          str(x.get("wrong_side", 0)), str(x.get("blind_ties", 0)), status)
+    return fit(t)
+
+
+def stopping_lines(rows: list[RoundRow]) -> list[str]:
+    """One line per round where the cost-aware stopping rule (judges.stopping) held people back."""
+    out = []
+    for r in rows:
+        st = r.stopped
+        if st and (st.get("not_asked") or st.get("stopped")):
+            out.append(f"round {r.number}: stopping rule ({st.get('rule')}): asked about {st.get('asked')} task(s), "
+                       f"not about {st.get('not_asked')} (best of them worth {_money(st.get('max_value_not_asked'))} < price "
+                       f"{_money(st.get('price'))})" + (f", stopped after {st.get('at_labels')} label(s)" if st.get("stopped") else ""))
+    return out
 
 
 def roi_table(rows: list[RoundRow], currency: str = "USD") -> Any:

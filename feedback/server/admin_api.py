@@ -21,6 +21,7 @@ from .schemas import (
     QueueOut,
     RoundIdQuery,
     ThroughputOut,
+    TrustOut,
     error_responses,
 )
 from .security import reject_unknown_query_parameters
@@ -66,6 +67,15 @@ def api_agreement(state: ServerStateDep, round_id: RoundIdQuery = None) -> Agree
     return agreement_summary(state.store, round_id)
 
 
+@router.get("/api/admin/trust", response_model=TrustOut, responses=REFUSALS)
+def api_trust(state: ServerStateDep, round_id: RoundIdQuery = None) -> TrustOut:
+    """Judge trust per judge and task kind: agreement with the human majority, its interval, wrong
+    side vs blind ties, and whether the judge's verdicts and ties count."""
+    from .dashboard import trust_summary
+
+    return trust_summary(state.store, state.config.judges.trust, round_id)
+
+
 @router.get(
     "/api/admin/export/{dataset}.jsonl", response_class=Response,
     responses={200: {"description": "one JSON object per line", "content": {"application/x-ndjson": {
@@ -77,13 +87,17 @@ def api_export(
         alias="type", description="SFT rows as prompt/completion (loss on the reply only) or messages")] = "prompt-completion",
 ) -> Response:
     """The aggregated DPO pairs or SFT targets as JSON lines (TRL conversational format, with provenance)."""
+    from prefloop.judges.trust import untrusted_judges
+
     from ..export import build_dpo_dataset, build_sft_dataset
 
     rounds = [round_id] if round_id is not None else None
+    skip = untrusted_judges(state.store, state.config.judges.trust)  # their labels stay out, as in training
     if dataset == "dpo":
-        ds = build_dpo_dataset(state.store, round_ids=rounds, config=state.config.aggregation)
+        ds = build_dpo_dataset(state.store, round_ids=rounds, config=state.config.aggregation, exclude_judges=skip)
     else:
-        ds = build_sft_dataset(state.store, round_ids=rounds, config=state.config.aggregation, dataset_type=sft_type)
+        ds = build_sft_dataset(state.store, round_ids=rounds, config=state.config.aggregation, dataset_type=sft_type,
+                               exclude_judges=skip)
     body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
     return Response(body, media_type="application/x-ndjson",
                     headers={"content-disposition": f'attachment; filename="{dataset}.jsonl"'})

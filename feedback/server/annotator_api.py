@@ -153,6 +153,8 @@ def api_submit(task_id: TaskIdPath, body: SubmitIn, request: Request, principal:
         principal.id, task_id, body.value, idempotency_key=body.idempotency_key,
         duration_s=body.duration_s, rationale=body.rationale, meta=meta,
     )
+    if not r.duplicate:
+        state.priorities.label_arrived(task_id)
     return ReceiptOut(annotation_id=r.annotation_id, task_id=r.task_id, late=r.late, duplicate=r.duplicate)
 
 

@@ -2,7 +2,8 @@
 chart geometry the page draws from them.
 
 The numbers come from :mod:`~prefloop.feedback.activity` (counts), :mod:`~prefloop.feedback.queue`
-(queue state) and :mod:`~prefloop.feedback.agreement` (κ, α, judge–human); this module only shapes
+(queue state), :mod:`~prefloop.feedback.agreement` (κ, α, judge–human) and
+:mod:`prefloop.judges.trust` (judge trust); this module only shapes
 them. Charts are plain SVG rectangles computed here, so the page needs no script and no inline style.
 """
 
@@ -21,10 +22,12 @@ from .schemas import (
     AnnotatorThroughputOut,
     InterAnnotatorOut,
     JudgeAgreementOut,
+    JudgeTrustOut,
     PairAgreementOut,
     QueueOut,
     RoundProgressOut,
     ThroughputOut,
+    TrustOut,
 )
 
 AGREEMENT_KINDS = ("compare", "rate")  # the task kinds with a categorical or ordinal label
@@ -85,6 +88,17 @@ def agreement_summary(store: Store, round_id: int | None = None) -> AgreementOut
     return AgreementOut(inter_annotator=inter, judge_human=judges)
 
 
+def trust_summary(store: Store, trust_config: Any, round_id: int | None = None) -> TrustOut:
+    """Each judge's trust per task kind (:mod:`prefloop.judges.trust`), over all rounds or one."""
+    from prefloop.judges.trust import measure_trust
+
+    table = measure_trust(store, trust_config, round_ids=[round_id] if round_id is not None else None)
+    rows = [JudgeTrustOut.model_validate({k: (_num(v) if isinstance(v, float) else v) for k, v in t.to_dict().items()
+                                          if k in JudgeTrustOut.model_fields})
+            for _, t in sorted(table.items())]
+    return TrustOut(min_n=trust_config.min_n, threshold=trust_config.threshold, judges=rows)
+
+
 # ------------------------------------------------------------------------------------ chart geometry
 BAR_X, BAR_W, ROW_H = 110, 230, 26
 
@@ -127,8 +141,10 @@ def _judge_bars(judges: list[JudgeAgreementOut]) -> dict[str, Any]:
             "text_x": BAR_X + BAR_W + 8}
 
 
-def dashboard_context(store: Store, queue: Queue, *, hours: int = 24) -> dict[str, Any]:
+def dashboard_context(store: Store, queue: Queue, *, hours: int = 24, trust_config: Any = None) -> dict[str, Any]:
     """Everything ``admin.html`` draws."""
+    from prefloop.judges.config import TrustConfig
+
     q = queue_summary(store, queue)
     t = activity.throughput(store, hours=hours)
     agreement = agreement_summary(store)
@@ -140,4 +156,5 @@ def dashboard_context(store: Store, queue: Queue, *, hours: int = 24) -> dict[st
         "sparklines": _sparklines(t),
         "agreement": agreement,
         "judge_chart": _judge_bars(agreement.judge_human),
+        "trust": trust_summary(store, trust_config or TrustConfig()),
     }

@@ -115,4 +115,5 @@ def admin_page(who: PageUserDep, state: ServerStateDep) -> Response:
         dashboard_context,  # on first use: it pulls in the statistics code
     )
 
-    return state.render("admin.html", principal=principal, csrf=csrf, **dashboard_context(state.store, state.queue))
+    return state.render("admin.html", principal=principal, csrf=csrf, **dashboard_context(state.store, state.queue,
+                                                                                   trust_config=state.config.judges.trust))

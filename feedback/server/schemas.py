@@ -308,3 +308,32 @@ class AgreementOut(BaseModel):
 
     inter_annotator: dict[str, InterAnnotatorOut] = Field(description="per task kind (compare, rate)")
     judge_human: list[JudgeAgreementOut]
+
+
+class JudgeTrustOut(BaseModel):
+    """One judge on one task kind against the human majority (see ``prefloop.judges.trust``)."""
+
+    judge: str
+    kind: str
+    n: int = Field(description="tasks with this judge's verdict and a human majority")
+    agree: int
+    wrong_side: int = Field(description="both chose, opposite sides (rate: more than a point apart)")
+    blind_ties: int = Field(description="the judge said tie where humans chose")
+    chose_on_tie: int = Field(description="the judge chose where humans said tie")
+    ties: int
+    rate: float | None = Field(description="agree / n; null when n is 0")
+    low: float | None = Field(description="Wilson interval of rate (judges.trust.level)")
+    high: float | None
+    status: Literal["trusted", "untrusted", "unmeasured"] = Field(
+        description="its verdicts: trusted (count in selection and training), untrusted (left out of training), "
+                    "unmeasured (too few checked)")
+    ties_trusted: bool
+    blind: bool = Field(description="most of its ties were tasks humans decided: its ties are unknown, not doubt")
+
+
+class TrustOut(BaseModel):
+    """Judge trust per judge and task kind (`GET /api/admin/trust`)."""
+
+    min_n: int
+    threshold: float
+    judges: list[JudgeTrustOut]

@@ -28,6 +28,9 @@ class ServerState:
         self.store = store
         self.config = config
         self.queue = Queue.from_config(store, config.queue)
+        from prefloop.judges.selection import PriorityRefresher
+
+        self.priorities = PriorityRefresher(store, config.judges)  # claims follow what new labels teach
         srv = config.server
         self.limiter = SignInLimiter(srv.signin_attempts, srv.signin_overall_attempts, srv.signin_window_seconds)
         self.session_seconds = int(srv.session_hours * 3600)

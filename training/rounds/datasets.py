@@ -16,6 +16,7 @@ from sqlalchemy import select
 from prefloop.atomic import atomic_dir
 from prefloop.feedback.export import build_dpo_dataset, build_sft_dataset, dataset_hash
 from prefloop.feedback.models import Artifact, Round
+from prefloop.judges.trust import excluded_labels, untrusted_judges
 
 from .context import RoundContext
 from .state import DatasetRef
@@ -38,9 +39,13 @@ def run(ctx: RoundContext) -> None:
     t = ctx.training
     rounds = window(ctx)
     agg = ctx.cfg.aggregation
+    trust = ctx.cfg.judges.trust
+    untrusted = untrusted_judges(ctx.store, trust)
     built = {
-        "dpo": build_dpo_dataset(ctx.store, round_ids=rounds, config=agg, sources=t.dpo.sources) if t.dpo.enabled else None,
-        "sft": build_sft_dataset(ctx.store, round_ids=rounds, config=agg, sources=t.sft.sources) if t.sft.enabled else None,
+        "dpo": build_dpo_dataset(ctx.store, round_ids=rounds, config=agg, sources=t.dpo.sources,
+                                 exclude_judges=untrusted) if t.dpo.enabled else None,
+        "sft": build_sft_dataset(ctx.store, round_ids=rounds, config=agg, sources=t.sft.sources,
+                                 exclude_judges=untrusted) if t.sft.enabled else None,
     }
     summary: dict[str, dict[str, object]] = {}
     refs: dict[str, DatasetRef] = {}
@@ -54,7 +59,10 @@ def run(ctx: RoundContext) -> None:
         if len(ds) == 0:
             continue
         _save(ctx, kind, ds, digest, path)
-    ctx.write(change=lambda st: st.update(datasets=refs, data_rounds=rounds), metrics={"datasets": summary})
+    # labels of untrusted judges (judges.trust) stay out; how many, per judge and kind
+    excluded = excluded_labels(ctx.store, untrusted, round_ids=rounds)
+    ctx.write(change=lambda st: st.update(datasets=refs, data_rounds=rounds),
+              metrics={"datasets": summary, "excluded_untrusted": excluded})
 
 
 def _save(ctx: RoundContext, kind: str, ds: Dataset, digest: str, path: Path) -> None:

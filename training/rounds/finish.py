@@ -1,5 +1,5 @@
-"""Finishing a round (before it enters ``done``): its cost and judge–human agreement go to the
-metrics, and its numbers, a table of samples, its datasets and its adapter to its wandb run."""
+"""Finishing a round (before it enters ``done``): its cost, judge–human agreement and judge trust
+(the running estimate over all rounds so far, :mod:`prefloop.judges.trust`) go to the metrics, and its numbers, a table of samples, its datasets and its adapter to its wandb run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import select
 from prefloop.feedback.aggregate import compare_outcome, load_task_labels
 from prefloop.feedback.agreement import judge_human_agreement
 from prefloop.feedback.models import Generation, Prompt
+from prefloop.judges.trust import measure_trust, wandb_view
 
 from ..roi import round_cost
 from .context import RoundContext
@@ -24,7 +25,8 @@ def run(ctx: RoundContext) -> None:
                       eval_judge_cost=(m.get("eval") or {}).get("judge_cost") or 0.0)
     agreement = {a.judge: {"n": a.n, "agreement": a.agreement, "kappa": a.kappa}
                  for a in judge_human_agreement(ctx.store, round_ids=[ctx.round_id])} if ctx.number > 0 else {}
-    ctx.patch_metrics(cost=cost.to_dict(), agreement=agreement)
+    trust = measure_trust(ctx.store, ctx.cfg.judges.trust).to_metrics() if ctx.number > 0 else {}
+    ctx.patch_metrics(cost=cost.to_dict(), agreement=agreement, trust=trust)
     tr = ctx.tracker
     if not tr.active:
         return
@@ -35,6 +37,7 @@ def run(ctx: RoundContext) -> None:
         "labels/human": cost.human_labels, "labels/judge": cost.judge_labels,
         "cost": cost.to_dict(),
         "agreement": {k: v["agreement"] for k, v in agreement.items()},
+        "trust": wandb_view(trust),
         "datasets": {k: v.get("rows") for k, v in (m.get("datasets") or {}).items()},
         "reward_model": {k: {"agreement": (v.get("agreement") or {}).get("agreement"), "pairs": v.get("pairs"),
                              "train_seconds": v.get("train_seconds")} for k, v in (m.get("reward_model") or {}).items()},

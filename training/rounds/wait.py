@@ -1,7 +1,10 @@
 """waiting: give people time to label the round's top tasks, on the built-in queue or in Argilla.
 
 The waited-for tasks and the start time are stored in the round state when the wait first
-starts, so a resumed round waits for the same tasks and its deadline does not restart. Tasks
+starts, so a resumed round waits for the same tasks and its deadline does not restart. While
+people label, every ``judges.selection.recompute_every`` new human labels recompute the open
+tasks' priorities (the server does the same as submits arrive). With ``judges.stopping`` on, only
+the tasks whose next label is worth its price are waited for, and the wait ends once none is left. Tasks
 nobody labelled are then taken off the human queue (``wait.cancel_unlabelled``); the judges'
 labels stand in for them.
 """
@@ -14,6 +17,9 @@ from sqlalchemy import func, select, update
 
 from prefloop.feedback.argilla import sync_until
 from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
+
+from prefloop.judges.selection import human_labels, refresh_round
+from prefloop.judges.stopping import decide
 
 from .context import RoundContext
 from .state import ArgillaSync
@@ -42,6 +48,10 @@ def _targets(ctx: RoundContext) -> tuple[list[int], float]:
             select(Task.id).where(Task.round_id == ctx.round_id, Task.overlap > 0, Task.status == TaskStatus.OPEN.value)
             .order_by(Task.priority.desc(), Task.id)
         ))
+    if ctx.cfg.judges.stopping.enabled:  # only the tasks whose label is worth its price (judges.stopping)
+        decision = decide(ctx.store, ctx.cfg.judges, ctx.cfg.cost.human_hourly_rate, ids)
+        ids = decision.worth
+        ctx.patch_metrics(stopping=decision.to_metrics(stopped=not ids, at_labels=0))
     if ctx.training.wait.max_tasks is not None:
         ids = ids[: ctx.training.wait.max_tasks]
     started = time.time()
@@ -74,6 +84,8 @@ def _wait_builtin(ctx: RoundContext) -> None:
         ctx.say(f"waiting for human labels on {len(targets)} task(s): annotate at [link]http://{srv.host}:{srv.port}/[/link]"
                 " (`prefloop serve`), or in the terminal with `prefloop annotate`")
     deadline = started + w.deadline_minutes * 60 if w.deadline_minutes else None
+    every = ctx.cfg.judges.selection.recompute_every
+    seen = human_labels(ctx.store, ctx.round_id)
     with ctx.reporter.bar(f"round {ctx.number} · human labels", "tasks", show_eta=False) as bar:
         job = bar.add_task("waiting", total=len(targets), info="")
         while True:
@@ -81,10 +93,29 @@ def _wait_builtin(ctx: RoundContext) -> None:
             bar.update(job, completed=len(targets) - len(short))
             if not short:
                 break
+            if every and human_labels(ctx.store, ctx.round_id) - seen >= every:
+                seen = human_labels(ctx.store, ctx.round_id)
+                refresh_round(ctx.store, ctx.cfg.judges, ctx.round_id)  # labels arrived: the queue's order follows
+                if _not_worth_asking(ctx, short, seen):
+                    break
             if deadline is not None and time.time() >= deadline:
                 ctx.say(f"[yellow]deadline reached[/]: {len(short)} task(s) still short of human labels; judges' labels stand in")
                 break
             time.sleep(w.poll_seconds)
+
+
+def _not_worth_asking(ctx: RoundContext, short: list[int], labels: int) -> bool:
+    """The stopping rule (judges.stopping): True, recorded in the metrics, once no task still short
+    of labels is worth the price of a human label."""
+    if not ctx.cfg.judges.stopping.enabled:
+        return False
+    decision = decide(ctx.store, ctx.cfg.judges, ctx.cfg.cost.human_hourly_rate, short)
+    if decision.worth:
+        return False
+    ctx.patch_metrics(stopping=decision.to_metrics(stopped=True, at_labels=labels))
+    ctx.say(f"[yellow]stopping rule[/]: the next human label is worth less than its price "
+            f"({ctx.cfg.cost.currency} {decision.price:.4f}) on all {len(short)} task(s) still waiting; judges' labels stand in")
+    return True
 
 
 def _wait_argilla(ctx: RoundContext) -> None:

@@ -167,6 +167,11 @@ def test_admin_statistics_and_roles(served) -> None:  # noqa: ANN001
     assert compare["pairs"][0]["observed"] == pytest.approx(4 / 6)
     assert compare["alpha"] == pytest.approx(expected.alpha)
     assert [j["judge"] for j in agreement["judge_human"]] == ["judge-x"]
+    trust = admin.get("/api/admin/trust").json()  # 4 tasks with a human majority (2 split), the judge agrees on all
+    assert annot.get("/api/admin/trust").status_code == 403
+    [j] = trust["judges"]
+    assert (j["judge"], j["kind"], j["n"], j["agree"], j["wrong_side"], j["blind_ties"]) == ("judge-x", "compare", 4, 4, 0, 0)
+    assert j["status"] == "unmeasured" and trust["min_n"] == 10 and j["low"] == pytest.approx(0.5101, abs=1e-4)
     names = {a["name"]: a for a in admin.get("/api/admin/annotators").json()}
     assert names["gina"]["submitted"] == 6 and "token_hash" not in names["gina"]
     page = admin.get("/admin")  # the dashboard needs a browser session, not a bearer token
@@ -213,7 +218,7 @@ def test_openapi_documents_the_api(served) -> None:  # noqa: ANN001
     schema = served.client().get("/api/openapi.json").json()
     paths = set(schema["paths"])
     assert {"/api/tasks/next", "/api/tasks/{task_id}/submit", "/api/tasks/{task_id}/skip", "/api/me/progress",
-            "/api/admin/queue", "/api/admin/agreement", "/api/admin/throughput"} <= paths
+            "/api/admin/queue", "/api/admin/agreement", "/api/admin/throughput", "/api/admin/trust"} <= paths
     assert "/login" not in paths
     assert "SubmitIn" in schema["components"]["schemas"]
 

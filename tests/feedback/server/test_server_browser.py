@@ -151,7 +151,14 @@ def test_admin_dashboard_renders_for_admins_only(served) -> None:  # noqa: ANN00
         c = served.client(token)
         for _ in range(3):
             t = c.post("/api/tasks/next").json()
-            c.post(f"/api/tasks/{t['task_id']}/submit", json={"value": {"choice": t["candidates"][0]["generation_id"]}})
+            good = next(x["generation_id"] for x in t["candidates"] if x["text"].startswith("good"))
+            c.post(f"/api/tasks/{t['task_id']}/submit", json={"value": {"choice": good}})
+    judge = q.ensure_annotator("judge-y", kind="judge")
+    from prefloop.feedback.models import Task
+
+    with served.store.session() as s:
+        for t in s.query(Task).all():
+            q.record(judge, t.id, {"choice": "tie"}, session=s)  # humans agreed on a side: blind ties
     admin = served.token("chief", admin=True)
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -167,6 +174,7 @@ def test_admin_dashboard_renders_for_admins_only(served) -> None:  # noqa: ANN00
         assert "6/6 (100%)" in main  # queue progress of the round
         rows = {r.inner_text().split("\t")[0]: r.inner_text() for r in page.query_selector_all("table.stats tr")}
         assert "uma" in rows and "vic" in rows
+        assert "Judge trust" in main and "unmeasured, blind" in rows["judge-y"]  # 3 blind ties of 3
         assert len(page.query_selector_all("svg.spark rect.bar-done")) == 2 * 24
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
