@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefloop.feedback.aggregate import TaskLabels, compare_outcome, load_task_labels
-from prefloop.feedback.agreement import compare_label
 from prefloop.feedback.answers import TIE
 from prefloop.feedback.db import Store
 from prefloop.feedback.models import AnnotatorKind
+from prefloop.kinds.compare import COMPARE
 
 from .config import TrustConfig
 
@@ -55,9 +55,9 @@ def _compare_outcomes(t: TaskLabels) -> Iterator[tuple[str, str]]:
     human = compare_outcome(t)
     if human.source != "human" or human.status not in ("preferred", "tie"):
         return  # no human label, or humans split: no reference
-    h = TIE if human.status == "tie" else compare_label(t, {"choice": human.winner})
+    h = TIE if human.status == "tie" else COMPARE.position_label(t, {"choice": human.winner})
     for lab in t.by(AnnotatorKind.JUDGE.value):
-        j = compare_label(t, lab.value) if lab.consistent else TIE
+        j = COMPARE.position_label(t, lab.value) if lab.consistent else TIE
         if j == h:
             yield lab.annotator, TIE_AGREE if j == TIE else AGREE
         elif j == TIE:
