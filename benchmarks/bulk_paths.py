@@ -305,7 +305,7 @@ def main() -> None:
                         build.seconds.append(b)
                         write.seconds.append(w)
                         console.print(f"  {backend} export: build {b:.2f} s, write {w:.2f} s, {rows} pairs")
-                    total = Runs([b + w for b, w in zip(build.seconds, write.seconds)])
+                    total = Runs([b + w for b, w in zip(build.seconds, write.seconds, strict=False)])
                     table.add_row(backend, f"export DPO ({total.median():.1f} s: build {build.median():.1f} + "
                                   f"JSONL {write.median():.1f})", total.rate(n), "", "", "", "", "")
                     continue

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -234,7 +234,6 @@ def fresh_loop_id(store: Any) -> None:
     from sqlalchemy import select
 
     from prefloop.feedback.models import Round
-
     from prefloop.training.rounds.state import RoundState
 
     with store.session() as s:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -61,10 +62,8 @@ class StoreCache:
             # Another process inserted some of these keys between our read and our commit. The
             # verdicts are equal by construction (same identity and inputs): keep theirs.
             for k, v in entries.items():
-                try:
+                with contextlib.suppress(IntegrityError):
                     self._insert(judge, {k: v})
-                except IntegrityError:
-                    pass
 
     def _insert(self, judge: str, entries: dict[str, dict[str, Any]]) -> None:
         from prefloop.feedback.models import JudgeCache

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from serverkit import make_project
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
@@ -38,7 +39,6 @@ from prefloop.feedback.importer import import_prompts, read_tasks
 from prefloop.feedback.models import BulkWrite, Generation, Prompt, StagedTask, Task
 from prefloop.feedback.prompts import visible_prompts
 from prefloop.feedback.queue import Queue
-from serverkit import make_project
 
 
 def write_prompts(path: Path, start: int, n: int) -> Path:

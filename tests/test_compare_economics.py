@@ -59,7 +59,7 @@ def test_bootstrap_interval_over_prompts_and_seeds() -> None:
     iv = bootstrap_ci(grid, resamples=4000, seed=1)
     assert iv is not None and iv.n == 6
     assert iv.mean == pytest.approx(0.5)
-    assert iv.low < iv.mean < iv.high and 0.2 <= iv.low and iv.high <= 0.9
+    assert iv.low < iv.mean < iv.high and iv.low >= 0.2 and iv.high <= 0.9
     assert bootstrap_ci(grid, resamples=4000, seed=1) == iv  # reproducible
     assert bootstrap_ci({}) is None and bootstrap_ci([]) is None
     same = bootstrap_ci([0.5, 0.5, 0.5])

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from prefloop.errors import DataError
 from prefloop.feedback.export import build_dpo_dataset, build_sft_dataset, dataset_hash, save_dataset
 from prefloop.feedback.queue import Queue
-from prefloop.errors import DataError
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from waitkit import blocked_by, wait_until
 
 from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
-from prefloop.feedback.db import Store, open_store
 from prefloop.feedback import queue_sql
+from prefloop.feedback.db import Store, open_store
 from prefloop.feedback.models import Annotation, Lease, Task, utcnow
 from prefloop.feedback.queue import Queue
 

@@ -55,9 +55,8 @@ def test_blank_prompts_and_bad_numbers_are_refused(queue: Queue) -> None:
             queue.add_rating("q", "x", priority=bad)
         with pytest.raises(QueueError, match=r"meta\.score is"):
             queue.add_rating("q", "x", meta={"score": bad})
-    with pytest.raises(DataError, match=r"model is 501 characters long"):
-        with queue.store.session() as s:
-            queue.add_generations("q", ["x"], model="m" * 501, session=s)
+    with pytest.raises(DataError, match=r"model is 501 characters long"), queue.store.session() as s:
+        queue.add_generations("q", ["x"], model="m" * 501, session=s)
     assert counts(queue.store) == (0, 0, 0, 0, 0)
 
 

@@ -57,9 +57,9 @@ def test_all_pairs_with_a_cap_and_edit_tasks(tmp_path: Path, db_url: str) -> Non
     again = create_pair_tasks(project, t, rid, 1, cands)
     assert not again.created and len(_tasks(project, rid)) == len(tasks)
     # Seeded: the same pairs for the same round and prompt.
-    from prefloop.training.pairing import _pairs
-
     import random
+
+    from prefloop.training.pairing import _pairs
 
     assert _pairs([1, 2, 3, 4], 3, random.Random("x")) == _pairs([1, 2, 3, 4], 3, random.Random("x"))
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from prefloop.feedback.models import Annotation, Annotator, Task
-from prefloop.feedback.queue import Queue, Receipt
-from prefloop.feedback.writer import NewAnnotation
 from sqlalchemy import func, select
 
 from prefloop.errors import InvalidAnswer, NotFoundError, QueueError
+from prefloop.feedback.models import Annotation, Annotator, Task
+from prefloop.feedback.queue import Queue, Receipt
+from prefloop.feedback.writer import NewAnnotation
 
 
 def stored(q: Queue) -> dict[tuple[int, str], tuple]:

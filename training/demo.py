@@ -193,10 +193,7 @@ def run_demo(directory: str | Path, *, rounds: int = 3, progress: bool = True, c
 
     console = console or Console(stderr=True)
     root = Path(directory)
-    if not (root / CONFIG_NAME).is_file():
-        project = init_project(root, preset="demo")
-    else:
-        project = Project(root)
+    project = init_project(root, preset="demo") if not (root / CONFIG_NAME).is_file() else Project(root)
     import_prompts(project.store, data_path())
     start = time.perf_counter()
     run_loop(project, rounds, humans=humans or scripted_humans(), progress=progress, console=console, verbose=verbose)

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from ..cli import ProjectOpt, open_project
 
-
 console = Console()
 err = Console(stderr=True)
 annotators_app = typer.Typer(help="Manage annotators and their sign-in tokens.", no_args_is_help=True)

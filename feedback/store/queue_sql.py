@@ -117,13 +117,13 @@ class Fast:
         cursor.close()
         if raw is None:
             return None
-        return c.row(*(v if proc is None else proc(v) for proc, v in zip(c.results, raw)))
+        return c.row(*(v if proc is None else proc(v) for proc, v in zip(c.results, raw, strict=False)))
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         c, cursor = self._execute(conn, params)
         raws = cursor.fetchall()
         cursor.close()
-        return [c.row(*(v if proc is None else proc(v) for proc, v in zip(c.results, raw))) for raw in raws]
+        return [c.row(*(v if proc is None else proc(v) for proc, v in zip(c.results, raw, strict=False))) for raw in raws]
 
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:  # noqa: ANN401
         row = self.first(conn, params)

@@ -9,8 +9,8 @@ from typing import Any
 from prefloop.atomic import atomic_path
 from prefloop.text import show_number
 
-from .stats import Interval
 from .runner import CompareResult
+from .stats import Interval
 
 
 def _ci(iv: Interval | None, scale: float = 1.0, digits: int = 3, suffix: str = "") -> str:

@@ -20,8 +20,8 @@ from prefloop.feedback.models import Generation
 from prefloop.feedback.passages import RAG, first_prompted
 
 from ..evaluation import win_rate
-from .stats import Interval, bootstrap_ci
 from .economics import BreakEven, Prices, break_even, cost_per_answer
+from .stats import Interval, bootstrap_ci
 
 #: seed → prompt id → the arm's answers to it, in sample order
 Answers = dict[int, dict[int, list[Generation]]]

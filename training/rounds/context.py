@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Artifact, Generation, Prompt, Round
-from prefloop.feedback.prompts import visible_prompts
-from prefloop.judges import Judge, judges_from_config
 from sqlalchemy import delete, select
 
 from prefloop.config import ProjectConfig
 from prefloop.errors import NotFoundError, PrefloopError
+from prefloop.feedback.db import Store
+from prefloop.feedback.models import Artifact, Generation, Prompt, Round
+from prefloop.feedback.prompts import visible_prompts
+from prefloop.judges import Judge, judges_from_config
 from prefloop.project import Project
 
 from ..config import TrainingConfig

@@ -28,19 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Round
 from sqlalchemy import select
 
 from prefloop.config import ProjectConfig
 from prefloop.console import library_output
 from prefloop.errors import ConfigError, PrefloopError
+from prefloop.feedback.db import Store
+from prefloop.feedback.models import Round
+from prefloop.judges.reward_model import is_reward_model
 from prefloop.project import Project
 
 from ..distributed import TRAIN_LOG
 from ..evaluation import load_oracle
-from prefloop.judges.reward_model import is_reward_model
-
 from ..tracking import RoundTracker, mask_urls
 from . import datasets, evaluate, finish, generate, judge, reward, train, wait
 from .context import HumansHook, Reporter, RoundContext, RoundError, load_round, round_dir

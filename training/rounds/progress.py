@@ -14,13 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prefloop.feedback.models import (
-    Annotation,
-    AnnotationStatus,
-    Annotator,
-    AnnotatorKind,
-    Task,
-)
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -33,6 +26,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from sqlalchemy import func, select
+
+from prefloop.feedback.models import (
+    Annotation,
+    AnnotationStatus,
+    Annotator,
+    AnnotatorKind,
+    Task,
+)
 
 if TYPE_CHECKING:
     from .context import RoundContext
@@ -156,9 +157,7 @@ def training_bar(reporter: Reporter, number: int, phase: str) -> Iterator[Any]:
                 progress.update(job, completed=state.global_step)
 
             def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
-                try:
+                with contextlib.suppress(KeyError, TypeError, ValueError):
                     progress.update(job, info=f"loss {float((logs or {})['loss']):.3f}")
-                except (KeyError, TypeError, ValueError):
-                    pass
 
         yield Feed()

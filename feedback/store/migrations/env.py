@@ -3,8 +3,8 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from prefloop.feedback.store.models import Base
 import prefloop.retrieval.models  # noqa: E402,F401 - the knowledge-base tables share Base's metadata
+from prefloop.feedback.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

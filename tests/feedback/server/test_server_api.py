@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
-from typer.testing import CliRunner
-
-import json
-
+from serverkit import serve_project
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from prefloop.cli import app as cli_app
 from prefloop.errors import AuthError
 from prefloop.feedback.agreement import inter_annotator
-from prefloop.feedback.server.auth import authenticate, hash_token
 from prefloop.feedback.models import Annotator, Generation, Task
 from prefloop.feedback.server.annotator_api import display_order
-from serverkit import serve_project
+from prefloop.feedback.server.auth import authenticate, hash_token
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from serverkit import make_project, serve_project
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from prefloop.feedback.server import create_app, serve_in_background
 from prefloop.feedback.server.auth import add_annotator
 from prefloop.feedback.server.security import CSP
-from serverkit import make_project, serve_project
 
 
 def assert_security_headers(r: httpx.Response) -> None:

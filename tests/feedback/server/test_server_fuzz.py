@@ -11,9 +11,8 @@ import os
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
-
 from conftest import drop_postgres_schema, fresh_postgres_url
+from hypothesis import HealthCheck, settings
 from serverkit import Served, serve_project
 
 FUZZ_EXAMPLES = int(os.environ.get("PREFLOOP_FUZZ_EXAMPLES", "25"))

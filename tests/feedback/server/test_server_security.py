@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from serverkit import chromium, serve_project, sign_in
 from sqlalchemy import select
 
 from prefloop.feedback.models import Annotation, Annotator, Generation, Prompt
@@ -12,7 +13,6 @@ from prefloop.feedback.server import create_app, serve_in_background
 from prefloop.feedback.server.limiter import SignInLimiter
 from prefloop.feedback.server.security import CSP
 from prefloop.feedback.server.sessions import SESSION_COOKIE
-from serverkit import chromium, serve_project, sign_in
 
 XSS_OUTPUT = (
     "Sure! <script>window.__pwned = 'script'; alert(1)</script>\n"
