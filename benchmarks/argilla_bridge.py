@@ -24,7 +24,7 @@ from rich.table import Table
 
 from prefloop.feedback import argilla as bridge
 from prefloop.feedback.argilla.client import quiet
-from prefloop.feedback.models import Round
+from prefloop.feedback.store.models import Round
 from prefloop.project import Project, init_project
 
 ROOT = Path(__file__).resolve().parent.parent

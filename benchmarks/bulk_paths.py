@@ -43,11 +43,11 @@ from rich.table import Table
 from sqlalchemy import event, insert, select, update
 
 from prefloop.feedback import bulk
-from prefloop.feedback.db import Store, open_store, postgres_schema_url
 from prefloop.feedback.export import build_dpo_dataset, save_dataset
 from prefloop.feedback.importer import import_prompts, read_tasks
-from prefloop.feedback.models import Annotation, Task, utcnow
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store, open_store, postgres_schema_url
+from prefloop.feedback.store.models import Annotation, Task, utcnow
 
 BENCH_SCHEMA = "bench_bulk"
 

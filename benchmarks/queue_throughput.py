@@ -33,9 +33,9 @@ from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import func, select
 
-from prefloop.feedback.db import Store, open_store, postgres_schema_url
-from prefloop.feedback.models import Annotation, Lease, Task
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store, open_store, postgres_schema_url
+from prefloop.feedback.store.models import Annotation, Lease, Task
 
 BENCH_SCHEMA = "bench_queue"
 

@@ -131,7 +131,7 @@ def bench_bm25(chunks: list[str], queries: list[str], rank_queries: int, repeats
 
 
 def bench_postgres(url: str, chunks: list[str], queries: list[str]) -> list[list[str]]:
-    from prefloop.feedback.db import open_store, postgres_schema_url
+    from prefloop.feedback.store.db import open_store, postgres_schema_url
     from prefloop.retrieval.ingest import import_kb
     from prefloop.retrieval.postgres import PostgresRetriever
 
@@ -162,7 +162,7 @@ def bench_postgres(url: str, chunks: list[str], queries: list[str]) -> list[list
 
 
 def bench_quality(url: str | None, k: int) -> list[list[str]]:
-    from prefloop.feedback.db import open_store, postgres_schema_url
+    from prefloop.feedback.store.db import open_store, postgres_schema_url
     from prefloop.retrieval.demo_data import support_kb_path, support_kb_queries_path
     from prefloop.retrieval.evaluation import check_labels, evaluate, read_queries
     from prefloop.retrieval.ingest import import_kb

@@ -74,7 +74,7 @@ def orchestrated(work: Path, model: str, sft_path: Path, dpo_path: Path) -> floa
     from sqlalchemy import select
 
     from prefloop.feedback.export import dataset_hash
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
     from prefloop.project import CONFIG_NAME, Project
     from prefloop.training.rounds import Orchestrator, config_snapshot
 

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from prefloop.feedback.db import postgres_schema_url
+from prefloop.feedback.store.db import postgres_schema_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the load-test harness is test code, not shipped
 from loadkit import LoadResult, run_load_test  # noqa: E402

@@ -40,9 +40,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import delete, func, insert, select
 
-from prefloop.feedback.db import Store, open_store, postgres_schema_url
-from prefloop.feedback.models import Annotation, Task, utcnow
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store, open_store, postgres_schema_url
+from prefloop.feedback.store.models import Annotation, Task, utcnow
 
 BENCH_SCHEMA = "bench_verdicts"
 IDENTITY = {"name": "bench-judge", "backend": "rules", "model": "bench", "template_hash": "0123456789abcdef"}

@@ -192,7 +192,7 @@ def collect_run(run: Run) -> list[RoundNumbers]:
 def _oracle_by_prompt(store: Any, round_id: int) -> dict[int, float]:
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Generation
+    from prefloop.feedback.store.models import Generation
 
     scores: dict[int, list[float]] = defaultdict(list)
     with store.session() as s:

@@ -233,7 +233,7 @@ def fresh_loop_id(store: Any) -> None:
     """A copied round 0 carries the baseline's loop id; each run gets its own (wandb run ids derive from it)."""
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
     from prefloop.training.rounds.state import RoundState
 
     with store.session() as s:

@@ -13,8 +13,8 @@ from sqlalchemy import case, func, select
 
 from prefloop.text import finite_or_none
 
-from .db import Store
-from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Round, Task, TaskStatus, utcnow
+from .store.db import Store
+from .store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Round, Task, TaskStatus, utcnow
 
 #: a pause longer than this ends a streak of answers (a "sitting").
 STREAK_GAP = dt.timedelta(minutes=15)

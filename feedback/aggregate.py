@@ -26,8 +26,8 @@ from prefloop.kinds.base import (
 )
 from prefloop.kinds.compare import COMPARE, Outcome
 
-from .db import Store, rows_by_id
-from .models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Generation, Round, Task
+from .store.db import Store, rows_by_id
+from .store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Generation, Round, Task
 
 T = TypeVar("T", Preference, SFTTarget)
 

@@ -21,8 +21,8 @@ from prefloop.kinds.compare import COMPARE, FIRST, SECOND
 from prefloop.text import finite_or_none
 
 from .aggregate import compare_outcome, load_task_labels
-from .db import Store
-from .models import AnnotatorKind
+from .store.db import Store
+from .store.models import AnnotatorKind
 
 
 def cohen_kappa(a: list, b: list) -> float | None:

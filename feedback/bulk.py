@@ -54,9 +54,9 @@ from sqlalchemy.engine import Connection, Dialect
 from prefloop.errors import DataError, PrefloopError
 from prefloop.text import check_text
 
-from .db import Store
-from .models import BulkWrite, Generation, Prompt, StagedTask, Task, utcnow
 from .prompts import MAX_SOURCE, STAGING, prompt_fields
+from .store.db import Store
+from .store.models import BulkWrite, Generation, Prompt, StagedTask, Task, utcnow
 
 if TYPE_CHECKING:
     from .importer import PromptRecord, TaskRecord

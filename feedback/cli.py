@@ -38,7 +38,7 @@ def round_ids(project: Project, numbers: list[int] | None) -> list[int] | None:
         return None
     from sqlalchemy import select
 
-    from .models import Round
+    from .store.models import Round
 
     with project.store.session() as s:
         found = dict(s.execute(select(Round.number, Round.id).where(Round.number.in_(numbers))).all())

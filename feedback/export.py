@@ -32,9 +32,9 @@ from prefloop.errors import DataError
 from prefloop.feedback.config import AggregationConfig
 
 from .aggregate import preferences, sft_targets
-from .db import Store, rows_by_id
-from .models import Generation, Prompt, Task, chat_messages
 from .passages import merged_passages, prompted_messages
+from .store.db import Store, rows_by_id
+from .store.models import Generation, Prompt, Task, chat_messages
 
 Format = Literal["disk", "jsonl", "parquet"]
 #: the two shapes of an SFT row (TRL's dataset types).

@@ -24,9 +24,9 @@ from prefloop.kinds import KINDS
 from prefloop.text import check_json, check_text, one_line
 
 from . import bulk
-from .db import Store
 from .enqueue import check_distinct_outputs
 from .prompts import MAX_SOURCE, check_tags, normalise_messages
+from .store.db import Store
 
 SPLITS = ("train", "eval")
 KNOWN = {"prompt", "text", "messages", "split", "tags", "reference", "meta", "source"}

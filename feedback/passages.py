@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Generation
+from .store.models import Generation
 
 PASSAGES = "passages"
 PROMPT_MESSAGES = "prompt_messages"

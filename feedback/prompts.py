@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from prefloop.errors import DataError
 from prefloop.text import check_json, check_text
 
-from .models import BulkWrite, Prompt
+from .store.models import BulkWrite, Prompt
 
 #: The state of a bulk write whose rows nobody may see yet.
 STAGING = "staging"

@@ -42,9 +42,9 @@ from prefloop.text import check_json, check_text
 
 from . import queue_sql as sql
 from . import writer
-from .db import Store
 from .enqueue import Enqueue, check_distinct_outputs
-from .models import (
+from .store.db import Store
+from .store.models import (
     Annotation,
     AnnotationStatus,
     Annotator,
@@ -114,7 +114,7 @@ class QueueStatus:
 
 
 class Queue(Enqueue):
-    """The queue over a :class:`~prefloop.feedback.db.Store`.
+    """The queue over a :class:`~prefloop.feedback.store.db.Store`.
 
     ``lease_seconds``: how long a claim holds its slot; ``overlap``: the default number of
     distinct humans per task; ``rating_scale``: the default scale of rate tasks; ``clock``: the

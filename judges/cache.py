@@ -37,13 +37,13 @@ class MemoryCache:
 
 
 class StoreCache:
-    """The ``judge_cache`` table of a :class:`~prefloop.feedback.db.Store` (SQLite or PostgreSQL)."""
+    """The ``judge_cache`` table of a :class:`~prefloop.feedback.store.db.Store` (SQLite or PostgreSQL)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        from prefloop.feedback.models import JudgeCache
+        from prefloop.feedback.store.models import JudgeCache
 
         out: dict[str, dict[str, Any]] = {}
         uniq = list(dict.fromkeys(keys))
@@ -66,7 +66,7 @@ class StoreCache:
                     self._insert(judge, {k: v})
 
     def _insert(self, judge: str, entries: dict[str, dict[str, Any]]) -> None:
-        from prefloop.feedback.models import JudgeCache
+        from prefloop.feedback.store.models import JudgeCache
 
         with self.store.session() as s:
             known = set(s.scalars(select(JudgeCache.key).where(JudgeCache.key.in_(list(entries)))))
@@ -75,7 +75,7 @@ class StoreCache:
     def count(self, judge: str | None = None) -> int:
         from sqlalchemy import func
 
-        from prefloop.feedback.models import JudgeCache
+        from prefloop.feedback.store.models import JudgeCache
 
         with self.store.session() as s:
             q = select(func.count()).select_from(JudgeCache)

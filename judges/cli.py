@@ -26,7 +26,7 @@ def _round_id(project, number: int | None) -> int | None:  # noqa: ANN001
     from sqlalchemy import select
 
     from prefloop.errors import NotFoundError
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
 
     with project.store.session() as s:
         rid = s.scalar(select(Round.id).where(Round.number == number))
@@ -42,7 +42,7 @@ def list_judges(project_dir: Path | None = ProjectOpt) -> None:
     from rich.console import Console
     from sqlalchemy import func, select
 
-    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind, JudgeCache
+    from prefloop.feedback.store.models import Annotation, Annotator, AnnotatorKind, JudgeCache
     from prefloop.tables import fit, table
 
     from . import judges_from_config

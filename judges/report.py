@@ -38,7 +38,7 @@ class AgreementRow:
 
 def consistency_rates(store: Any, *, round_ids: list[int] | None = None) -> dict[str, tuple[int, int, int]]:
     """judge → (consistent verdicts, pairwise verdicts, failures), from judge annotations' meta."""
-    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind, Task
+    from prefloop.feedback.store.models import Annotation, Annotator, AnnotatorKind, Task
 
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     with store.session() as s:

@@ -62,7 +62,7 @@ class TrainedRewardModel:
 
 def latest_adapter(store: Any, judge_name: str, *, max_round: int | None = None) -> TrainedRewardModel | None:
     """The newest registered adapter of this judge (of rounds up to ``max_round``) still on disk."""
-    from prefloop.feedback.models import Artifact, Round
+    from prefloop.feedback.store.models import Artifact, Round
 
     with store.session() as s:
         q = (select(Artifact.path, Artifact.sha256, Artifact.meta).join(Round, Round.id == Artifact.round_id)

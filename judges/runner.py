@@ -26,7 +26,7 @@ from .base import Judge, PairwiseJudge, PointwiseJudge
 from .verdicts import JudgedTask
 
 if TYPE_CHECKING:
-    from prefloop.feedback.db import Store
+    from prefloop.feedback.store.db import Store
 
 
 @dataclass
@@ -48,8 +48,8 @@ class JudgeRunStats:
 
 
 def _load_tasks(store: Any, round_id: int | None, task_ids: list[int] | None, include_cancelled: bool = False) -> list[JudgedTask]:
-    from prefloop.feedback.models import Generation, Task, TaskStatus
     from prefloop.feedback.passages import first_prompted, generation_metas
+    from prefloop.feedback.store.models import Generation, Task, TaskStatus
 
     with store.session() as s:
         q = select(Task)
@@ -112,7 +112,7 @@ def judge_round(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind
+    from prefloop.feedback.store.models import Annotation, Annotator, AnnotatorKind
 
     if isinstance(judge, str):
         from . import judges_from_config

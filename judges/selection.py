@@ -144,7 +144,7 @@ def update_priorities(
 
     The tasks: ``task_ids`` and/or the tasks of ``round_id`` (``open_only``: open ones only); under
     ``trust`` the order is over all open tasks of their rounds. One UPDATE statement for all."""
-    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind, Task, TaskStatus
+    from prefloop.feedback.store.models import Annotation, Annotator, AnnotatorKind, Task, TaskStatus
 
     cfg = weights or SelectionConfig()
     with store.session() as s:
@@ -220,7 +220,7 @@ class PriorityRefresher:
         every = self.config.selection.recompute_every
         if not every or self.config.selection.policy not in ("uncertainty", "trust"):
             return False
-        from prefloop.feedback.models import Task
+        from prefloop.feedback.store.models import Task
 
         with self.store.session() as s:
             round_id = s.scalar(select(Task.round_id).where(Task.id == task_id))
@@ -240,7 +240,7 @@ def human_labels(store: Any, round_id: int) -> int:
     """Submitted human labels on a round's tasks."""
     from sqlalchemy import func
 
-    from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
+    from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 
     with store.session() as s:
         return int(s.scalar(

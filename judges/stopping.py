@@ -46,7 +46,7 @@ def p_change(kind: str, verdicts: list[dict[str, Any]], trust: TrustTable) -> fl
 
 def label_price(store: Any, hourly_rate: float, cfg: StoppingConfig) -> float:
     """The price of one human label: the hourly rate × the mean observed seconds per label."""
-    from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind
+    from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind
 
     with store.session() as s:
         mean = s.scalar(select(func.avg(Annotation.duration_s)).join(Annotator, Annotator.id == Annotation.annotator_id)
@@ -70,7 +70,7 @@ class Decision:
 
 def decide(store: Any, judges_config: Any, hourly_rate: float, task_ids: list[int]) -> Decision:
     """Split ``task_ids`` into those worth a human label and those below its price."""
-    from prefloop.feedback.models import Annotation, Annotator, AnnotatorKind, Task
+    from prefloop.feedback.store.models import Annotation, Annotator, AnnotatorKind, Task
 
     from .trust import measure_trust
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from prefloop.feedback.aggregate import TaskLabels, compare_outcome, load_task_labels
 from prefloop.feedback.answers import TIE
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import AnnotatorKind
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import AnnotatorKind
 from prefloop.kinds.compare import COMPARE
 
 from .config import TrustConfig
@@ -207,7 +207,7 @@ def excluded_labels(store: Store, pairs: set[tuple[str, str]], *, round_ids: lis
     """judge → kind → how many of its submitted labels (of ``round_ids``) ``pairs`` leave out of training."""
     from sqlalchemy import func, select
 
-    from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, Task
+    from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, Task
 
     if not pairs:
         return {}

@@ -49,8 +49,8 @@ class Project:
         return parsed.render_as_string(hide_password=False)
 
     @cached_property
-    def store(self):  # noqa: ANN201 - prefloop.feedback.db.Store
-        from prefloop.feedback.db import open_store
+    def store(self):  # noqa: ANN201 - prefloop.feedback.store.db.Store
+        from prefloop.feedback.store.db import open_store
 
         return open_store(self.database_url)
 

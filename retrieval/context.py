@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefloop.feedback.db import Store
 from prefloop.feedback.passages import PASSAGES, PROMPT_MESSAGES, RAG
+from prefloop.feedback.store.db import Store
 
 from .augment import PlacedPassage, place
 from .config import RagConfig

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from prefloop.errors import ConfigError
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 
 from .indexes import ensure_index
 from .retrievers import Ranking, Retriever

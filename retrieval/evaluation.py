@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from prefloop.errors import DataError
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 from prefloop.text import check_json, check_text
 
 from .kb import get_kb_row

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 
 from .retrievers import Ranking, Retriever
 

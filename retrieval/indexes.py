@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 
 from .kb import KbInfo, kb_info
 from .models import KbChunk, KnowledgeBase

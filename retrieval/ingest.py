@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from prefloop.errors import DataError
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 from prefloop.text import check_json, check_text
 
 from .chunking import Chunking, Span, chunk_spans

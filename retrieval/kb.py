@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from prefloop.errors import NotFoundError
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 
 from .models import KbChunk, KbDocument, KnowledgeBase
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from prefloop.feedback.models import Base, utcnow
+from prefloop.feedback.store.models import Base, utcnow
 
 
 class KnowledgeBase(Base):

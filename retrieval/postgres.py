@@ -14,7 +14,7 @@ import re
 from sqlalchemy import text
 
 from prefloop.errors import ConfigError
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 
 from .retrievers import Ranking, Retriever
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from sqlalchemy import select
 
 from prefloop.errors import ConfigError, DataError
-from prefloop.feedback.db import Store
+from prefloop.feedback.store.db import Store
 from prefloop.text import check_text
 
 from .kb import KbInfo, kb_info

@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from prefloop.feedback.db import Store, open_store, postgres_schema_url
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store, open_store, postgres_schema_url
 
 POSTGRES_URL = os.environ.get("PREFLOOP_TEST_POSTGRES_URL")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

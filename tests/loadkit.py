@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from prefloop.config import preset_text
 from prefloop.errors import PrefloopError
-from prefloop.feedback.db import Store, open_store
-from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store, open_store
+from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
 from prefloop.sim import Ack, ScoreOracle, SimulationReport, provision_annotators, simulate
 
 

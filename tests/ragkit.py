@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Generation
 from prefloop.feedback.prompts import get_or_create_prompt
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Generation
 from prefloop.retrieval.config import RagConfig
 from prefloop.retrieval.context import PromptRetriever, RetrievedPrompt
 from prefloop.retrieval.ingest import import_kb

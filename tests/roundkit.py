@@ -78,7 +78,7 @@ def label_counts(store: Any) -> dict[str, int]:
     """Submitted annotations by annotator kind and task kind (what a resume must not change)."""
     from sqlalchemy import func, select
 
-    from prefloop.feedback.models import Annotation, Annotator, Task
+    from prefloop.feedback.store.models import Annotation, Annotator, Task
 
     with store.session() as s:
         rows = s.execute(

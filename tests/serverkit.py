@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from prefloop.config import ProjectConfig
-from prefloop.feedback.models import Annotation, Annotator
 from prefloop.feedback.server import create_app, serve_in_background
 from prefloop.feedback.server.auth import add_annotator
+from prefloop.feedback.store.models import Annotation, Annotator
 from prefloop.project import Project
 
 CHROMIUM = "/usr/bin/chromium"

@@ -23,7 +23,7 @@ def answer(q, annotator, task_id, value):
 
 def gens(q, task_id):
     with q.store.session() as s:
-        from prefloop.feedback.models import Task
+        from prefloop.feedback.store.models import Task
 
         return list(s.get(Task, task_id).generation_ids)
 

@@ -34,11 +34,11 @@ from typer.testing import CliRunner
 from prefloop.cli import app
 from prefloop.errors import DataError
 from prefloop.feedback import bulk
-from prefloop.feedback.db import Store, open_store
 from prefloop.feedback.importer import import_prompts, read_tasks
-from prefloop.feedback.models import BulkWrite, Generation, Prompt, StagedTask, Task
 from prefloop.feedback.prompts import visible_prompts
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store, open_store
+from prefloop.feedback.store.models import BulkWrite, Generation, Prompt, StagedTask, Task
 
 
 def write_prompts(path: Path, start: int, n: int) -> Path:
@@ -227,7 +227,7 @@ def test_annotators_are_served_between_every_two_steps_of_a_bulk_write(db_url: s
 KILLABLE = """
 import sys
 from prefloop.feedback import bulk
-from prefloop.feedback.db import open_store
+from prefloop.feedback.store.db import open_store
 from prefloop.feedback.importer import import_prompts, read_tasks
 from prefloop.feedback.queue import Queue
 

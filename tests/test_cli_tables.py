@@ -27,7 +27,7 @@ def busy_project(tmp_path: Path, db_url: str) -> Path:
     base name, an unfinished round with a long error, two humans and a judge on the same tasks."""
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
     from prefloop.project import CONFIG_NAME, Project, init_project
     from prefloop.retrieval.ingest import import_kb
 

@@ -16,7 +16,7 @@ import yaml
 from roundkit import deep_merge, make_project
 from sqlalchemy import func, select
 
-from prefloop.feedback.models import Generation
+from prefloop.feedback.store.models import Generation
 from prefloop.retrieval.demo_data import support_kb_path
 from prefloop.retrieval.ingest import import_kb
 

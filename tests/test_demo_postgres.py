@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 def test_demo_two_rounds_on_postgresql(tmp_path: Path) -> None:
     from conftest import drop_postgres_schema, fresh_postgres_url
 
-    from prefloop.feedback.db import open_store
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.db import open_store
+    from prefloop.feedback.store.models import Round
 
     url = fresh_postgres_url()
     store = None

@@ -13,7 +13,7 @@ from prefloop.feedback.queue import Queue
 
 @pytest.fixture
 def labelled(sqlite_url):
-    from prefloop.feedback.db import open_store
+    from prefloop.feedback.store.db import open_store
 
     store = open_store(sqlite_url)
     q = Queue(store, overlap=1)

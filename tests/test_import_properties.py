@@ -20,9 +20,9 @@ from sqlalchemy import func, select
 
 from prefloop.errors import DataError
 from prefloop.feedback.cli import queue_add
-from prefloop.feedback.db import Store
 from prefloop.feedback.importer import import_prompts
-from prefloop.feedback.models import Base, Generation, Prompt, Task
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Base, Generation, Prompt, Task
 
 SETTINGS = settings(derandomize=True, database=None, deadline=None, max_examples=30,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from prefloop.errors import DataError
 from prefloop.feedback.importer import import_prompts
-from prefloop.feedback.models import Prompt
+from prefloop.feedback.store.models import Prompt
 
 
 def count(store) -> int:

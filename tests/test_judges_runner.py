@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from prefloop.cli import app
 from prefloop.config import parse_config
-from prefloop.feedback.models import Annotation, Annotator, Generation, JudgeCache, Task
+from prefloop.feedback.store.models import Annotation, Annotator, Generation, JudgeCache, Task
 from prefloop.judges import judges_from_config
 from prefloop.judges.runner import judge_round
 from prefloop.project import Project

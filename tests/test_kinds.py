@@ -49,7 +49,7 @@ def test_registry_lists_the_built_in_kinds_and_names_unknown_ones() -> None:
     assert kind_names() == ["compare", "rate", "rank", "edit"]
     assert [KINDS[n] for n in kind_names()] == [COMPARE, RATE, RANK, EDIT]
     assert get_kind("rank") is RANK
-    from prefloop.feedback.models import TaskKind as StoredName
+    from prefloop.feedback.store.models import TaskKind as StoredName
 
     assert get_kind(StoredName.COMPARE) is COMPARE  # the store's enum of built-in names
     with pytest.raises(QueueError, match="unknown task kind 'judge'") as err:

@@ -21,9 +21,9 @@ from waitkit import blocked_by, wait_until
 
 from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
 from prefloop.feedback import queue_sql
-from prefloop.feedback.db import Store, open_store
-from prefloop.feedback.models import Annotation, Lease, Task, utcnow
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store, open_store
+from prefloop.feedback.store.models import Annotation, Lease, Task, utcnow
 
 
 def _annotations(store: Store, task_id: int) -> list[Annotation]:
@@ -330,7 +330,7 @@ def test_higher_priority_is_served_first(queue: Queue) -> None:
 
 
 def test_round_and_kind_filters(store: Store, queue: Queue) -> None:
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
 
     with store.session() as s:
         r1, r2 = Round(number=1), Round(number=2)
@@ -467,7 +467,7 @@ def test_real_processes_claiming_at_once_get_different_slots(store: Store, db_ur
 
 def test_a_withdrawn_human_answer_reopens_its_slot(store):
     """submitted → skipped through record() (e.g. discarded in Argilla) gives the slot back."""
-    from prefloop.feedback.models import Task
+    from prefloop.feedback.store.models import Task
 
     q = Queue(store, overlap=1)
     task = q.add_comparison("p", ["a", "b"])

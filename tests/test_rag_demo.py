@@ -73,7 +73,7 @@ def test_the_oracle_weighs_style_and_facts_half_each() -> None:
 
 
 def test_bm25_finds_each_eval_question_s_policy_within_k(tmp_path: Path) -> None:
-    from prefloop.feedback.db import open_store
+    from prefloop.feedback.store.db import open_store
     from prefloop.retrieval.demo_data import support_kb_path
     from prefloop.retrieval.ingest import import_kb
     from prefloop.retrieval.retrievers import build_retriever

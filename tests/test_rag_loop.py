@@ -11,7 +11,7 @@ import pytest
 from roundkit import deep_merge, make_project
 from sqlalchemy import delete, select
 
-from prefloop.feedback.models import Generation, Round
+from prefloop.feedback.store.models import Generation, Round
 from prefloop.retrieval.demo_data import support_kb_path
 from prefloop.retrieval.ingest import import_kb
 

@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 from prefloop.feedback import terminal
 from prefloop.feedback.export import build_dpo_dataset, build_sft_dataset
-from prefloop.feedback.models import Annotation
 from prefloop.feedback.passages import first_prompted, merged_passages
+from prefloop.feedback.store.models import Annotation
 from prefloop.retrieval.context import RetrievedPrompt, query_of
 
 QUESTION = [{"role": "system", "content": "You are a support agent for Acme."},

@@ -17,7 +17,7 @@ from prefloop.retrieval.ingest import import_kb
 
 
 def test_shipped_kb_queries_and_facts_agree(sqlite_url):
-    from prefloop.feedback.db import open_store
+    from prefloop.feedback.store.db import open_store
 
     store = open_store(sqlite_url)
     r = import_kb(store, support_kb_path(), kb="support")

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from prefloop.feedback.config import AggregationConfig
-from prefloop.feedback.models import Annotation, Annotator, Artifact, Round, Task
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.models import Annotation, Annotator, Artifact, Round, Task
 from prefloop.judges.config import JudgeSpec
 from prefloop.judges.reward_model import RewardModelJudge, TrainedRewardModel, artifact_kind
 from prefloop.project import Project

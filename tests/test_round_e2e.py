@@ -60,7 +60,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, project_on, wandb_offline: Path, 
     from datasets import load_from_disk
 
     from prefloop.feedback.export import dataset_hash
-    from prefloop.feedback.models import Artifact, Generation, Round, Task
+    from prefloop.feedback.store.models import Artifact, Generation, Round, Task
     from prefloop.training.demo import scripted_humans
     from prefloop.training.report import collect, plot
     from prefloop.training.rounds import Orchestrator, round_states
@@ -283,7 +283,7 @@ def test_a_failure_in_evaluating_then_round_resume(tmp_path: Path, project_on, w
     same one-line error on both databases, stores nothing of the broken step, and
     ``prefloop round resume`` finishes it once the oracle works again."""
     from prefloop.errors import ConfigError
-    from prefloop.feedback.models import Generation, Round
+    from prefloop.feedback.store.models import Generation, Round
     from prefloop.training.demo import scripted_humans
     from prefloop.training.rounds import Orchestrator, round_states
 

@@ -28,14 +28,14 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _state(project, number: int) -> str | None:  # noqa: ANN001
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
 
     with project.store.session() as s:
         return s.scalar(select(Round.state).where(Round.number == number))
 
 
 def _counts(project) -> dict[str, int]:  # noqa: ANN001
-    from prefloop.feedback.models import Artifact, Generation, Task
+    from prefloop.feedback.store.models import Artifact, Generation, Task
 
     with project.store.session() as s:
         counts = {
@@ -71,7 +71,7 @@ def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
     try:
         # The round waits for humans: scripted support leads answer through the HTTP API from here.
         _wait_for(lambda: _state(project, 1) == "waiting", "round 1 waits for humans", proc)
-        from prefloop.feedback.models import Round
+        from prefloop.feedback.store.models import Round
 
         with project.store.session() as s:
             rid = s.scalar(select(Round.id).where(Round.number == 1))
@@ -114,7 +114,7 @@ def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
 
 def _poll_targets(project, round_id: int, timeout: float = 30.0):  # noqa: ANN001, ANN202
     """The tasks the waiting round recorded as waited for."""
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
 
     control: dict = {}
 
@@ -131,7 +131,7 @@ def test_generation_interrupted_midway_resumes_without_duplicates(tmp_path: Path
     """A crash between two generation batches: the stored batch stays, only the rest is generated."""
     from collections import Counter
 
-    from prefloop.feedback.models import Generation, Round
+    from prefloop.feedback.store.models import Generation, Round
     from prefloop.training import generation as gen_mod
     from prefloop.training.rounds import Orchestrator
 

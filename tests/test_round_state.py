@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import insert, select
 
-from prefloop.feedback.db import Store, alembic_config
-from prefloop.feedback.models import Round
+from prefloop.feedback.store.db import Store, alembic_config
+from prefloop.feedback.store.models import Round
 
 #: a round 1 as the orchestrator stored it before 0005: control keys mixed into the metrics.
 OLD_METRICS = {

@@ -14,7 +14,7 @@ from conftest import drop_postgres_schema, fresh_postgres_url
 from serverkit import serve_project
 from sqlalchemy import select
 
-from prefloop.feedback.models import Annotation, Annotator, Generation
+from prefloop.feedback.store.models import Annotation, Annotator, Generation
 from prefloop.sim import ScoreOracle, SimulatedSeconds, SimulationError, provision_annotators, simulate
 
 
@@ -122,8 +122,8 @@ def test_follow_waits_for_the_round_and_reports_simulated_seconds(tmp_path: Path
 
     from roundkit import make_project
 
-    from prefloop.feedback.models import Task
     from prefloop.feedback.server import create_app, serve_in_background
+    from prefloop.feedback.store.models import Task
     from prefloop.training.roi import round_cost
     from prefloop.training.rounds import Orchestrator
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from prefloop.errors import PrefloopError
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Prompt, Round
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Prompt, Round
 
 
 def _rounds(store: Store) -> int:

@@ -91,7 +91,7 @@ def test_tasks_are_found_by_name_or_path_and_errors_are_one_line() -> None:
 
 def test_the_prompts_import_with_their_meta(store) -> None:  # noqa: ANN001
     from prefloop.feedback.importer import import_prompts
-    from prefloop.feedback.models import Prompt
+    from prefloop.feedback.store.models import Prompt
 
     assert import_prompts(store, ARITHMETIC.prompts).created == 72
     with store.session() as s:
@@ -103,7 +103,7 @@ def test_the_prompts_import_with_their_meta(store) -> None:  # noqa: ANN001
 def _fill(served: Any) -> list[tuple[int, dict, str]]:
     """For 4 questions: a compare task (right vs wrong number, both formatted) and an edit task (prose)."""
     from prefloop.feedback.importer import import_prompts
-    from prefloop.feedback.models import Prompt
+    from prefloop.feedback.store.models import Prompt
 
     import_prompts(served.store, ARITHMETIC.prompts)
     q, edits = served.queue, []
@@ -119,7 +119,7 @@ def _fill(served: Any) -> list[tuple[int, dict, str]]:
 
 def test_simulate_annotators_with_a_task_knows_what_the_task_knows(tmp_path: Path, db_url: str) -> None:
     from prefloop.cli import app
-    from prefloop.feedback.models import Annotation, Generation, Task
+    from prefloop.feedback.store.models import Annotation, Generation, Task
 
     with serve_project(tmp_path / "p", db_url, queue={"overlap": 1}) as served:
         edits = _fill(served)

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import func, select
 
 from prefloop.errors import ConfigError, DataError, InvalidAnswer, QueueError
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Annotation, Annotator, Generation, Prompt, Task
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Annotation, Annotator, Generation, Prompt, Task
 
 SURROGATE, NUL = "x\ud800y", "a\x00b"
 

@@ -72,7 +72,7 @@ def test_the_report_png_is_logged_as_an_image(tmp_path: Path, monkeypatch: pytes
     import yaml
     from wandbkit import read_offline_run
 
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
     from prefloop.project import CONFIG_NAME, Project, init_project
 
     init_project(tmp_path / "p")

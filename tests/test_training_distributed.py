@@ -165,7 +165,7 @@ def test_a_round_on_two_processes_writes_its_rows_and_wandb_run_once(tmp_path: P
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy import func, select
 
-    from prefloop.feedback.models import Artifact, Round
+    from prefloop.feedback.store.models import Artifact, Round
     from prefloop.training.demo import scripted_humans
     from prefloop.training.rounds import Orchestrator
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 
 def _round_with_candidates(project, texts_per_prompt: list[list[str]]):  # noqa: ANN001, ANN202
-    from prefloop.feedback.models import Generation, Prompt, Round
+    from prefloop.feedback.store.models import Generation, Prompt, Round
 
     with project.store.session() as s:
         r = Round(number=1, state="judging", config={}, metrics={})
@@ -27,7 +27,7 @@ def _round_with_candidates(project, texts_per_prompt: list[list[str]]):  # noqa:
 
 
 def _tasks(project, round_id: int):  # noqa: ANN001, ANN202
-    from prefloop.feedback.models import Task
+    from prefloop.feedback.store.models import Task
 
     with project.store.session() as s:
         return [(t.kind, list(t.generation_ids), t.overlap, t.priority, dict(t.meta), t.prompt_id)

@@ -9,8 +9,8 @@ import pytest
 
 from prefloop.feedback.config import AggregationConfig
 from prefloop.feedback.export import build_dpo_dataset
-from prefloop.feedback.models import Round, Task
 from prefloop.feedback.queue import Queue
+from prefloop.feedback.store.models import Round, Task
 from prefloop.judges.config import JudgesConfig, SelectionConfig, TrustConfig
 from prefloop.judges.selection import PriorityRefresher, interleave, scores, update_priorities
 from prefloop.judges.trust import UNMEASURED, UNTRUSTED, TrustTable, assess, measure_trust, wilson

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from prefloop.errors import InvalidAnswer, NotFoundError, QueueError
-from prefloop.feedback.models import Annotation, Annotator, Task
 from prefloop.feedback.queue import Queue, Receipt
+from prefloop.feedback.store.models import Annotation, Annotator, Task
 from prefloop.feedback.writer import NewAnnotation
 
 
@@ -82,7 +82,7 @@ def test_both_paths_keep_n_done_exact(store) -> None:
 def test_a_batch_is_written_as_the_same_answers_one_by_one(tmp_path, db_url) -> None:
     """record_many = record in order: new rows, unchanged ones, changes with history, withdrawals,
     and a (task, annotator) that comes twice in one batch."""
-    from prefloop.feedback.db import open_store
+    from prefloop.feedback.store.db import open_store
 
     one, many = Queue(open_store(f"sqlite:///{tmp_path / 'one.db'}")), Queue(open_store(db_url))
     answers = []

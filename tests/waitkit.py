@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, text
 
-from prefloop.feedback.db import ImmediateSQLiteDialect, Store
+from prefloop.feedback.store.db import ImmediateSQLiteDialect, Store
 
 
 def wait_until(condition: Callable[[], object], what: str, *, timeout: float = 60.0, interval: float = 0.02) -> None:

@@ -95,7 +95,7 @@ def round_status(project_dir: Optional[Path] = ProjectOpt) -> None:
     from rich.console import Console
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
     from prefloop.tables import fit, table
 
     project = _project(project_dir)

@@ -158,7 +158,7 @@ def labels_needed(store: Any, task_ids: list[int], per_task: int | None) -> int:
     a resumed round asks only for what is missing."""
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Task, TaskStatus
+    from prefloop.feedback.store.models import Task, TaskStatus
 
     with store.session() as s:
         rows = s.execute(select(Task.overlap, Task.n_done)

@@ -42,7 +42,7 @@ class PairingStats:
 
 def _count_tasks(store: Any, round_id: int, purpose: str) -> int:
     """How many of the round's tasks a pairing step made (its tasks carry ``meta.purpose``)."""
-    from prefloop.feedback.models import Task
+    from prefloop.feedback.store.models import Task
 
     with store.session() as s:
         metas = s.scalars(select(Task.meta).where(Task.round_id == round_id)).all()
@@ -54,7 +54,7 @@ def human_overlap(project: Any, cfg: TrainingConfig) -> int:
 
 
 def _texts(store: Any, ids: list[int]) -> dict[int, str]:
-    from prefloop.feedback.models import Generation
+    from prefloop.feedback.store.models import Generation
 
     with store.session() as s:
         return dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(ids))).tuples().all())
@@ -102,7 +102,7 @@ def scorer_name(project: Any, cfg: TrainingConfig, judges: dict[str, Any]) -> st
 
 def judge_scores(store: Any, round_id: int, judge_name: str) -> dict[int, float]:
     """generation id → the judge's score (unrounded when the judge reported it) on the round's rate tasks."""
-    from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, Task
+    from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, Task
     from prefloop.kinds import RATE
 
     with store.session() as s:

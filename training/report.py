@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from prefloop.feedback.models import Round
+from prefloop.feedback.store.models import Round
 from prefloop.project import Project
 from prefloop.tables import FirstThatFits, Kind, fit, table
 from prefloop.text import NA, show_number

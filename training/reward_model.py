@@ -29,7 +29,7 @@ from prefloop.atomic import atomic_dir, atomic_write_text
 from prefloop.feedback.aggregate import load_task_labels
 from prefloop.feedback.config import AggregationConfig
 from prefloop.feedback.export import _no_progress_bars, build_dpo_dataset
-from prefloop.feedback.models import AnnotatorKind, Generation, TaskKind
+from prefloop.feedback.store.models import AnnotatorKind, Generation, TaskKind
 from prefloop.judges.config import JudgeSpec
 from prefloop.judges.reward_model import INFO_FILE
 from prefloop.text import finite_or_none
@@ -95,7 +95,7 @@ def _add(rows: dict[str, list[Any]], prompt: list[dict[str, str]], chosen: str, 
 
 def _edit_pairs(store: Any, tasks: list[Any], spec: JudgeSpec, rows: dict[str, list[Any]]) -> None:
     """An edit is a preference: the corrected text over the output it corrects (when they differ)."""
-    from prefloop.feedback.models import Prompt
+    from prefloop.feedback.store.models import Prompt
 
     wanted = [(t, lab) for t in tasks for lab in t.labels if lab.kind in spec.sources]
     if not wanted:

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 
 from prefloop.config import CostConfig
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from prefloop.text import finite_or_none
 
 #: round states whose wall time is machine time (waiting for humans is not).

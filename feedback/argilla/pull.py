@@ -19,7 +19,7 @@ from sqlalchemy import select
 from prefloop.errors import InvalidAnswer
 from prefloop.kinds import get_kind
 
-from ..models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
+from ..store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from .client import connect, datasets_in, find_workspace, record_models, talking_to, username
 from .settings import Q_COMMENT, parse_name, round_number
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from prefloop.kinds import TaskView, get_kind
 
-from ..models import (
+from ..store.models import (
     Annotation,
     AnnotationStatus,
     Annotator,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from prefloop.errors import NotFoundError
 from prefloop.kinds import COMPARE, EDIT, RANK, RATE, get_kind
 
-from ..models import Round
+from ..store.models import Round
 
 if TYPE_CHECKING:
     from prefloop.project import Project

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from ..models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
+from ..store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
 from .pull import PullReport, pull
 from .push import push
 

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from prefloop.errors import NotAssigned
 
 from .. import activity
-from ..models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from ..passages import task_sources
 from ..queue import ClaimedTask
+from ..store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task
 from .auth import Principal
 from .identity import CallerDep
 from .schemas import (

@@ -33,7 +33,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from ..db import Store
+from ..store.db import Store
 from . import admin_api, annotator_api, errors, pages
 from .security import BodyLimit, SecurityHeaders
 from .state import ServerState

@@ -18,8 +18,8 @@ from sqlalchemy import ColumnElement, CursorResult, func, select, update
 from prefloop.errors import AuthError, NotFoundError, QueueError
 from prefloop.text import text_problem
 
-from ..db import Store
-from ..models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Role
+from ..store.db import Store
+from ..store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Role
 
 TOKEN_PREFIX = "pfl_"
 

@@ -70,7 +70,7 @@ def annotators_add(
 @annotators_app.command("list")
 def annotators_list(project_dir: Optional[Path] = ProjectOpt) -> None:
     """List annotators (humans and judges) with their label counts; tokens are never shown."""
-    from ..models import AnnotatorKind
+    from ..store.models import AnnotatorKind
     from .auth import list_annotators
 
     project = open_project(project_dir)

@@ -15,8 +15,8 @@ from prefloop.text import NA, finite_or_none
 
 from .. import activity
 from ..agreement import inter_annotator, judge_human_agreement
-from ..db import Store
 from ..queue import Queue
+from ..store.db import Store
 from .schemas import (
     AgreementOut,
     AnnotatorThroughputOut,

@@ -14,8 +14,8 @@ import secrets
 
 from sqlalchemy import delete, select
 
-from ..db import Store
-from ..models import Annotator, AnnotatorKind, BrowserSession, utcnow
+from ..store.db import Store
+from ..store.models import Annotator, AnnotatorKind, BrowserSession, utcnow
 from .auth import Principal
 
 #: the cookie that holds a browser's session (HttpOnly, SameSite=Strict).

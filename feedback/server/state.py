@@ -11,8 +11,8 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader
 
-from ..db import Store
 from ..queue import Queue
+from ..store.db import Store
 from .limiter import SignInLimiter
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ def load_human_oracle(spec: str, project: Any) -> Any:
 def _round_done(project: Any, number: int) -> bool:
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Round
+    from prefloop.feedback.store.models import Round
 
     with project.store.session() as s:
         return s.scalar(select(Round.state).where(Round.number == number)) == "done"

@@ -34,9 +34,9 @@ from typing import Any
 from sqlalchemy import select
 
 from prefloop.errors import PrefloopError
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Generation, Prompt
 from prefloop.feedback.server.auth import add_annotator
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Generation, Prompt
 from prefloop.kinds import TaskView, get_kind
 
 

@@ -75,7 +75,7 @@ def prompt_lookup(store: Any) -> Callable[[int], tuple[dict[str, Any], list[dict
     """generation id → (its prompt's meta, its prompt's messages), cached."""
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Generation, Prompt
+    from prefloop.feedback.store.models import Generation, Prompt
 
     @functools.lru_cache(maxsize=4096)
     def lookup(generation_id: int) -> tuple[dict[str, Any], list[dict[str, str]]]:

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from prefloop.config import ProjectConfig
 from prefloop.errors import ConfigError, NotFoundError
-from prefloop.feedback.models import Generation, Prompt, Round
+from prefloop.feedback.store.models import Generation, Prompt, Round
 from prefloop.project import Project
 from prefloop.retrieval.context import RetrievedPrompt
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefloop.feedback.models import Generation
 from prefloop.feedback.passages import RAG, first_prompted
+from prefloop.feedback.store.models import Generation
 
 from ..evaluation import win_rate
 from .economics import BreakEven, Prices, break_even, cost_per_answer

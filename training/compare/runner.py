@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from prefloop.atomic import atomic_write_text
 from prefloop.errors import ConfigError, NotFoundError
-from prefloop.feedback.models import Prompt
+from prefloop.feedback.store.models import Prompt
 from prefloop.project import Project
 from prefloop.retrieval.context import PromptRetriever, RetrievedPrompt, project_index_dir
 from prefloop.text import finite_or_none

@@ -17,9 +17,9 @@ from sqlalchemy import delete, select
 
 from prefloop.config import ProjectConfig
 from prefloop.errors import NotFoundError, PrefloopError
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Artifact, Generation, Prompt, Round
 from prefloop.feedback.prompts import visible_prompts
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Artifact, Generation, Prompt, Round
 from prefloop.judges import Judge, judges_from_config
 from prefloop.project import Project
 

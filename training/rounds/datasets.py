@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from prefloop.atomic import atomic_dir
 from prefloop.feedback.export import build_dpo_dataset, build_sft_dataset, dataset_hash
-from prefloop.feedback.models import Artifact, Round
+from prefloop.feedback.store.models import Artifact, Round
 from prefloop.judges.trust import excluded_labels, untrusted_judges
 
 from .context import RoundContext

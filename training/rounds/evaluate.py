@@ -18,9 +18,9 @@ from sqlalchemy import select
 from prefloop.atomic import atomic_write_text
 from prefloop.config import ProjectConfig
 from prefloop.errors import ConfigError
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Generation, Round
 from prefloop.feedback.passages import first_prompted
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Generation, Round
 from prefloop.judges import Judge, PairwiseJudge
 from prefloop.judges.reward_model import is_reward_model
 from prefloop.judges.runner import use_store_cache

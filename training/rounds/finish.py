@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from prefloop.feedback.aggregate import compare_outcome, load_task_labels
 from prefloop.feedback.agreement import judge_human_agreement
-from prefloop.feedback.models import Generation, Prompt
+from prefloop.feedback.store.models import Generation, Prompt
 from prefloop.judges.trust import measure_trust, wandb_view
 
 from ..roi import round_cost

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from prefloop.feedback.models import Task
+from prefloop.feedback.store.models import Task
 from prefloop.judges.reward_model import is_reward_model
 from prefloop.judges.runner import JudgeRunStats, judge_round
 from prefloop.kinds import RATE

@@ -33,8 +33,8 @@ from sqlalchemy import select
 from prefloop.config import ProjectConfig
 from prefloop.console import library_output
 from prefloop.errors import ConfigError, PrefloopError
-from prefloop.feedback.db import Store
-from prefloop.feedback.models import Round
+from prefloop.feedback.store.db import Store
+from prefloop.feedback.store.models import Round
 from prefloop.judges.reward_model import is_reward_model
 from prefloop.project import Project
 

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from sqlalchemy import func, select
 
-from prefloop.feedback.models import (
+from prefloop.feedback.store.models import (
     Annotation,
     AnnotationStatus,
     Annotator,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from prefloop.config import ProjectConfig
 from prefloop.errors import ConfigError
-from prefloop.feedback.models import Generation, Prompt
+from prefloop.feedback.store.models import Generation, Prompt
 from prefloop.retrieval.context import PromptRetriever, RetrievedPrompt, project_index_dir
 
 from .context import RoundContext

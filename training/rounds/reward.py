@@ -27,7 +27,7 @@ from prefloop.atomic import atomic_dir
 from prefloop.config import ProjectConfig
 from prefloop.feedback.agreement import judge_human_agreement
 from prefloop.feedback.export import _no_progress_bars
-from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskKind
+from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskKind
 from prefloop.judges.config import JudgeSpec
 from prefloop.judges.reward_model import RewardModelJudge, artifact_kind, is_reward_model, latest_adapter
 from prefloop.judges.runner import judge_round

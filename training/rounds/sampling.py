@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefloop.feedback.models import Generation, Prompt
+from prefloop.feedback.store.models import Generation, Prompt
 from prefloop.text import storable
 
 # Through the module, not its names: loading a model imports torch and transformers inside these

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from prefloop.feedback.models import Round
+from prefloop.feedback.store.models import Round
 
 #: ``reward_model`` runs only in rounds whose config has a reward-model judge (see :mod:`.reward`);
 #: a round without one goes from ``waiting`` straight to ``building_datasets``, as before it existed.

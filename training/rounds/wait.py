@@ -16,7 +16,7 @@ import time
 from sqlalchemy import func, select, update
 
 from prefloop.feedback.argilla import sync_until
-from prefloop.feedback.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
+from prefloop.feedback.store.models import Annotation, AnnotationStatus, Annotator, AnnotatorKind, Task, TaskStatus
 from prefloop.judges.selection import human_labels, refresh_round
 from prefloop.judges.stopping import decide
 

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from prefloop.errors import ConfigError
 from prefloop.feedback import argilla as bridge
 from prefloop.feedback.argilla import client as argilla_client
-from prefloop.feedback.models import Annotation, Annotator, Round, Task
+from prefloop.feedback.store.models import Annotation, Annotator, Round, Task
 from prefloop.project import Project, init_project
 
 pytestmark = pytest.mark.argilla

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from prefloop.cli import app as cli_app
 from prefloop.errors import AuthError
 from prefloop.feedback.agreement import inter_annotator
-from prefloop.feedback.models import Annotator, Generation, Task
 from prefloop.feedback.server.annotator_api import display_order
 from prefloop.feedback.server.auth import authenticate, hash_token
+from prefloop.feedback.store.models import Annotator, Generation, Task
 
 
 @pytest.fixture

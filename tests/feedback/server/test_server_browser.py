@@ -109,7 +109,7 @@ def test_annotator_labels_every_kind_with_the_keyboard(served) -> None:  # noqa:
 def _generation_texts(served) -> dict[int, str]:  # noqa: ANN001
     from sqlalchemy import select
 
-    from prefloop.feedback.models import Generation
+    from prefloop.feedback.store.models import Generation
 
     with served.store.session() as s:
         return dict(s.execute(select(Generation.id, Generation.text)).all())
@@ -154,7 +154,7 @@ def test_admin_dashboard_renders_for_admins_only(served) -> None:  # noqa: ANN00
             good = next(x["generation_id"] for x in t["candidates"] if x["text"].startswith("good"))
             c.post(f"/api/tasks/{t['task_id']}/submit", json={"value": {"choice": good}})
     judge = q.ensure_annotator("judge-y", kind="judge")
-    from prefloop.feedback.models import Task
+    from prefloop.feedback.store.models import Task
 
     with served.store.session() as s:
         for t in s.query(Task).all():

@@ -59,8 +59,8 @@ def auth(request, live) -> tuple[str, dict[str, str]]:  # noqa: ANN001
 def _schema() -> dict:
     """The API's OpenAPI document, as the server builds it (no database is opened for this)."""
     from prefloop.config import ProjectConfig
-    from prefloop.feedback.db import Store
     from prefloop.feedback.server import create_app
+    from prefloop.feedback.store.db import Store
 
     return create_app(Store("sqlite://"), ProjectConfig()).openapi()
 

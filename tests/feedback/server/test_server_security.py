@@ -8,11 +8,11 @@ import pytest
 from serverkit import chromium, serve_project, sign_in
 from sqlalchemy import select
 
-from prefloop.feedback.models import Annotation, Annotator, Generation, Prompt
 from prefloop.feedback.server import create_app, serve_in_background
 from prefloop.feedback.server.limiter import SignInLimiter
 from prefloop.feedback.server.security import CSP
 from prefloop.feedback.server.sessions import SESSION_COOKIE
+from prefloop.feedback.store.models import Annotation, Annotator, Generation, Prompt
 
 XSS_OUTPUT = (
     "Sure! <script>window.__pwned = 'script'; alert(1)</script>\n"
