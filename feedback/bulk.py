@@ -42,14 +42,13 @@ a sequential scan, and a 30,000-prompt import after a 10-prompt pilot took 2.7×
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Table, delete, func, insert, literal, select, text, update
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy import delete, func, insert, literal, select, text, update
+from sqlalchemy.engine import Connection
 
 from prefloop.errors import DataError, PrefloopError
 from prefloop.text import check_text
@@ -57,6 +56,7 @@ from prefloop.text import check_text
 from .prompts import MAX_SOURCE, STAGING, prompt_fields
 from .store.db import Store
 from .store.models import BulkWrite, Generation, Prompt, StagedTask, Task, utcnow
+from .store.rows import columns_of, reserve_ids
 
 if TYPE_CHECKING:
     from .importer import PromptRecord, TaskRecord
@@ -146,7 +146,7 @@ def add_tasks(
     store = queue.store
     dialect, now = store.engine.dialect, utcnow()
     prompts = _prepare_prompts(store, [r.prompt for r in records], source)
-    as_task, as_output = _columns(dialect, T, _TASK_COLUMNS), _columns(dialect, G, _GENERATION_COLUMNS)
+    as_task, as_output = columns_of(dialect, T, _TASK_COLUMNS), columns_of(dialect, G, _GENERATION_COLUMNS)
     output = as_output.row({"id": None, "prompt_id": None, "text": None, "model": "import", "params": {}, "meta": {},
                             "bulk_id": None, "created_at": now})
     tasks: dict[tuple[str, int, float], list[Any]] = {}  # one converted row per kind, size and priority
@@ -281,7 +281,7 @@ _HASH, _OUTPUT_TEXT = _PROMPT_COLUMNS.index("content_hash"), _GENERATION_COLUMNS
 
 def _prepare_prompts(store: Store, records: Sequence[PromptRecord], source: str | None) -> list[list[Any]]:
     """Every prompt row in the driver's form, before any transaction (``bulk_id`` is set per batch)."""
-    as_row, now = _columns(store.engine.dialect, P, _PROMPT_COLUMNS), utcnow()
+    as_row, now = columns_of(store.engine.dialect, P, _PROMPT_COLUMNS), utcnow()
     if source is not None:
         check_text(source, "source", max_length=MAX_SOURCE)
     # parse_record checked every field already (its errors name file, line and field)
@@ -294,7 +294,7 @@ def _insert_prompts(conn: Connection, rows: list[list[Any]], bulk_id: int) -> di
     """Store the new ones among ``rows`` in one statement; returns their ids by content hash."""
     for r in rows:
         r[-1] = bulk_id
-    done = _columns(conn.dialect, P, _PROMPT_COLUMNS).insert(
+    done = columns_of(conn.dialect, P, _PROMPT_COLUMNS).insert(
         conn, rows, suffix=" ON CONFLICT (content_hash) DO NOTHING RETURNING content_hash, id")
     return dict(done)
 
@@ -304,7 +304,7 @@ def _insert_tasks(conn: Connection, chunk: list[tuple[list, list[list], list]], 
     missing = {p[_HASH] for p, _, _ in chunk} - prompt_ids.keys()
     if missing:  # stored before, or earlier in this file
         prompt_ids.update(conn.execute(select(P.c.content_hash, P.c.id).where(P.c.content_hash.in_(missing))).all())
-    gen_ids = iter(_reserve_ids(conn, G, sum(len(outputs) for _, outputs, _ in chunk)))
+    gen_ids = iter(reserve_ids(conn, G, sum(len(outputs) for _, outputs, _ in chunk)))
     generations, tasks = [], []
     for prompt, outputs, task in chunk:
         prompt_id = prompt_ids[prompt[_HASH]]
@@ -315,116 +315,12 @@ def _insert_tasks(conn: Connection, chunk: list[tuple[list, list[list], list]], 
             generations.append(out)
         task[1], task[2] = prompt_id, json.dumps(ids)
         tasks.append(task)
-    _columns(conn.dialect, G, _GENERATION_COLUMNS).insert(conn, generations)
+    columns_of(conn.dialect, G, _GENERATION_COLUMNS).insert(conn, generations)
     if w.staged:  # the queue's counters start when the task is published
-        _columns(conn.dialect, ST, ("bulk_id", "pos", *_TASK_COLUMNS)).insert(
+        columns_of(conn.dialect, ST, ("bulk_id", "pos", *_TASK_COLUMNS)).insert(
             conn, [[w.id, pos, *t] for pos, t in enumerate(tasks, start)])
     else:
-        _columns(conn.dialect, T, (*_TASK_COLUMNS, "n_done")).insert(conn, [[*t, 0] for t in tasks])
-
-
-class _Columns:
-    """Rows of some columns of a table, converted and inserted without SQLAlchemy's per-value work.
-
-    SQLAlchemy converts each value of each row through its column type on every execution, which
-    cost 5–10× the database's own work here (issue 14 asks for the database's speed). So rows are
-    converted once, while they are prepared (JSON as SQLAlchemy's JSON type writes it, ``None``
-    included; other types by the dialect's own converters), then inserted by statements sent
-    through the connection, so that events and error translation work as usual: on SQLite one
-    multi-row ``VALUES`` per 32,766 values; on PostgreSQL one ``INSERT … SELECT FROM unnest(…)``
-    with one array per column (a ``VALUES`` list of thousands of rows takes PostgreSQL longer to
-    plan than to insert).
-    """
-
-    def __init__(self, dialect: Dialect, table: Table, columns: tuple[str, ...]) -> None:
-        self.pg = dialect.name == "postgresql"
-        self.names = columns
-        self.convert: list[tuple[int, Callable[[Any], Any]]] = []
-        for i, c in enumerate(columns):
-            col_type = table.c[c].type
-            if isinstance(col_type, JSON):
-                self.convert.append((i, _json))
-                continue
-            to_db = col_type.dialect_impl(dialect).bind_processor(dialect)
-            if to_db is not None:  # datetimes on SQLite: one `now` for every row, converted once
-                self.convert.append((i, functools.lru_cache(maxsize=16)(functools.partial(_unless_none, to_db))))
-        quote = dialect.identifier_preparer
-        head = f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
-        if self.pg:  # JSON travels as text and is cast; other arrays take the column's own type
-            types = ["text" if isinstance(table.c[c].type, JSON) else table.c[c].type.compile(dialect=dialect)
-                     for c in columns]
-            casts = [f"u.c{i}::json" if isinstance(table.c[c].type, JSON) else f"u.c{i}" for i, c in enumerate(columns)]
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
-            names = ", ".join(f"c{i}" for i in range(len(columns)))
-            self.sql = f"{head}SELECT {', '.join(casts)} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY u.n"
-        else:
-            self.head, self.one = head + "VALUES ", "(" + ", ".join(["?"] * len(columns)) + ")"
-            self.per_statement = max(1, _MAX_PARAMETERS // len(columns))
-
-    def row(self, values: dict[str, Any]) -> list[Any]:
-        out = [values[c] for c in self.names]
-        for i, to_db in self.convert:
-            out[i] = to_db(out[i])
-        return out
-
-    def insert(self, conn: Connection, rows: Sequence[Sequence[Any]], *, suffix: str = "") -> list[Any]:
-        """Insert converted ``rows``; returns what ``suffix`` (``RETURNING …``) returns."""
-        if not rows:
-            return []
-        if self.pg:
-            columns = tuple(list(c) for c in zip(*rows, strict=True))
-            result = conn.exec_driver_sql(self.sql + suffix, columns)
-            return result.all() if result.returns_rows else []
-        out: list[Any] = []
-        for i in range(0, len(rows), self.per_statement):
-            part = rows[i:i + self.per_statement]
-            sql = self.head + ", ".join([self.one] * len(part)) + suffix
-            result = conn.exec_driver_sql(sql, tuple(v for r in part for v in r))
-            if result.returns_rows:
-                out += result.all()
-        return out
-
-
-_BUILT: dict[tuple[str, str, str, tuple[str, ...]], _Columns] = {}
-
-
-def _columns(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _Columns:
-    key = (dialect.name, dialect.driver, table.name, columns)
-    if key not in _BUILT:
-        _BUILT[key] = _Columns(dialect, table, columns)
-    return _BUILT[key]
-
-
-#: Parameters per statement: SQLite's default limit (32,766 since 3.32; PostgreSQL allows 65,535).
-_MAX_PARAMETERS = 32_766
-
-
-def _unless_none(to_db: Callable[[Any], Any], value: Any) -> Any:  # noqa: ANN401
-    return None if value is None else to_db(value)
-
-
-def _json(value: Any) -> str:  # noqa: ANN401
-    """A JSON column's value as SQLAlchemy's JSON type writes it (the common empty cases for free)."""
-    if value is None:
-        return "null"
-    if not value and isinstance(value, (dict, list)):
-        return "{}" if isinstance(value, dict) else "[]"
-    return json.dumps(value)
-
-
-def _reserve_ids(conn: Connection, table: Table, n: int) -> list[int]:
-    """``n`` new primary keys of ``table``, so that rows can refer to each other before they exist.
-
-    PostgreSQL draws them from the table's sequence. SQLite gives a new row the largest id plus
-    one, and this transaction holds the write lock until the rows are in, so nobody else can
-    take them.
-    """
-    if conn.dialect.name == "postgresql":
-        drawn = conn.execute(text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-                             {"t": table.name, "n": n}).scalars()
-        return sorted(drawn)
-    first = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one() + 1
-    return list(range(first, first + n))
+        columns_of(conn.dialect, T, (*_TASK_COLUMNS, "n_done")).insert(conn, [[*t, 0] for t in tasks])
 
 
 # ------------------------------------------------------------------ publish and clean up (SQLite)

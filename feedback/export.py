@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import case, select
+from sqlalchemy import case
 
 from prefloop.atomic import atomic_dir, atomic_path
 from prefloop.errors import DataError
@@ -98,8 +98,8 @@ def _answered_generations(store: Store, targets: list[Any]) -> dict[int, int]:
     """target index → the generation whose prompt it answers: its own, or the one its edit task corrected."""
     out = {i: t.generation_id for i, t in enumerate(targets) if t.generation_id is not None}
     edits = {i: t.task_ids[0] for i, t in enumerate(targets) if t.generation_id is None and t.task_ids}
-    with store.session() as s:
-        gens = dict(s.execute(select(Task.id, Task.generation_ids).where(Task.id.in_(set(edits.values())))).all())
+    with store.read() as conn:  # a snapshot: never waits for SQLite's write lock
+        gens = dict(rows_by_id(conn, (Task.id, Task.generation_ids), set(edits.values())))
     out.update({i: int(gens[tid][0]) for i, tid in edits.items() if gens.get(tid)})
     return out
 
