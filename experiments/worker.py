@@ -13,12 +13,13 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
 
     from prefloop.errors import PrefloopError
-    from prefloop.training.cli import _quiet_libraries, _threads
+    from prefloop.training.cli import _threads
+    from prefloop.verbosity import quiet_libraries
 
     from .runner import Experiment, Job, execute
 
     out, kind, arm, seed = argv
-    _quiet_libraries()
+    quiet_libraries()
     _threads()
     try:
         exp = Experiment.open(out)

@@ -40,9 +40,9 @@ from prefloop.errors import (
 from prefloop.kinds import get_kind
 from prefloop.text import check_json, check_text
 
-from . import queue_sql as sql
 from . import writer
 from .enqueue import Enqueue, check_distinct_outputs
+from .store import queue_sql as sql
 from .store.db import Store
 from .store.models import (
     Annotation,

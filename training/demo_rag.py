@@ -85,14 +85,8 @@ SUPPORT_DESK_RAG = _support_desk_rag()
 def scripted_leads(*, n: int = 2, accuracy: float = 0.85, seed: int = 0) -> Any:
     """The round hook: ``n`` scripted leads who judge and correct by the knowledge demo's oracle,
     through the real annotation server (as :func:`~.demo.scripted_humans`)."""
-    from prefloop.sim import ScoreOracle
-
-    from .demo import _prompt_meta_lookup
-
     def run(project: Any, round_id: int, task_ids: list[int]) -> None:
-        meta_of = _prompt_meta_lookup(project.store)
-        oracle = ScoreOracle(lambda task, gid, text: support_desk_rag_oracle(meta_of(gid), [], text),
-                             lambda task: fix_reply_rag(meta_of(task.candidates[0][0]), task.candidates[0][1]))
+        oracle = SUPPORT_DESK_RAG.human_oracle(project.store)  # scores by the task's oracle, fixes as a lead would
         scripted_humans(n=n, accuracy=accuracy, seed=seed, oracle=oracle)(project, round_id, task_ids)
 
     return run
