@@ -87,7 +87,7 @@ class HumanWaitSettings(StrictModel):
     enabled: bool = False
     #: human labels each waited-for task needs; null = the task's overlap.
     labels_per_task: int | None = Field(None, ge=1)
-    #: wait only for the N highest-priority tasks (active selection picks them); null = all.
+    #: the human budget: wait until N tasks have their labels (served by priority, which moves as labels arrive); null = all.
     max_tasks: int | None = Field(None, ge=1)
     #: stop waiting after this long; null = wait until done.
     deadline_minutes: float | None = Field(None, gt=0)

@@ -97,8 +97,10 @@ def _what(ctx: RoundContext, state: str) -> str:
     if state == "waiting":
         if not ctx.training.wait.enabled:
             return "not waited for (training.wait.enabled is false)"
-        wanted = ctx.state().wait_tasks or []
-        return f"{_human_labels(ctx, wanted)} human labels on {len(wanted)} tasks"
+        st = ctx.state()
+        wanted = st.wait_tasks or []
+        budget = st.wait_budget if st.wait_budget is not None else len(wanted)
+        return f"{_human_labels(ctx, wanted)} human labels on {budget} tasks"
     if state == "building_datasets":
         parts = []
         for kind, d in sorted((m.get("datasets") or {}).items(), reverse=True):  # sft, then dpo

@@ -82,6 +82,8 @@ class RoundState(_Model):
     seconds: dict[str, float] = {}  #: wall time per state, summed over resumes
     train_prompt_ids: list[int] | None = None  #: the prompts chosen for this round's candidates
     wait_tasks: list[int] | None = None  #: the tasks the waiting state waits for, fixed when it first starts
+    #: how many of them need their human labels (``wait.max_tasks``: a human budget; None: all of them)
+    wait_budget: int | None = None
     wait_started_at: float | None = None  #: epoch seconds: a resumed wait keeps its deadline
     argilla: ArgillaSync | None = None
     data_rounds: list[int] | None = None  #: ids of the rounds whose labels the datasets were built from

@@ -37,11 +37,17 @@ def run(ctx: RoundContext) -> None:
     _close_unlabelled(ctx)
 
 
-def _targets(ctx: RoundContext) -> tuple[list[int], float]:
-    """The tasks to wait for and when the wait started (fixed the first time)."""
+def _targets(ctx: RoundContext) -> tuple[list[int], int, float]:
+    """The tasks humans may label (in priority order), how many of them need their labels (the
+    human budget, ``wait.max_tasks``), and when the wait started — fixed the first time.
+
+    With a budget, people label whichever tasks the queue serves them, and priorities move as
+    labels arrive (``judges.selection``), so the wait counts labelled tasks, not a fixed subset."""
     st = ctx.state()
     if st.wait_tasks is not None:
-        return list(st.wait_tasks), float(st.wait_started_at if st.wait_started_at is not None else time.time())
+        ids = list(st.wait_tasks)
+        budget = st.wait_budget if st.wait_budget is not None else len(ids)
+        return ids, budget, float(st.wait_started_at if st.wait_started_at is not None else time.time())
     with ctx.store.session() as s:
         ids = list(s.scalars(
             select(Task.id).where(Task.round_id == ctx.round_id, Task.overlap > 0, Task.status == TaskStatus.OPEN.value)
@@ -51,11 +57,10 @@ def _targets(ctx: RoundContext) -> tuple[list[int], float]:
         decision = decide(ctx.store, ctx.cfg.judges, ctx.cfg.cost.human_hourly_rate, ids)
         ids = decision.worth
         ctx.patch_metrics(stopping=decision.to_metrics(stopped=not ids, at_labels=0))
-    if ctx.training.wait.max_tasks is not None:
-        ids = ids[: ctx.training.wait.max_tasks]
+    budget = len(ids) if ctx.training.wait.max_tasks is None else min(len(ids), ctx.training.wait.max_tasks)
     started = time.time()
-    ctx.patch_state(wait_tasks=ids, wait_started_at=started)
-    return ids, started
+    ctx.patch_state(wait_tasks=ids, wait_budget=budget, wait_started_at=started)
+    return ids, budget, started
 
 
 def _short_of_labels(ctx: RoundContext, task_ids: list[int]) -> list[int]:
@@ -75,22 +80,23 @@ def _short_of_labels(ctx: RoundContext, task_ids: list[int]) -> list[int]:
 
 def _wait_builtin(ctx: RoundContext) -> None:
     w = ctx.training.wait
-    targets, started = _targets(ctx)
+    targets, budget, started = _targets(ctx)
     srv = ctx.cfg.server
     if ctx.humans is not None:  # scripted annotators (the demo, tests): nobody needs to be told where to go
-        ctx.humans(ctx.project, ctx.round_id, targets)
+        ctx.humans(ctx.project, ctx.round_id, targets[:budget])  # the budget's worth of labels, served by priority
     else:
-        ctx.say(f"waiting for human labels on {len(targets)} task(s): annotate at [link]http://{srv.host}:{srv.port}/[/link]"
+        ctx.say(f"waiting for human labels on {budget} task(s): annotate at [link]http://{srv.host}:{srv.port}/[/link]"
                 " (`prefloop serve`), or in the terminal with `prefloop annotate`")
     deadline = started + w.deadline_minutes * 60 if w.deadline_minutes else None
     every = ctx.cfg.judges.selection.recompute_every
     seen = human_labels(ctx.store, ctx.round_id)
     with ctx.reporter.bar(f"round {ctx.number} · human labels", "tasks", show_eta=False) as bar:
-        job = bar.add_task("waiting", total=len(targets), info="")
+        job = bar.add_task("waiting", total=budget, info="")
         while True:
             short = _short_of_labels(ctx, targets)
-            bar.update(job, completed=len(targets) - len(short))
-            if not short:
+            labelled = len(targets) - len(short)
+            bar.update(job, completed=min(budget, labelled))
+            if labelled >= budget:
                 break
             if every and human_labels(ctx.store, ctx.round_id) - seen >= every:
                 seen = human_labels(ctx.store, ctx.round_id)
