@@ -203,7 +203,7 @@ def test_queue_add_round_trips_or_fails_on_one_line(project, rows: list[dict]) -
     f = project.root / "t.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     try:
-        queue_add(f, kind="compare", overlap=None, priority=0.0, project_dir=project.root)
+        queue_add(f, kind="compare", overlap=None, priority=0.0, project_dir=project.root, quiet=True, verbose=False)
     except DataError as exc:
         assert_one_line_naming(exc, f, store)
         return
