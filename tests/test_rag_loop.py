@@ -119,7 +119,7 @@ def test_a_round_with_retrieval_trains_on_prompts_that_hold_the_passages(tmp_pat
         for kind in ("sft", "dpo"):
             ds = load_from_disk(one.control.datasets[kind].path)
             assert len(ds) > 0
-            prompts = [row["messages"][:-1] if kind == "sft" else row["prompt"] for row in ds]
+            prompts = [row["prompt"] for row in ds]  # SFT rows are prompt/completion too
             rows_with = [i for i, row in enumerate(ds) if row["passages"]]
             assert rows_with, kind
             for i in rows_with:
