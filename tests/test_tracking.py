@@ -111,8 +111,8 @@ def test_a_trained_phase_logs_its_arguments_and_its_dataset_without_cache_files(
         "sft": {"learning_rate": 1e-3, "max_steps": 2, "batch_size": 2, "max_length": 64}, "trainer": {"save_steps": 10},
     })
     folder = tmp_path / "datasets" / "sft"
-    rows = [{"messages": [{"role": "user", "content": f"Hi, I'm {n}."}, {"role": "assistant", "content": f"Hello {n}!"}]}
-            for n in ("Ann", "Bo", "Cy", "Di")]
+    rows = [{"prompt": [{"role": "user", "content": f"Hi, I'm {n}."}], "completion": [{"role": "assistant", "content": f"Hello {n}!"}]}
+            for n in ("Ann", "Bo", "Cy", "Di")]  # the export's shape: TRL maps the saved dataset itself
     Dataset.from_list(rows).save_to_disk(str(folder))
     tracker = _tracker(tmp_path, monkeypatch, "sft")
     tracker.start()
