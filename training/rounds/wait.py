@@ -98,8 +98,9 @@ def _wait_builtin(ctx: RoundContext) -> None:
             bar.update(job, completed=min(budget, labelled))
             if labelled >= budget:
                 break
-            if every and human_labels(ctx.store, ctx.round_id) - seen >= every:
-                seen = human_labels(ctx.store, ctx.round_id)
+            now_seen = human_labels(ctx.store, ctx.round_id) if every else seen
+            if now_seen - seen >= every > 0:
+                seen = now_seen
                 refresh_round(ctx.store, ctx.cfg.judges, ctx.round_id)  # labels arrived: the queue's order follows
                 if _not_worth_asking(ctx, short, seen):
                     break
