@@ -122,11 +122,14 @@ def _visible(line: str) -> Text:
 
 
 def _terminal_handlers(streams: tuple[Any, ...]) -> list[tuple[logging.Logger, logging.StreamHandler]]:
-    """Handlers that write to the terminal: a library's own (transformers' and datasets' default handlers
-    hold the stderr of their import time), found on every logger that exists now."""
+    """Handlers that write to the terminal, found on every logger that exists now: those on one of
+    ``streams``, and a library's own default handler on its non-propagating root logger
+    (transformers' and datasets' hold whatever ``sys.stderr`` was when they were first configured,
+    which need not be today's)."""
     loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
     return [(lg, h) for lg in loggers for h in lg.handlers
-            if type(h) is logging.StreamHandler and any(h.stream is s for s in streams)]
+            if type(h) is logging.StreamHandler
+            and (any(h.stream is s for s in streams) or (lg is not logging.root and not lg.propagate))]
 
 
 @contextlib.contextmanager

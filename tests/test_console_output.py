@@ -106,3 +106,20 @@ def test_library_output_is_restored_after_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), library_output(tmp_path / "x.log", Console(file=io.StringIO())):
         raise RuntimeError("boom")
     assert sys.stdout is out and logging.getLogger().handlers == root_handlers
+
+
+def test_a_librarys_handler_made_under_another_stderr_is_caught_too(tmp_path: Path) -> None:
+    """transformers configures its logger once, holding whatever ``sys.stderr`` was then (in a test
+    run, an earlier test's capture): its records still go to the log, not to that old stream."""
+    old_stderr = io.StringIO()
+    library = logging.getLogger("a_library_configured_elsewhere")
+    own = logging.StreamHandler(old_stderr)
+    library.addHandler(own)
+    library.propagate = False
+    try:
+        with library_output(tmp_path / "x.log", Console(file=io.StringIO())):
+            library.warning("a library warning")
+        assert "a library warning" in (tmp_path / "x.log").read_text() and old_stderr.getvalue() == ""
+        assert library.handlers == [own]  # restored
+    finally:
+        library.removeHandler(own)

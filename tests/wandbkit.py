@@ -52,7 +52,14 @@ class OfflineRun:
 
 def read_offline_run(run_dir: Path) -> OfflineRun:
     """Config (run record and later updates, merged), artifact manifests and logged values of the
-    one offline run under ``run_dir/wandb``."""
+    one offline run under ``run_dir/wandb``.
+
+    ``run.finish()`` returns once the service has the run's last record, not once its writer has
+    flushed the file; tearing the service down waits for that (the next ``wandb.init`` starts a
+    new one), so the file read here is whole."""
+    import wandb
+
+    wandb.teardown()
     (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     out = OfflineRun(raw=path.read_bytes())
     for rec in records(path):
