@@ -102,7 +102,7 @@ def plain(work: Path, model: str, sft_path: Path, dpo_path: Path) -> float:
     from safetensors.torch import load_file
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from prefloop.training.models import load_causal_lm, load_tokenizer
+    from prefloop.training.loading import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
@@ -145,7 +145,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    from prefloop.training.models import resolve_model
+    from prefloop.training.loading import resolve_model
 
     resolve_model(args.model)  # convert/cache outside the timings
     times: dict[str, list[float]] = {"plain TRL script": [], "prefloop round (training state)": []}

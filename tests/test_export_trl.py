@@ -64,7 +64,7 @@ def test_trl_trains_one_step_on_each_export(labelled, tmp_path):
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from prefloop.training.models import load_causal_lm, load_tokenizer
+    from prefloop.training.loading import load_causal_lm, load_tokenizer
 
     torch.manual_seed(0)
     tok = load_tokenizer("tiny:llama-tiny")

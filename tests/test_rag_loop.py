@@ -47,7 +47,7 @@ def _train_samples(project, round_id: int) -> dict[int, list[Generation]]:  # no
 
 
 def test_rag_generation_stores_passages_and_resume_reuses_them(tmp_path: Path, db_url: str) -> None:
-    from prefloop.training.models import load_tokenizer
+    from prefloop.training.loading import load_tokenizer
     from prefloop.training.rounds import generate
 
     project = make_project(tmp_path / "proj", db_url, prompts=4, patch=RAG)

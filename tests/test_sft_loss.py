@@ -18,7 +18,7 @@ REPLIES = {"Hi, I'm Ann. My order is late.": "Hi Ann! Sorry about the delay: it 
 
 
 def _tokenizer(template: str):  # noqa: ANN202
-    from prefloop.training.models import load_tokenizer
+    from prefloop.training.loading import load_tokenizer
 
     tok = load_tokenizer("tiny:llama-tiny")  # SmolLM2's tokenizer and chat template
     if template == "qwen2.5":  # Qwen2.5-Instruct's template as TRL ships it (same ChatML special tokens)

@@ -56,7 +56,7 @@ def test_sft_then_dpo_continues_the_adapter_and_keeps_the_base_model_as_referenc
     import torch
     from safetensors.torch import load_file
 
-    from prefloop.training.models import load_causal_lm
+    from prefloop.training.loading import load_causal_lm
     from prefloop.training.trainers import build_trainer, train_phase
 
     cfg = _cfg()

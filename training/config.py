@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from prefloop.strict import StrictModel
-from prefloop.training.models import SMOLLM2_HUB
+from prefloop.training.loading import SMOLLM2_HUB
 
 #: loss types DPOTrainer (TRL 1.16) accepts; several are combined with ``loss_weights``.
 DPO_LOSSES = (

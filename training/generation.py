@@ -119,7 +119,7 @@ class Policy:
 
     def load(self) -> tuple[Any, Any]:
         if self._model is None:
-            from .models import load_causal_lm, load_tokenizer
+            from .loading import load_causal_lm, load_tokenizer
 
             device = resolve_device(self.settings)
             try:
@@ -234,7 +234,7 @@ def _generate_vllm(policy: Policy, prompts: list[Messages], sampling: Sampling) 
     from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
     from vllm.lora.request import LoRARequest  # type: ignore[import-not-found]
 
-    from .models import resolve_model
+    from .loading import resolve_model
 
     lora = vllm_lora(policy.adapter) if policy.adapter is not None else None
     if policy._llm is None:

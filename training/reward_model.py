@@ -162,7 +162,7 @@ def _trainer(spec: JudgeSpec, base_source: str, dataset: Any, out: Path, *, devi
     from transformers.utils import logging as hf_logging
     from trl import RewardConfig, RewardTrainer
 
-    from .models import load_tokenizer, resolve_model
+    from .loading import load_tokenizer, resolve_model
 
     cuda = device.startswith("cuda")
     tok = load_tokenizer(base_source)

@@ -207,7 +207,7 @@ def _common_args(cfg: TrainingConfig, s: SFTSettings | DPOSettings, out: Path, d
 def load_base(cfg: TrainingConfig, device: str, plan: Throughput | None = None) -> Any:
     """The base model for training; a quantized one is prepared for k-bit training (QLoRA)."""
     from .distributed import local_device
-    from .models import load_causal_lm
+    from .loading import load_causal_lm
 
     plan = plan or resolve_throughput(cfg, device)
     if cfg.model.quantization is not None:
@@ -302,7 +302,7 @@ def build_trainer(
     tokenizer: Any = None,
 ) -> Any:
     """A ready-to-train TRL trainer for ``phase`` (the model is loaded unless given)."""
-    from .models import load_tokenizer
+    from .loading import load_tokenizer
 
     device = resolve_device(cfg.model)
     s = cfg.sft if phase == "sft" else cfg.dpo

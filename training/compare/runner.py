@@ -117,7 +117,7 @@ def run_compare(
     """Evaluate base, base+RAG, fine-tuned and fine-tuned+RAG side by side (see the module doc)."""
     from prefloop.judges import judges_from_config
 
-    from ..models import load_tokenizer
+    from ..loading import load_tokenizer
     from ..rounds.evaluate import pick_eval_judge
 
     cfg = project.config

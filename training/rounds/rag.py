@@ -61,7 +61,7 @@ def round_contexts(ctx: RoundContext, prompts: dict[int, Prompt], purpose: str) 
     out = stored_contexts(ctx, purpose, list(prompts))
     todo = {pid: p.as_messages() for pid, p in prompts.items() if pid not in out}
     if todo:
-        from ..models import load_tokenizer
+        from ..loading import load_tokenizer
 
         retriever = PromptRetriever(ctx.cfg.rag, ctx.store, index_dir=project_index_dir(ctx.project),
                                     tokenizer=load_tokenizer(ctx.training.model.source))
