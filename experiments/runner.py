@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 import uuid
@@ -33,6 +32,7 @@ from rich.markup import escape
 from prefloop.config import ProjectConfig
 from prefloop.errors import ConfigError, PrefloopError
 
+from .processes import WorkerProcesses, sigterm_as_exit
 from .spec import ExperimentSpec, base_config, baseline_key, changed_keys, run_config
 
 SPEC_NAME = "experiment.yaml"
@@ -266,17 +266,21 @@ def run_jobs(exp: Experiment, jobs: list[Job], workers: int, say: Callable[[str]
     if not jobs:
         return outcomes
 
+    processes = WorkerProcesses()
+
     def one(job: Job) -> Outcome:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with open(job.log, "a", encoding="utf-8") as log:
             log.write(f"\n=== {job.label}: {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
             log.flush()
-            rc = subprocess.call([sys.executable, "-m", "prefloop.experiments.worker", str(exp.out), *job.argv()],
-                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=worker_env())
+            rc = processes.call([sys.executable, "-m", "prefloop.experiments.worker", str(exp.out), *job.argv()],
+                                log=log, env=worker_env())
         return Outcome(job, rc == 0, time.perf_counter() - start, None if rc == 0 else last_error(job.log))
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    # Ctrl-C or SIGTERM: no worker outlives the experiment (the pool's exit waits for its threads,
+    # so the workers are stopped before it, and the queued jobs find the pool stopping)
+    with sigterm_as_exit(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool, processes.stopped_on_exit():
         futures = [pool.submit(one, j) for j in jobs]
         for i, fut in enumerate(as_completed(futures), 1):
             o = fut.result()

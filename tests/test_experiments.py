@@ -4,6 +4,7 @@ skipped, the others resume), and its table checked against the runs' stores."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -289,3 +290,89 @@ def test_two_runs_of_the_same_arm_label_identically(tmp_path: Path) -> None:
     assert rows[0] == rows[1]
     humans = [r for r in rows[0] if r[1] == "human"]
     assert len(humans) == TINY_CONFIG["training"]["wait"]["max_tasks"] and len({r[0] for r in humans}) == 3
+
+
+def _processes(field: int, value: int) -> list[int]:
+    """The live processes whose /proc stat field (counted after the command's ')': 1 the parent, 3
+    the session) is ``value``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        if int(fields[field]) == value and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    return _processes(1, pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
+def test_sigterm_to_the_experiment_stops_its_workers(tmp_path: Path) -> None:
+    """``kill PID`` reaches only the experiment process, not its group: its workers must stop with it."""
+    spec_path = _write_spec(tmp_path)
+    parent = subprocess.Popen([*PREFLOOP, "experiment", "run", str(spec_path), "--out", str(tmp_path / "out"), "--jobs", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (workers := _children(parent.pid)):
+            assert parent.poll() is None, "the experiment ended before a worker started"
+            assert time.monotonic() < deadline, "no worker started in 5 minutes"
+            time.sleep(0.1)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=120) != 0
+        deadline = time.monotonic() + 60
+        while any(_alive(w) for w in workers):
+            assert time.monotonic() < deadline, "a worker outlived its experiment"
+            time.sleep(0.1)
+        assert not _children(parent.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+
+STOPPABLE_POOL = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from prefloop.experiments.processes import WorkerProcesses, sigterm_as_exit
+
+processes = WorkerProcesses()
+sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+with open(sys.argv[1], "a") as log:
+    # as run_jobs composes them: two workers that never end on their own, a third queued behind them
+    with sigterm_as_exit(), ThreadPoolExecutor(max_workers=2) as pool, processes.stopped_on_exit():
+        futures = [pool.submit(processes.call, sleeper, log=log, env={}) for _ in range(3)]
+        print("started", flush=True)
+        for fut in futures:
+            fut.result()
+"""
+
+
+def test_a_terminated_pool_stops_its_workers_and_starts_no_queued_one(tmp_path: Path) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", STOPPABLE_POOL, str(tmp_path / "log")], stdout=subprocess.PIPE,
+                              text=True, env=_env(), start_new_session=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "started\n"
+        deadline = time.monotonic() + 120
+        while len(workers := _children(parent.pid)) < 2:
+            assert time.monotonic() < deadline, f"{len(workers)} of 2 workers started in 2 minutes"
+            time.sleep(0.05)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=120) == 128 + signal.SIGTERM
+        assert not any(_alive(w) for w in workers)  # stop() waited for them: nothing left to poll for
+        assert not _processes(3, parent.pid)  # nor did the queued job start a worker on the way out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
