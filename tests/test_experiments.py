@@ -82,6 +82,18 @@ def test_spec_errors_name_the_key(tmp_path: Path, changes: dict, expected: str) 
     assert expected in err.value.message
 
 
+@pytest.mark.parametrize("name", ["allocation", "allocation-support-desk", "feedback-sources", "reward-model"])
+def test_every_shipped_spec_builds_a_valid_config_for_each_arm(tmp_path: Path, name: str) -> None:
+    from prefloop.experiments import Experiment, load_spec
+    from prefloop.experiments.spec import shipped_spec
+
+    path = shipped_spec(name)
+    assert path is not None, name
+    spec = load_spec(path)
+    experiment = Experiment(spec, tmp_path / "out")  # validates every (arm, seed) config
+    assert len(experiment.runs) == len(spec.arms) * len(spec.seeds) and len(spec.seeds) >= 3
+
+
 def test_cli_prints_a_bad_spec_as_one_line_and_creates_nothing(tmp_path: Path) -> None:
     spec = _write_spec(tmp_path, arms=[{"name": "bad", "overrides": {"training.sft.epoch": 4}}])
     out = subprocess.run([*PREFLOOP, "experiment", "run", str(spec), "--out", str(tmp_path / "out")],
