@@ -37,8 +37,9 @@ if TYPE_CHECKING:  # numpy is imported where it is used: the CLI starts without 
 Interval = tuple[float, float]
 #: values of one prompt: its samples' values, or one value.
 PromptValues = Sequence[float] | float
-#: ``{seed: {prompt: value}}``; a plain list is one seed's values in prompt order.
-Grid = Union[Mapping[Hashable, Mapping[Hashable, float]], Sequence[float]]
+#: ``{seed: {prompt: value}}`` (any hashable keys: ``Any``, as a mapping's key type is invariant);
+#: a plain list is one seed's values in prompt order.
+Grid = Union[Mapping[Any, Mapping[Any, float]], Sequence[float]]
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
