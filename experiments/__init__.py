@@ -5,11 +5,12 @@
     results = run_experiment(load_spec("configs/experiments/feedback-sources.yaml"), "out/feedback", jobs=2)
 """
 
+from prefloop.stats import Estimate, hierarchical_bootstrap
+
 from .api import report, run_experiment
 from .results import ArmRound, Efficiency, ExperimentResults, RoundNumbers, load_results
 from .runner import Experiment, ExperimentError
 from .spec import ArmSpec, ExperimentSpec, load_spec, parse_spec
-from .stats import Estimate, hierarchical_bootstrap
 
 __all__ = [
     "ArmRound", "ArmSpec", "Efficiency", "Estimate", "Experiment", "ExperimentError", "ExperimentResults", "ExperimentSpec",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prefloop.stats import Estimate
 from prefloop.text import show_number
 
 from .results import ExperimentResults
-from .stats import Estimate
 
 
 def _score(e: Estimate | None) -> str:

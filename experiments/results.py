@@ -8,7 +8,7 @@ judgement is left out); labels, minutes, judge tokens, compute and cost from the
 model (:func:`prefloop.training.roi.round_cost`, with the run's own ``cost`` prices).
 
 Per arm and round: means over seeds of per-seed means over prompts, with a 95 % interval from the
-two-level bootstrap (:mod:`.stats`); counts and costs as means over seeds. Label efficiency: for
+two-level bootstrap (:func:`prefloop.stats.hierarchical_bootstrap`); counts and costs as means over seeds. Label efficiency: for
 each target score, the first round whose mean oracle score reaches it, and the human labels,
 minutes and money spent in rounds 1…that round (mean over seeds; round 0, the base model's shared
 evaluation, is not counted).
@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefloop.stats import Estimate, hierarchical_bootstrap
 from prefloop.text import finite_or_none
 
 from .runner import Experiment, Run, write_atomic
-from .stats import Estimate, hierarchical_bootstrap
 
 OUTCOME_VALUE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 METRICS = ("oracle", "win_base", "win_prev")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from prefloop.config import CostConfig
+from prefloop.stats import grid_ci, grid_paired_diff_ci
 from prefloop.training.compare.economics import Prices, break_even, cost_per_answer
-from prefloop.training.compare.stats import bootstrap_ci, paired_diff_ci
 
 
 def test_cost_per_answer_is_machine_time_plus_tokens_at_their_prices() -> None:
@@ -56,13 +56,13 @@ def test_worse_and_not_cheaper_never_pays_back_and_free_and_cheaper_pays_at_once
 
 def test_bootstrap_interval_over_prompts_and_seeds() -> None:
     grid = {0: {1: 0.2, 2: 0.4, 3: 0.9}, 1: {1: 0.3, 2: 0.5, 3: 0.7}}
-    iv = bootstrap_ci(grid, resamples=4000, seed=1)
+    iv = grid_ci(grid, resamples=4000, seed=1)
     assert iv is not None and iv.n == 6
     assert iv.mean == pytest.approx(0.5)
     assert iv.low < iv.mean < iv.high and iv.low >= 0.2 and iv.high <= 0.9
-    assert bootstrap_ci(grid, resamples=4000, seed=1) == iv  # reproducible
-    assert bootstrap_ci({}) is None and bootstrap_ci([]) is None
-    same = bootstrap_ci([0.5, 0.5, 0.5])
+    assert grid_ci(grid, resamples=4000, seed=1) == iv  # reproducible
+    assert grid_ci({}) is None and grid_ci([]) is None
+    same = grid_ci([0.5, 0.5, 0.5])
     assert (same.low, same.mean, same.high) == (0.5, 0.5, 0.5)  # type: ignore[union-attr]
 
 
@@ -70,8 +70,8 @@ def test_paired_difference_uses_the_shared_cells_and_is_narrower_than_two_interv
     base = {0: {p: p / 10 for p in range(10)}, 1: {p: p / 10 + 0.05 for p in range(10)}}
     better = {s: {p: v + 0.1 for p, v in row.items()} for s, row in base.items()}
     better[1][99] = 1.0  # a cell base lacks is left out
-    diff = paired_diff_ci(better, base)
+    diff = grid_paired_diff_ci(better, base)
     assert diff is not None and diff.n == 20
     assert diff.mean == pytest.approx(0.1) and diff.low == pytest.approx(0.1) and diff.high == pytest.approx(0.1)
-    a, b = bootstrap_ci(better), bootstrap_ci(base)
+    a, b = grid_ci(better), grid_ci(base)
     assert a.low < b.high  # type: ignore[union-attr]  # the two intervals overlap; the paired one excludes 0

@@ -71,8 +71,8 @@ def test_win_rate_per_prompt_and_its_interval() -> None:
     Per prompt: both samples win (prompt 1), one win and one tie (prompt 2), both lose (prompt 3),
     one judgement fails (prompt 4: the judge raises on it)."""
     from prefloop.judges.rules import CallableJudge
+    from prefloop.stats import Bootstrap
     from prefloop.training.evaluation import win_rate
-    from prefloop.training.stats import Bootstrap
 
     def longer(messages, output, reference):  # noqa: ANN001, ANN202
         if "boom" in output:

@@ -1,11 +1,11 @@
-"""Bootstrap intervals over eval prompts (prefloop.training.stats) against cases whose answer is known."""
+"""Bootstrap intervals over eval prompts (prefloop.stats) against cases whose answer is known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from prefloop.training.stats import Bootstrap, bootstrap_ci, includes, mean_paired_diff, paired_diff_ci
+from prefloop.stats import Bootstrap, bootstrap_ci, includes, mean_paired_diff, paired_diff_ci
 
 
 @pytest.mark.parametrize("value", [0.0, 0.1, 0.719, 1.0])

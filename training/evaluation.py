@@ -9,7 +9,7 @@
   (``training.evaluation.oracle``), its mean over the round's eval samples.
 
 Both come per prompt too (:meth:`WinRate.per_prompt`, :func:`oracle_by_prompt`), which is what the
-intervals of :mod:`prefloop.training.stats` resample.
+intervals of :mod:`prefloop.stats` resample.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefloop.errors import ConfigError
-
-from .stats import Bootstrap, includes
+from prefloop.stats import Bootstrap, includes
 
 #: An oracle scores one answer to one prompt in [0, 1]: ``oracle(prompt_meta, messages, text)``.
 Oracle = Callable[[dict[str, Any], list[dict[str, str]], str], float]

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from prefloop.atomic import atomic_path
+from prefloop.stats import Estimate
 from prefloop.text import show_number
 
 from .runner import CompareResult
-from .stats import Interval
 
 
-def _ci(iv: Interval | None, scale: float = 1.0, digits: int = 3, suffix: str = "") -> str:
+def _ci(iv: Estimate | None, scale: float = 1.0, digits: int = 3, suffix: str = "") -> str:
     if iv is None:
         return "–"
     f = f".{digits}f"
@@ -67,7 +67,7 @@ def plot(r: CompareResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [a.arm for a in r.arms]
-    series: list[tuple[str, list[Interval | None]]] = []
+    series: list[tuple[str, list[Estimate | None]]] = []
     if r.quality == "oracle":
         series.append(("oracle", [a.oracle for a in r.arms]))
         for p in sorted({p for a in r.arms for p in a.parts}):

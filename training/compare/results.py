@@ -2,7 +2,7 @@
 
 Per arm: the oracle score (and its parts, when the oracle names them) and the win rate against
 the base model, each the mean over eval prompts × seeds with a 95 % bootstrap interval over both
-(:mod:`prefloop.training.compare.stats`); a prompt's value within a seed is the mean over its samples.
+(:func:`prefloop.stats.grid_ci`); a prompt's value within a seed is the mean over its samples.
 Win rates are the evaluation judge's, both orders judged (position swap): a win counts 1, a tie
 or a flip ½, a loss 0, a failed judgement nothing. Then the means per answer of latency (seconds
 of generation, plus retrieval for a RAG arm), prompt and completion tokens, and what 1,000 answers
@@ -18,10 +18,10 @@ from typing import Any
 
 from prefloop.feedback.passages import RAG, first_prompted
 from prefloop.feedback.store.models import Generation
+from prefloop.stats import Estimate, grid_ci
 
 from ..evaluation import win_rate
 from .economics import BreakEven, Prices, break_even, cost_per_answer
-from .stats import Interval, bootstrap_ci
 
 #: seed → prompt id → the arm's answers to it, in sample order
 Answers = dict[int, dict[int, list[Generation]]]
@@ -51,9 +51,9 @@ class OneOff:
 class ArmResult:
     arm: str
     answers: int
-    oracle: Interval | None
-    parts: dict[str, Interval]
-    win_vs_base: Interval | None
+    oracle: Estimate | None
+    parts: dict[str, Estimate]
+    win_vs_base: Estimate | None
     judged: dict[str, int]
     latency_s: float
     retrieval_s: float
@@ -134,15 +134,15 @@ def judge_vs_base(judge: Any, plain: Mapping[int, list[dict[str, str]]], refs: M
 def arm_result(arm: str, answers: Answers, *, prices: Prices, one_off: float, win: dict[int, dict[int, float]] | None,
                judged: dict[str, int] | None) -> ArmResult:
     gens = [g for by_prompt in answers.values() for gs in by_prompt.values() for g in gs]
-    oracle = bootstrap_ci(per_prompt(answers, lambda g: (g.meta or {}).get("oracle_score")))
+    oracle = grid_ci(per_prompt(answers, lambda g: (g.meta or {}).get("oracle_score")))
     names = sorted({k for g in gens for k in ((g.meta or {}).get("oracle_parts") or {})})
     parts = {n: iv for n in names
-             if (iv := bootstrap_ci(per_prompt(answers, lambda g, n=n: ((g.meta or {}).get("oracle_parts") or {}).get(n))))}
+             if (iv := grid_ci(per_prompt(answers, lambda g, n=n: ((g.meta or {}).get("oracle_parts") or {}).get(n))))}
     retrieval = _mean(answers, retrieval_seconds)
     latency = _mean(answers, lambda g: float((g.meta or {}).get("latency_s") or 0.0)) + retrieval
     prompt_tokens = _mean(answers, lambda g: (g.meta or {}).get("prompt_tokens") or 0)
     completion_tokens = _mean(answers, lambda g: (g.meta or {}).get("completion_tokens") or 0)
-    return ArmResult(arm, len(gens), oracle, parts, bootstrap_ci(win) if win else None, judged or {}, latency, retrieval,
+    return ArmResult(arm, len(gens), oracle, parts, grid_ci(win) if win else None, judged or {}, latency, retrieval,
                      prompt_tokens, completion_tokens, cost_per_answer(latency, prompt_tokens, completion_tokens, prices),
                      one_off)
 

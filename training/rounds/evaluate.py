@@ -24,10 +24,10 @@ from prefloop.feedback.store.models import Generation, Round
 from prefloop.judges import Judge, PairwiseJudge
 from prefloop.judges.reward_model import is_reward_model
 from prefloop.judges.runner import use_store_cache
+from prefloop.stats import Bootstrap
 
 from ..evaluation import mean_or_none, oracle_by_prompt, win_rate
 from ..generation import Sampling
-from ..stats import Bootstrap
 from .context import PURPOSE_EVAL, RoundContext
 from .sampling import fill_generations
 
