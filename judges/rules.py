@@ -43,8 +43,10 @@ def check_rule(rule: RuleSpec, text: str) -> tuple[bool, str]:
         raw = m.group(1) if m else text
         try:
             data = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             return rule.negate, f"not JSON ({exc.msg} at line {exc.lineno})"
+        except ValueError as exc:  # valid syntax Python will not parse: an integer over sys.get_int_max_str_digits()
+            return rule.negate, f"not JSON ({exc})"
         errors = sorted(validator_for(rule.schema_)(rule.schema_).iter_errors(data), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].path) or "(top level)"
