@@ -17,7 +17,9 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-Grid = Union[Mapping[Hashable, Mapping[Hashable, float]], Sequence[float]]
+#: ``{seed: {prompt: value}}`` (any hashable keys: ``Mapping`` is invariant in its key type, so ``Hashable`` would
+#: refuse a ``dict[int, …]``), or one seed's values
+Grid = Union[Mapping[Any, Mapping[Any, float]], Sequence[float]]
 
 
 @dataclass(frozen=True)
