@@ -96,19 +96,19 @@ def plot(res: ExperimentResults, path: str | Path) -> Path:
     path = Path(path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     for i, arm in enumerate(a.name for a in res.spec.arms):
-        rows = [a for a in res.arms if a.arm == arm and a.oracle is not None]
+        rows = [(a, a.oracle) for a in res.arms if a.arm == arm and a.oracle is not None]
         if not rows:
             continue
         color = f"C{i % 10}"
-        x = [a.round for a in rows]
-        left.plot(x, [a.oracle.mean for a in rows], marker="o", color=color, label=arm)
-        left.fill_between(x, [a.oracle.low for a in rows], [a.oracle.high for a in rows], color=color, alpha=0.15)
-        cost = [a.cumulative["cost"] for a in rows]
-        right.errorbar(cost, [a.oracle.mean for a in rows],
-                       yerr=[[a.oracle.mean - a.oracle.low for a in rows], [a.oracle.high - a.oracle.mean for a in rows]],
+        x = [a.round for a, _ in rows]
+        left.plot(x, [o.mean for _, o in rows], marker="o", color=color, label=arm)
+        left.fill_between(x, [o.low for _, o in rows], [o.high for _, o in rows], color=color, alpha=0.15)
+        cost = [a.cumulative["cost"] for a, _ in rows]
+        right.errorbar(cost, [o.mean for _, o in rows],
+                       yerr=[[o.mean - o.low for _, o in rows], [o.high - o.mean for _, o in rows]],
                        marker="o", color=color, capsize=3, label=arm)
-        for a, c in zip(rows, cost, strict=True):
-            right.annotate(f"r{a.round}", (c, a.oracle.mean), textcoords="offset points", xytext=(4, 4), fontsize=8, color=color)
+        for (a, o), c in zip(rows, cost, strict=True):
+            right.annotate(f"r{a.round}", (c, o.mean), textcoords="offset points", xytext=(4, 4), fontsize=8, color=color)
     pct = round(100 * res.spec.bootstrap.confidence)
     left.set(title=f"oracle score per round ({pct} % interval)", xlabel="round", ylabel="oracle score", ylim=(0, 1))
     left.set_xticks(range(res.spec.rounds + 1))

@@ -166,7 +166,7 @@ def collect_run(run: Run) -> list[RoundNumbers]:
     project = Project(run.folder)
     try:
         orch = Orchestrator(project, progress=False)
-        out = []
+        out: list[RoundNumbers] = []
         for r in orch.rounds():
             if r.number != len(out) or r.state != "done":
                 break

@@ -149,8 +149,8 @@ def shipped_spec(name: str) -> Path | None:
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read a spec file (or a shipped spec by name); a ``base`` path is made absolute (relative to the spec file)."""
     path = Path(path)
-    if not path.is_file() and shipped_spec(str(path)) is not None:
-        path = shipped_spec(str(path))
+    if not path.is_file() and (shipped := shipped_spec(str(path))) is not None:
+        path = shipped
     if not path.is_file():
         raise ConfigError(f"experiment spec {path} does not exist", hint=f"shipped specs: {', '.join(shipped_specs())}")
     try:

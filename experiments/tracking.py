@@ -68,7 +68,7 @@ def log_experiment(res: ExperimentResults, png: Path, table_rows: list[dict[str,
     rid = run_id(spec.name, "summary")
     w = wandb.init(id=rid, name="summary", job_type="summary", config={"spec": spec.model_dump(mode="json")}, **common)
     columns = list(table_rows[0]) if table_rows else []
-    w.log({"results": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in table_rows]),
+    w.log({"results": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in table_rows]),  # type: ignore[arg-type]  # wandb annotates columns as list[str | int]: invariant, so a list[str] is refused
            "experiment": wandb.Image(str(png))})
     for a in res.arms:
         for k in METRICS:

@@ -84,8 +84,8 @@ def throughput(store: Store, *, hours: int = 24, now: dt.datetime | None = None)
             i = int((created - start).total_seconds() // 3600)
             if 0 <= i < hours:
                 out.counts.setdefault(name, [0] * hours)[i] += 1
-                if finite_or_none(duration) is not None:  # PostgreSQL may hold a NaN duration
-                    durations.setdefault(name, []).append(duration)
+                if (finite := finite_or_none(duration)) is not None:  # PostgreSQL may hold a NaN duration
+                    durations.setdefault(name, []).append(finite)
     out.mean_duration_s = {n: (sum(d) / len(d) if (d := durations.get(n)) else None) for n in out.counts}
     return out
 

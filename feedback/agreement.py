@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from prefloop.errors import QueueError
 from prefloop.kinds import KINDS, TIE, get_kind
+from prefloop.kinds.base import AgreementLevel
 from prefloop.kinds.compare import COMPARE, FIRST, SECOND
 from prefloop.text import finite_or_none
 
@@ -36,7 +37,7 @@ def cohen_kappa(a: list, b: list) -> float | None:
     return finite_or_none(float(cohen_kappa_score([str(x) for x in a], [str(x) for x in b])))
 
 
-def krippendorff_alpha(units: list[dict[str, str | int]], level: str) -> float | None:
+def krippendorff_alpha(units: list[dict[str, str | int]], level: AgreementLevel) -> float | None:
     """α over units (task → {annotator: label}); None when undefined: fewer than two coders
     overlap, or one value only (expected disagreement is 0, α is 0/0 — as κ above)."""
     import numpy as np

@@ -45,9 +45,9 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import delete, func, insert, literal, select, text, update
+from sqlalchemy import Table, delete, func, insert, literal, select, text, update
 from sqlalchemy.engine import Connection
 
 from prefloop.errors import DataError, PrefloopError
@@ -71,7 +71,7 @@ COMMITTED, DONE = "committed", "done"
 #: ``publish`` (tasks moved into the queue, SQLite) or ``wait`` (another bulk write runs first).
 ProgressFn = Callable[[str, int, int], None]
 
-P, G, T, ST, BW = (m.__table__ for m in (Prompt, Generation, Task, StagedTask, BulkWrite))
+P, G, T, ST, BW = (cast(Table, m.__table__) for m in (Prompt, Generation, Task, StagedTask, BulkWrite))
 
 
 class _Pacer:
@@ -333,7 +333,7 @@ def _publish_tasks(store: Store, bulk_id: int, batch_rows: int, progress: Progre
     total = moved = None
     while True:
         with pacer.transaction(store) as conn:
-            left = conn.execute(select(func.min(ST.c.pos), func.max(ST.c.pos)).where(ST.c.bulk_id == bulk_id)).first()
+            left = conn.execute(select(func.min(ST.c.pos), func.max(ST.c.pos)).where(ST.c.bulk_id == bulk_id)).one()
             if left[0] is None:
                 conn.execute(update(BW).where(BW.c.id == bulk_id).values(state=DONE))
                 return

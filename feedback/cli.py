@@ -33,9 +33,16 @@ def open_project(path: Optional[Path]) -> Project:
 
 
 def round_ids(project: Project, numbers: list[int] | None) -> list[int] | None:
-    """Round numbers → round ids; an unknown number is an error."""
-    if not numbers:
-        return None
+    """Round numbers → round ids (None for no numbers: every round); an unknown number is an error."""
+    return _known_round_ids(project, numbers) if numbers else None
+
+
+def round_id(project: Project, number: int) -> int:
+    """A round number → its round id; an unknown number is an error."""
+    return _known_round_ids(project, [number])[0]
+
+
+def _known_round_ids(project: Project, numbers: list[int]) -> list[int]:
     from sqlalchemy import select
 
     from .store.models import Round
@@ -265,8 +272,8 @@ def cmd_stats(round_number: Optional[int] = RoundOpt, project_dir: Optional[Path
         t = table(f"inter-annotator agreement ({kind}): {rep.n_tasks} shared tasks, Krippendorff's α {_fmt(rep.alpha)}",
                   [("annotator A", "text"), ("annotator B", "text"), ("shared", "number"), ("agreement", "number"),
                    ("Cohen's κ", "number")])
-        for p in rep.pairs:
-            t.add_row(p.a, p.b, str(p.n), _fmt(p.observed), _fmt(p.kappa))
+        for pair in rep.pairs:
+            t.add_row(pair.a, pair.b, str(pair.n), _fmt(pair.observed), _fmt(pair.kappa))
         console.print(fit(t))
     judges = judge_human_agreement(project.store, round_ids=ids)
     if judges:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,7 +115,7 @@ def build_dpo_dataset(
     round_ids: list[int] | None = None,
     config: AggregationConfig | None = None,
     min_confidence: float | None = None,
-    sources: list[str] | None = None,
+    sources: Sequence[str] | None = None,
     exclude_judges: Collection[tuple[str, str]] = (),
 ):  # noqa: ANN201 - datasets.Dataset
     """Preference pairs as a TRL DPO dataset (conversational), provenance included; ``exclude_judges``:
@@ -145,7 +145,7 @@ def build_sft_dataset(
     *,
     round_ids: list[int] | None = None,
     config: AggregationConfig | None = None,
-    sources: list[str] | None = None,
+    sources: Sequence[str] | None = None,
     dataset_type: SFTType = "prompt-completion",
     exclude_judges: Collection[tuple[str, str]] = (),
 ):  # noqa: ANN201 - datasets.Dataset

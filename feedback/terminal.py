@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -86,7 +86,7 @@ def source_list(sources: list[dict[str, Any]]) -> RenderableType:
 
 
 def render(task: ClaimedTask, guidelines: str, progress: dict[str, int], sources: list[dict[str, Any]] | None = None) -> Group:
-    parts = [
+    parts: list[RenderableType] = [
         Text(f"task {task.task_id} · {task.kind} · done {progress['done']} · remaining {progress['remaining']}", style="dim"),
         Panel(shown(guidelines), title="guidelines", border_style="blue"),
         Panel(conversation(task.prompt_messages), title="prompt", border_style="cyan"),
@@ -99,7 +99,7 @@ def render(task: ClaimedTask, guidelines: str, progress: dict[str, int], sources
     return Group(*parts)
 
 
-def answer(task: ClaimedTask, key: Callable[[], str], console: Console) -> dict | str:
+def answer(task: ClaimedTask, key: Callable[[], str], console: Console) -> dict[str, Any] | Literal["skip", "quit"]:
     """Read keys until the task's kind says they form an answer; returns it, or "skip" / "quit"."""
     kind = get_kind(task.kind)
     view = TaskView([c.generation_id for c in task.candidates], [c.text for c in task.candidates], task.scale, task.allow_tie)
@@ -107,7 +107,7 @@ def answer(task: ClaimedTask, key: Callable[[], str], console: Console) -> dict 
     while True:
         k = key()
         if k in ("s", "q"):
-            return {"s": "skip", "q": "quit"}[k]
+            return "skip" if k == "s" else "quit"
         result = kind.on_key(k, view, state)
         if result is not None:
             return result

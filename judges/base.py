@@ -21,7 +21,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from prefloop.text import text_problem
 
@@ -32,11 +32,26 @@ Messages = list[dict[str, str]]
 Winner = Literal["A", "B", "tie"]
 
 
+class Usage(TypedDict):
+    """What one verdict used: the keyword arguments that both verdict kinds share."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cost: float
+
+
 class _Verdict:
     """What both verdict kinds share: ``ok``, and a JSON round trip for the cache."""
 
     _tuples: tuple[str, ...] = ()
+    # declared here for code that takes either kind; the dataclasses below define them
     error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    latency_s: float
+    cached: bool
 
     @property
     def ok(self) -> bool:
@@ -243,15 +258,13 @@ class PairwiseJudge(Judge):
 
     def combine_orders(self, ab: Oriented, ba: Oriented) -> PairwiseVerdict:
         """Debias: P(A) = mean(P(A first wins), 1 − P(B first wins)); a flip is inconsistent."""
-        tokens = {
-            "prompt_tokens": ab.prompt_tokens + ba.prompt_tokens,
-            "completion_tokens": ab.completion_tokens + ba.completion_tokens,
-            "latency_s": ab.latency_s + ba.latency_s,
-        }
-        tokens["cost"] = self.cost_of(tokens["prompt_tokens"], tokens["completion_tokens"])
+        prompt_tokens, completion_tokens = ab.prompt_tokens + ba.prompt_tokens, ab.completion_tokens + ba.completion_tokens
+        tokens = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, latency_s=ab.latency_s + ba.latency_s,
+                       cost=self.cost_of(prompt_tokens, completion_tokens))
         errors = [f"{label}: {problem}" for label, o in (("A first", ab), ("B first", ba)) if (problem := _oriented_problem(o))]
         if errors:
             return PairwiseVerdict.failed("; ".join(errors), **tokens)
+        assert ab.p_first is not None and ba.p_first is not None  # _oriented_problem reported a missing one
         p1, p2 = float(ab.p_first), 1.0 - float(ba.p_first)
         prob_a = (p1 + p2) / 2
         side1, side2 = _side(p1), _side(p2)
@@ -338,16 +351,17 @@ class ScoreBasedPairwise(PairwiseJudge, PointwiseJudge):
         lo, hi = self.scale
         out = []
         for va, vb in zip(scores[:n], scores[n:], strict=True):
-            tokens = {
-                "prompt_tokens": va.prompt_tokens + vb.prompt_tokens,
-                "completion_tokens": va.completion_tokens + vb.completion_tokens,
-                "latency_s": va.latency_s + vb.latency_s,
-                "cost": va.cost + vb.cost,
-            }
+            tokens = Usage(
+                prompt_tokens=va.prompt_tokens + vb.prompt_tokens,
+                completion_tokens=va.completion_tokens + vb.completion_tokens,
+                latency_s=va.latency_s + vb.latency_s,
+                cost=va.cost + vb.cost,
+            )
             if not (va.ok and vb.ok):
                 errs = [f"{s}: {v.error}" for s, v in (("A", va), ("B", vb)) if not v.ok]
                 out.append(PairwiseVerdict.failed("; ".join(errs), **tokens))
                 continue
+            assert va.score is not None and vb.score is not None  # an ok verdict has its score
             prob_a = 0.5 + (float(va.score) - float(vb.score)) / (2 * (hi - lo))
             winner: Winner = "tie" if abs(prob_a - 0.5) <= self.tie_margin else ("A" if prob_a > 0.5 else "B")
             why = " | ".join(f"{s}: {v.rationale}" for s, v in (("A", va), ("B", vb)) if v.rationale) or None

@@ -21,8 +21,10 @@ def _project(path: Path | None):  # noqa: ANN202 - prefloop.project.Project
 
 
 def _round_id(project, number: int | None) -> int | None:  # noqa: ANN001
-    if number is None:
-        return None
+    return None if number is None else _numbered_round_id(project, number)
+
+
+def _numbered_round_id(project, number: int) -> int:  # noqa: ANN001
     from sqlalchemy import select
 
     from prefloop.errors import NotFoundError
@@ -143,7 +145,7 @@ def agreement(
     from .report import agreement_report, agreement_table, plot_agreement
 
     project = _project(project_dir)
-    round_ids = [_round_id(project, n) for n in round_number] if round_number else None
+    round_ids = [_numbered_round_id(project, n) for n in round_number] if round_number else None
     rows = agreement_report(project.store, round_ids=round_ids)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))

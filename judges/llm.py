@@ -45,8 +45,8 @@ def parse_answer(text: str | None, options: list[str] | tuple[str, ...]) -> tupl
         shown = first if len(first) <= 120 else first[:117] + "…"
         raise MalformedAnswer(f"malformed answer {shown!r}: expected exactly one of {', '.join(options)} on the first line")
     rest = "\n".join(ln for ln in lines[1:] if ln).strip()
-    rest = re.sub(r"^reason\s*:\s*", "", rest, flags=re.I) or None
-    return lookup[core.casefold()], rest
+    reason = re.sub(r"^reason\s*:\s*", "", rest, flags=re.I) or None
+    return lookup[core.casefold()], reason
 
 
 def normalise(logprobs: dict[str, float]) -> dict[str, float]:
@@ -71,7 +71,7 @@ class LLMJudge(PairwiseJudge, PointwiseJudge):
     def __init__(self, spec: JudgeSpec, *, base_dir: str | Path | None = None) -> None:
         self.spec = spec
         self.name = spec.name
-        self.scale = tuple(spec.scale)
+        self.scale = spec.scale  # a tuple already (JudgeSpec validates assignments too)
         self.tie_margin = spec.tie_margin
         self.pair_template = JudgeTemplate.load(spec.pairwise_template, base_dir)
         self.point_template = JudgeTemplate.load(spec.pointwise_template, base_dir)

@@ -187,13 +187,14 @@ class LocalJudge(LLMJudge):
                     seconds[i] = spent + prefix_s
         return results, seconds
 
-    def _generate(self, seqs: list[list[int]], max_new_tokens: int) -> tuple[list[str], list[int]]:
+    def _generate(self, seqs: list[list[int]], max_new_tokens: int) -> tuple[list[str | None], list[int]]:
         """Greedy continuations (for rationales), left-padded; stops at a blank line or EOS."""
         import torch
 
         tok, model = self._ensure()
         device = next(model.parameters()).device
-        texts, counts = [], []
+        texts: list[str | None] = []
+        counts: list[int] = []
         bs = self.spec.batch_size
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         for start in range(0, len(seqs), bs):
@@ -234,15 +235,16 @@ class LocalJudge(LLMJudge):
         out = [Oriented(None, prompt_tokens=len(s), error=self._too_long(s)) for s in seqs]
         from .llm import normalise
 
+        p_first: dict[int, float] = {}
         for i, lp, sec in zip(ok, lps, secs, strict=True):
-            probs = normalise(dict(zip(PAIR_OPTIONS, lp, strict=True)))
-            out[i] = Oriented(probs["A"], prompt_tokens=len(seqs[i]), latency_s=sec)
+            p_first[i] = normalise(dict(zip(PAIR_OPTIONS, lp, strict=True)))["A"]
+            out[i] = Oriented(p_first[i], prompt_tokens=len(seqs[i]), latency_s=sec)
         if self.spec.rationale:
             # One reason per pair (from the A-first order), generated after the chosen letter.
             n = len(prompts) // 2
             want = [i for i in ok if i < n]
             texts, counts = self._generate(
-                [self._with_answer(seqs[i], "A" if out[i].p_first >= 0.5 else "B") for i in want], self.spec.max_rationale_tokens
+                [self._with_answer(seqs[i], "A" if p_first[i] >= 0.5 else "B") for i in want], self.spec.max_rationale_tokens
             )
             for i, t, c in zip(want, texts, counts, strict=True):
                 out[i].rationale, out[i].completion_tokens = t, c
@@ -260,10 +262,14 @@ class LocalJudge(LLMJudge):
         for i, lp, sec in zip(ok, lps, secs, strict=True):
             probs = normalise(dict(zip(self.score_options, lp, strict=True)))
             out[i] = self.pointwise_from_probs(probs, prompt_tokens=len(seqs[i]), latency_s=sec)
-        if self.spec.rationale and ok:
-            best = [max(out[i].distribution, key=out[i].distribution.get) for i in ok]
-            texts, counts = self._generate([self._with_answer(seqs[i], b) for i, b in zip(ok, best, strict=True)], self.spec.max_rationale_tokens)
-            for i, t, c in zip(ok, texts, counts, strict=True):
+        # a verdict that failed here (NaN probabilities: a broken model) has no distribution and no rationale
+        rated = [(i, d) for i in ok if (d := out[i].distribution) is not None]
+        if self.spec.rationale and rated:
+            best = [max(d, key=d.__getitem__) for _, d in rated]
+            texts, counts = self._generate(
+                [self._with_answer(seqs[i], b) for (i, _), b in zip(rated, best, strict=True)], self.spec.max_rationale_tokens
+            )
+            for (i, _), t, c in zip(rated, texts, counts, strict=True):
                 out[i].rationale, out[i].completion_tokens = t, c
         for v in out:
             v.cost = self.cost_of(v.prompt_tokens, v.completion_tokens)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prefloop.errors import ConfigError
 
-from .base import Messages, Oriented, PointwiseVerdict
+from .base import Messages, Oriented, PointwiseVerdict, Usage
 from .config import JudgeSpec
 from .llm import PAIR_OPTIONS, LLMJudge, MalformedAnswer, normalise, parse_answer
 
@@ -73,7 +73,7 @@ class OpenAIJudge(LLMJudge):
 
     def __init__(self, spec: JudgeSpec, *, base_dir: str | Path | None = None) -> None:
         super().__init__(spec, base_dir=base_dir)
-        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.url = self.base_url.rstrip("/") + "/chat/completions"
         self._client: Any = None
         self._lock = threading.Lock()
         self._logprobs = spec.logprobs
@@ -82,8 +82,14 @@ class OpenAIJudge(LLMJudge):
         self.sleep: Callable[[float], None] = time.sleep
 
     @property
+    def base_url(self) -> str:
+        url = self.spec.base_url
+        assert url is not None  # JudgeSpec requires it for the openai backend
+        return url
+
+    @property
     def identity(self) -> dict[str, Any]:
-        return {**super().identity, "base_url": public_url(self.spec.base_url)}
+        return {**super().identity, "base_url": public_url(self.base_url)}
 
     # ------------------------------------------------------------------ setup
     def _api_key(self) -> str | None:
@@ -246,19 +252,19 @@ class OpenAIJudge(LLMJudge):
         msgs = [self.pointwise_messages(p, o, r) for p, o, r in zip(prompts, outputs, refs, strict=True)]
         out = []
         for rep in self._ask_all([(m, self.score_options) for m in msgs]):
-            kw = {
-                "prompt_tokens": rep.prompt_tokens,
-                "completion_tokens": rep.completion_tokens,
-                "latency_s": rep.latency_s,
-                "cost": self.cost_of(rep.prompt_tokens, rep.completion_tokens),
-                "rationale": rep.rationale,
-            }
+            usage = Usage(
+                prompt_tokens=rep.prompt_tokens,
+                completion_tokens=rep.completion_tokens,
+                latency_s=rep.latency_s,
+                cost=self.cost_of(rep.prompt_tokens, rep.completion_tokens),
+            )
             if rep.error is not None:
-                out.append(PointwiseVerdict.failed(rep.error, scale=self.scale, **kw))
+                out.append(PointwiseVerdict.failed(rep.error, scale=self.scale, rationale=rep.rationale, **usage))
             elif rep.probs:
-                out.append(self.pointwise_from_probs(rep.probs, **kw))
+                out.append(self.pointwise_from_probs(rep.probs, rationale=rep.rationale, **usage))
             else:  # a parsed digit: the score is exact, its probability unknown
-                out.append(PointwiseVerdict(score=float(rep.option), scale=self.scale, **kw))
+                assert rep.option is not None  # a reply without an error has its option
+                out.append(PointwiseVerdict(score=float(rep.option), scale=self.scale, rationale=rep.rationale, **usage))
         return out
 
 

@@ -12,9 +12,10 @@ import hashlib
 import json
 import statistics
 from collections import Counter
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
-from .base import Judge, Messages, PairwiseJudge, PairwiseVerdict, PointwiseJudge, PointwiseVerdict, Winner
+from .base import Judge, Messages, PairwiseJudge, PairwiseVerdict, PointwiseJudge, PointwiseVerdict, Usage, Winner
 
 
 class PanelJudge(PairwiseJudge, PointwiseJudge):
@@ -30,7 +31,7 @@ class PanelJudge(PairwiseJudge, PointwiseJudge):
         self.name = name
         self.members = members
         self.combine = combine
-        self.scale = tuple(scale)
+        self.scale = cast("tuple[int, int]", tuple(scale))  # a list from a caller becomes a tuple
         self.tie_margin = tie_margin
         self.spec = spec
 
@@ -69,12 +70,7 @@ class PanelJudge(PairwiseJudge, PointwiseJudge):
         return out
 
     def _combine_pair(self, vs: dict[str, PairwiseVerdict]) -> PairwiseVerdict:
-        totals = {
-            "prompt_tokens": sum(v.prompt_tokens for v in vs.values()),
-            "completion_tokens": sum(v.completion_tokens for v in vs.values()),
-            "cost": sum(v.cost for v in vs.values()),
-            "latency_s": sum(v.latency_s for v in vs.values()),  # members run one after another
-        }
+        totals = _totals(vs.values())
         members = {
             n: {"winner": v.winner, "prob_a": v.prob_a if v.ok else None, "consistent": v.consistent, "error": v.error}
             for n, v in vs.items()
@@ -109,19 +105,17 @@ class PanelJudge(PairwiseJudge, PointwiseJudge):
         out = []
         for i in range(len(prompts)):
             vs = {n: vv[i] for n, vv in per_member.items()}
-            totals = {
-                "prompt_tokens": sum(v.prompt_tokens for v in vs.values()),
-                "completion_tokens": sum(v.completion_tokens for v in vs.values()),
-                "cost": sum(v.cost for v in vs.values()),
-                "latency_s": sum(v.latency_s for v in vs.values()),  # members run one after another
-            }
+            totals = _totals(vs.values())
             members = {n: {"score": v.score, "scale": list(v.scale), "error": v.error} for n, v in vs.items()}
             ok = {n: v for n, v in vs.items() if v.ok}
             if not ok:
                 out.append(PointwiseVerdict.failed("; ".join(f"{n}: {v.error}" for n, v in vs.items()), scale=self.scale, members=members, **totals))
                 continue
             # Members may use different scales: compare them on [0, 1].
-            unit = [(v.score - v.scale[0]) / (v.scale[1] - v.scale[0]) for v in ok.values()]
+            unit = []
+            for v in ok.values():
+                assert v.score is not None  # an ok verdict has its score
+                unit.append((v.score - v.scale[0]) / (v.scale[1] - v.scale[0]))
             centre = statistics.median(unit) if self.combine == "majority" else statistics.fmean(unit)
             confs = [v.confidence for v in ok.values() if v.confidence is not None]
             out.append(PointwiseVerdict(
@@ -134,3 +128,14 @@ class PanelJudge(PairwiseJudge, PointwiseJudge):
                 **totals,
             ))
         return out
+
+
+def _totals(verdicts: Iterable[PairwiseVerdict | PointwiseVerdict]) -> Usage:
+    """What the members used together (they run one after another, so their latencies add up)."""
+    vs = list(verdicts)
+    return Usage(
+        prompt_tokens=sum(v.prompt_tokens for v in vs),
+        completion_tokens=sum(v.completion_tokens for v in vs),
+        cost=sum(v.cost for v in vs),
+        latency_s=sum(v.latency_s for v in vs),
+    )

@@ -88,7 +88,7 @@ class RewardModelJudge(ScoreBasedPairwise):
     def __init__(self, spec: JudgeSpec, *, adapter: TrainedRewardModel | None = None) -> None:
         self.spec = spec
         self.name = spec.name
-        self.scale = tuple(spec.scale)
+        self.scale = spec.scale  # a tuple already (JudgeSpec validates assignments too)
         self.tie_margin = spec.tie_margin
         self.adapter = adapter
         self._loaded: tuple[Any, Any] | None = None

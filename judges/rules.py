@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from prefloop.errors import ConfigError
 
@@ -27,6 +27,7 @@ _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n\s*```\s*$", re.S)
 def check_rule(rule: RuleSpec, text: str) -> tuple[bool, str]:
     """``(passed, why)`` for one rule on one output."""
     if rule.type == "regex":
+        assert rule.pattern is not None  # RuleSpec requires it for a regex rule
         found = re.search(rule.pattern, text) is not None
         ok = found != rule.negate
         return ok, f"regex {rule.pattern!r} {'found' if found else 'not found'}"
@@ -43,8 +44,10 @@ def check_rule(rule: RuleSpec, text: str) -> tuple[bool, str]:
         raw = m.group(1) if m else text
         try:
             data = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             return rule.negate, f"not JSON ({exc.msg} at line {exc.lineno})"
+        except ValueError as exc:  # valid syntax Python will not parse: an integer over sys.get_int_max_str_digits()
+            return rule.negate, f"not JSON ({exc})"
         errors = sorted(validator_for(rule.schema_)(rule.schema_).iter_errors(data), key=lambda e: list(e.path))
         if errors:
             where = "/".join(str(p) for p in errors[0].path) or "(top level)"
@@ -62,7 +65,7 @@ def check_rule(rule: RuleSpec, text: str) -> tuple[bool, str]:
 class _ScoreJudge(ScoreBasedPairwise):
     def __init__(self, name: str, scale: tuple[int, int], tie_margin: float) -> None:
         self.name = name
-        self.scale = tuple(scale)
+        self.scale = cast("tuple[int, int]", tuple(scale))  # a list from a caller becomes a tuple
         self.tie_margin = tie_margin
 
     def _to_scale(self, fraction: float) -> float:
@@ -129,7 +132,7 @@ class CallableJudge(_ScoreJudge):
     def __init__(self, name: str, fn: ScoreFn, *, scale: tuple[int, int] = (1, 5), tie_margin: float = 0.0, version: str | None = None) -> None:
         super().__init__(name, scale, tie_margin)
         self.fn = fn
-        self.spec = None
+        self.spec: JudgeSpec | None = None
         qual = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
         try:
             src = inspect.getsource(fn)
@@ -140,6 +143,7 @@ class CallableJudge(_ScoreJudge):
 
     @classmethod
     def from_spec(cls, spec: JudgeSpec) -> CallableJudge:
+        assert spec.function is not None  # JudgeSpec requires it for the python backend
         module, _, attr = spec.function.partition(":")
         try:
             fn = getattr(importlib.import_module(module), attr)
@@ -170,7 +174,8 @@ class CallableJudge(_ScoreJudge):
                 continue
             why = None
             if isinstance(got, dict):
-                got, why = got.get("score"), got.get("rationale")
+                why = got.get("rationale")
+                got = got.get("score")
             elif isinstance(got, tuple) and len(got) == 2:
                 got, why = got
             if isinstance(got, bool):

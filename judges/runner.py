@@ -22,7 +22,7 @@ from prefloop.errors import ConfigError, NotFoundError
 from prefloop.kinds import KINDS, PAIRWISE, POINTWISE
 
 from . import verdicts
-from .base import Judge, PairwiseJudge, PointwiseJudge
+from .base import Judge, PairwiseJudge, PairwiseVerdict, PointwiseJudge, PointwiseVerdict
 from .verdicts import JudgedTask
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def judge_round(
     with store.session() as s:  # the annotator shows the judge's current identity; each verdict keeps its own
         s.execute(update(Annotator).where(Annotator.id == annotator_id).values(meta=identity))
     tasks = _load_tasks(store, round_id, task_ids, include_cancelled)
-    can = {PAIRWISE: isinstance(judge, PairwiseJudge), POINTWISE: isinstance(judge, PointwiseJudge)}
+    can: dict[str | None, bool] = {PAIRWISE: isinstance(judge, PairwiseJudge), POINTWISE: isinstance(judge, PointwiseJudge)}
     runnable = []
     for t in tasks:
         if t.kind in KINDS and can.get(KINDS[t.kind].judge_mode):
@@ -158,11 +158,17 @@ def judge_round(
             chunk = runnable[start : start + chunk_size]
             # Every pairwise and every pointwise question of the chunk goes to the judge in one batched call each.
             pair_q, score_q = verdicts.questions(chunk)
-            pair_v = judge.compare(
-                [t.prompt for t, _, _ in pair_q], [t.texts[i] for t, i, _ in pair_q], [t.texts[j] for t, _, j in pair_q],
-                references=[t.reference for t, _, _ in pair_q],
-            ) if pair_q else []
-            score_v = judge.score([t.prompt for t in score_q], [t.texts[0] for t in score_q], references=[t.reference for t in score_q]) if score_q else []
+            pair_v: list[PairwiseVerdict] = []
+            score_v: list[PointwiseVerdict] = []
+            if pair_q:
+                assert isinstance(judge, PairwiseJudge)  # runnable holds only the kinds this judge can do
+                pair_v = judge.compare(
+                    [t.prompt for t, _, _ in pair_q], [t.texts[i] for t, i, _ in pair_q], [t.texts[j] for t, _, j in pair_q],
+                    references=[t.reference for t, _, _ in pair_q],
+                )
+            if score_q:
+                assert isinstance(judge, PointwiseJudge)  # runnable holds only the kinds this judge can do
+                score_v = judge.score([t.prompt for t in score_q], [t.texts[0] for t in score_q], references=[t.reference for t in score_q])
             for v in [*pair_v, *score_v]:
                 stats.verdicts += 1
                 if v.cached:

@@ -111,6 +111,14 @@ def test_rule_judge_checks_and_scores() -> None:
     assert v.winner == "B" and v.consistent and v.prob_a == pytest.approx(0.5 + (s[2].score - 5) / 8)
 
 
+def test_json_rule_fails_an_integer_too_long_for_python() -> None:
+    """Python refuses to parse an integer of over 4300 digits with a plain ValueError (no ``msg``
+    or ``lineno``); the rule fails the output like any other non-JSON (it raised AttributeError)."""
+    judge = build_judge({"name": "json", "backend": "rules", "rules": [{"type": "json_schema", "schema": {"type": "integer"}}]})
+    v = judge.score([Q], ["7" * 5000])[0]
+    assert v.ok and v.score == 1.0 and "not JSON (Exceeds the limit" in v.rationale
+
+
 def test_callable_judge_failures_are_verdict_failures() -> None:
     def check(prompt, output, reference):  # noqa: ANN001, ANN202
         if output == "raise":

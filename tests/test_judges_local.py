@@ -114,6 +114,23 @@ def test_rationale_is_generated_after_the_answer() -> None:
     assert all(x.rationale is None or isinstance(x.rationale, str) for x in v)
 
 
+def test_a_model_with_nan_logits_fails_its_scores_even_with_rationales() -> None:
+    """NaN probabilities are a failed verdict; the rationale step skips it (it read the failed
+    verdict's missing distribution and raised AttributeError)."""
+    import copy
+
+    from prefloop.judges.config import JudgeSpec
+    from prefloop.judges.local import LocalJudge, load_judge_model
+
+    tok, model = load_judge_model(TINY)
+    broken = copy.deepcopy(model)
+    for p in broken.parameters():
+        p.data.fill_(math.nan)
+    spec = JudgeSpec.model_validate({"name": "nan", "backend": "local", "model": TINY, "rationale": True, "max_rationale_tokens": 3})
+    v = LocalJudge(spec, tokenizer=tok, model=broken).score(PROMPTS[:2], A[:2])
+    assert [x.ok for x in v] == [False, False] and all("not numbers" in x.error for x in v)
+
+
 def test_verdict_roundtrip() -> None:
     v = PairwiseVerdict("A", 0.7, True, "r", 10, 1, 0.01, 0.2, orders=(0.8, 0.6))
     w = PairwiseVerdict.from_dict(v.to_dict())

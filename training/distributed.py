@@ -25,11 +25,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefloop.errors import ConfigError
 
 from .config import TrainingConfig
+
+if TYPE_CHECKING:
+    from .trainers import Phase
 
 #: accelerate configs shipped in ``prefloop/configs/accelerate`` (``training.trainer.accelerate_config``).
 ACCELERATE_PRESETS = {
@@ -297,7 +300,7 @@ def train_distributed(phase: str, cfg: TrainingConfig, dataset_path: str | Path,
     return PhaseResult(**data)
 
 
-def run_phase(phase: str, cfg: TrainingConfig, dataset_path: str | Path, out: str | Path, *,
+def run_phase(phase: Phase, cfg: TrainingConfig, dataset_path: str | Path, out: str | Path, *,
               init_adapter: str | Path | None = None, tracker: Any = None, base_dir: Path | None = None,
               say: Callable[[str], None] | None = None, callbacks: list[Any] | None = None) -> Any:
     """What a round's training state calls for each phase: in this process (with ``callbacks`` added

@@ -187,5 +187,5 @@ def load_causal_lm(
         raise ConfigError(f"unknown quantization {quantization!r}", hint="use 4bit, 8bit or leave it empty")
     model = AutoModelForCausalLM.from_pretrained(resolve_model(source), **kwargs)
     if quantization is None and device:
-        model = model.to(device)
+        model = model.to(device)  # type: ignore[arg-type]  # transformers wraps .to in functools.wraps: typed as unbound
     return model

@@ -143,7 +143,7 @@ def train_reward_model(spec: JudgeSpec, base_source: str, dataset: Any, out: str
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    last = {k: float(v) for k, v in (logs[-1] if logs else {}).items() if isinstance(v, (int, float))}
+    last: dict[str, float | None] = {k: float(v) for k, v in (logs[-1] if logs else {}).items() if isinstance(v, (int, float))}
     result = RewardTrainResult(str(out / ADAPTER), len(keys), int(trainer.state.global_step), seconds,
                                str(resume) if resume else None, last)
     with atomic_dir(out / ADAPTER) as tmp:
@@ -157,6 +157,7 @@ def train_reward_model(spec: JudgeSpec, base_source: str, dataset: Any, out: str
 def _trainer(spec: JudgeSpec, base_source: str, dataset: Any, out: Path, *, device: str, save_steps: int,
              callbacks: list[Any] | None) -> Any:
     import torch
+    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForSequenceClassification, PrinterCallback
     from transformers.utils import logging as hf_logging
@@ -190,7 +191,9 @@ def _trainer(spec: JudgeSpec, base_source: str, dataset: Any, out: Path, *, devi
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=lora,
                                 callbacks=[*(callbacks or []), _skip_final_checkpoint()])
     trainer.remove_callback(PrinterCallback)  # prefloop reports the result; the logs go to wandb
-    if len(trainer.train_dataset) == 0:
+    kept = trainer.train_dataset
+    assert isinstance(kept, Dataset)  # the Dataset given, less what TRL filtered out
+    if len(kept) == 0:
         raise TrainingError(f"reward model {spec.name!r}: every pair is longer than train_max_length {spec.train_max_length}",
                             hint="raise the judge's train_max_length")
     return trainer

@@ -163,7 +163,7 @@ class RoundTracker:
 
         rows = rows[: self.settings.log_samples]
         columns = list(rows[0])
-        table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows])
+        table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows])  # type: ignore[arg-type]  # wandb annotates columns as list[str | int]: invariant, so a list[str] is refused
         self.run.log({"samples": table})
 
     def log_artifact(self, name: str, kind: str, path: Path, metadata: dict[str, Any] | None = None) -> None:

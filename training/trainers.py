@@ -317,6 +317,7 @@ def build_trainer(
     base = model if model is not None else load_base(cfg, device, plan)
     args = _common_args(cfg, s, out, device, plan)
     callbacks = [*(callbacks or []), _skip_final_checkpoint()]
+    trainer: Any  # TRL's SFTTrainer or DPOTrainer, which also carries prefloop_notes (see train_phase)
     if phase == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -386,7 +387,7 @@ def train_phase(
     state = acc.get_state_dict(trainer.model_wrapped)
     result = PhaseResult(
         phase=phase, adapter_dir=str(out / ADAPTER), steps=int(trainer.state.global_step), examples=len(dataset),
-        train_seconds=seconds, resumed_from=str(resume) if resume else None, metrics=last, tokens=tokens,
+        train_seconds=seconds, resumed_from=str(resume) if resume else None, metrics=dict(last), tokens=tokens,
         processes=acc.num_processes, notes=list(getattr(trainer, "prefloop_notes", [])),
     )
     if acc.is_main_process:

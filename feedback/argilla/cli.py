@@ -16,7 +16,7 @@ from rich.table import Table
 
 from prefloop.project import Project
 
-from ..cli import round_ids
+from ..cli import round_id
 from .pull import PullReport, pull
 from .push import push
 from .sync import sync_until
@@ -31,7 +31,7 @@ RoundOpt = typer.Option(None, "--round", "-r", help="Only this round number (def
 
 
 def _round_id(project: Project, number: Optional[int]) -> Optional[int]:
-    return None if number is None else round_ids(project, [number])[0]
+    return None if number is None else round_id(project, number)
 
 
 @argilla_app.command("push")
@@ -99,7 +99,7 @@ def cmd_wait(
     def show(report, waiting) -> None:  # noqa: ANN001
         console.print(f"pulled: {report.created} new, {report.updated} changed; {len(waiting)} task(s) still short of labels")
 
-    result = sync_until(project, _round_id(project, round_number), timeout=timeout, interval=interval, on_pull=show)
+    result = sync_until(project, round_id(project, round_number), timeout=timeout, interval=interval, on_pull=show)
     if result.done:
         console.print(f"[green]round {round_number} is fully labelled[/] after {result.pulls} pull(s)")
     else:

@@ -199,7 +199,7 @@ def push(project: Project, *, round_id: int | None = None) -> PushReport:
     groups: dict[str, list[_TaskRow]] = defaultdict(list)
     options: dict[str, tuple[Any, ...]] = {}
     for t in tasks:
-        name, opts = _group_key(t, cfg.argilla.dataset_prefix, tuple(cfg.queue.rating_scale), cfg.queue.allow_ties)
+        name, opts = _group_key(t, cfg.argilla.dataset_prefix, cfg.queue.rating_scale, cfg.queue.allow_ties)
         groups[name].append(t)
         options[name] = opts
     for name, opts in options.items():

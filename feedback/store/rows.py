@@ -61,7 +61,7 @@ class Columns:
             out[i] = to_db(out[i])
         return out
 
-    def insert(self, conn: Connection, rows: Sequence[Sequence[Any]], *, suffix: str = "") -> list[Any]:
+    def insert(self, conn: Connection, rows: Sequence[Sequence[Any]], *, suffix: str = "") -> Sequence[Any]:
         """Insert converted ``rows``; returns what ``suffix`` (``RETURNING …``) returns."""
         if not rows:
             return []

@@ -18,7 +18,7 @@ import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from prefloop.errors import InvalidAnswer
 
@@ -34,6 +34,8 @@ TIE = "tie"
 HUMAN, JUDGE, MIXED = "human", "judge", "mixed"
 #: How a judge answers a kind: by comparing two outputs, or by scoring one.
 PAIRWISE, POINTWISE = "pairwise", "pointwise"
+#: Krippendorff's levels of measurement (how far apart two different answers are).
+AgreementLevel = Literal["nominal", "ordinal", "interval", "ratio"]
 
 
 # ------------------------------------------------------------------------------ labels and their products
@@ -146,7 +148,7 @@ class TaskKind:
     #: outputs), so they come after those of kinds that answer task by task
     combines_tasks: ClassVar[bool] = False
     #: Krippendorff's level for agreement between annotators ("nominal", "ordinal"), None: not measured
-    agreement_level: ClassVar[str | None] = None
+    agreement_level: ClassVar[AgreementLevel | None] = None
     #: the keys line under a task in ``prefloop annotate`` (``{lo}``/``{hi}``: the scale)
     key_help: ClassVar[str] = "s = skip · q = quit"
     #: the Argilla question that carries the answer, and its Argilla type

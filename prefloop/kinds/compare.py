@@ -92,9 +92,10 @@ class CompareKind(TaskKind):
             return Outcome(t.task_id, "unlabelled", None, None, None, 0.0, {}, [])
         # An inconsistent judge verdict (it flipped under position swap) counts as a tie.
         choices = [str(lab.value["choice"]) if lab.consistent else TIE for lab in voters]
-        votes = Counter(choices) if len(choices) > 1 else {choices[0]: 1}  # one voter: most tasks, no Counter
+        counter = Counter(choices) if len(choices) > 1 else None  # one voter: most tasks, no Counter
+        votes: dict[str, int] = counter if counter is not None else {choices[0]: 1}
         names = [lab.annotator for lab in voters]
-        ranked = votes.most_common() if len(choices) > 1 else [(choices[0], 1)]
+        ranked = counter.most_common() if counter is not None else [(choices[0], 1)]
         top, n_top = ranked[0]
         if len(ranked) > 1 and ranked[1][1] == n_top:
             return Outcome(t.task_id, "disagreement", None, None, source, n_top / len(voters), dict(votes), names)

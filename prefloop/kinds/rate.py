@@ -134,6 +134,7 @@ class RateKind(TaskKind):
             return {**rec, "status": "skipped", "value": None, "rationale": v.error, "meta": {"error": v.error, "cached": v.cached}}
         lo, hi = view.scale or DEFAULT_SCALE
         jlo, jhi = v.scale
+        assert v.score is not None  # an ok verdict has its score
         score = lo + (float(v.score) - jlo) / (jhi - jlo) * (hi - lo)
         meta: dict[str, Any] = {"score": score, "judge_score": v.score, "judge_scale": list(v.scale), "cached": v.cached}
         if v.distribution:

@@ -67,7 +67,7 @@ def cmd_simulate(
 ) -> None:
     """Run N scripted annotators against a running server, over HTTP, until the queue is empty
     (with --follow: until --until-round is done, or --deadline)."""
-    from prefloop.feedback.cli import open_project, round_ids
+    from prefloop.feedback.cli import open_project, round_id
 
     from .humans import ORDERS, SimulatedSeconds, provision_annotators, simulate
 
@@ -78,7 +78,7 @@ def cmd_simulate(
     time_on_task = SimulatedSeconds.parse(seconds) if seconds else None
     project = open_project(project_dir)
     url = url or f"http://{project.config.server.host}:{project.config.server.port}"
-    rid = round_ids(project, [round_number])[0] if round_number is not None else None
+    rid = round_id(project, round_number) if round_number is not None else None
     human_oracle = load_human_oracle(oracle, project)
     stop_at = time.monotonic() + deadline * 60 if deadline is not None else None
 

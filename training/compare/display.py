@@ -125,17 +125,18 @@ def log_wandb(r: CompareResult, project: Any) -> str | None:
     run_dir = Path(os.environ.get("WANDB_DIR") or project.runs_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=w.project, entity=w.entity, group=w.group or project.config.name, job_type="compare",
-                     name=f"compare-round-{r.round}", dir=str(run_dir), mode=mode, reinit="finish_previous",
+                     name=f"compare-round-{r.round}", dir=str(run_dir), mode=mode,  # type: ignore[arg-type]  # WANDB_MODE passes through: wandb takes "dryrun" and "run" too
+                     reinit="finish_previous",
                      config={"round": r.round, "seeds": r.seeds, "samples": r.samples, "prompts": r.prompts, "rag": r.rag},
                      settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
     try:
         rows = table_rows(r)
         cols = list(dict.fromkeys(k for row in rows for k in row))
-        run.log({"compare/arms": wandb.Table(columns=cols, data=[[finite_or_none(row.get(c)) for c in cols] for row in rows])})
+        run.log({"compare/arms": wandb.Table(columns=cols, data=[[finite_or_none(row.get(c)) for c in cols] for row in rows])})  # type: ignore[arg-type]  # wandb annotates columns as list[str | int]: invariant, so a list[str] is refused
         be = [b.to_dict() for b in r.break_even]
         if be:
             bcols = list(be[0])
-            run.log({"compare/break_even": wandb.Table(columns=bcols, data=[[finite_or_none(x[c]) for c in bcols] for x in be])})
+            run.log({"compare/break_even": wandb.Table(columns=bcols, data=[[finite_or_none(x[c]) for c in bcols] for x in be])})  # type: ignore[arg-type]  # wandb annotates columns as list[str | int]: invariant, so a list[str] is refused
         for row in rows:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and finite_or_none(v) is not None:

@@ -94,7 +94,7 @@ class RoundContext:
         """One transaction: ``change`` the control state, merge ``metrics`` into the reported ones,
         set plain columns (``adapter_path``, ``error``…)."""
         with self.store.session() as s:
-            r = s.get(Round, self.round_id)
+            r = s.get_one(Round, self.round_id)
             for k, v in columns.items():
                 setattr(r, k, v)
             if metrics:

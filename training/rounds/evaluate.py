@@ -60,7 +60,7 @@ def eval_samples(ctx: RoundContext, round_id: int, prompt_ids: set[int], k: int
     """A round's first ``k`` eval samples of each prompt, and their oracle scores per prompt."""
     samples = {pid: v[:k] for pid, v in ctx.generations(PURPOSE_EVAL, round_id).items() if pid in prompt_ids}
     with ctx.store.session() as s:
-        metas = dict(s.execute(select(Generation.id, Generation.meta).where(Generation.round_id == round_id)).all())
+        metas: dict[int, dict[str, Any] | None] = dict(s.execute(select(Generation.id, Generation.meta).where(Generation.round_id == round_id)).all())
     return samples, oracle_by_prompt(samples, metas)
 
 
@@ -104,7 +104,7 @@ def run(ctx: RoundContext) -> None:
         if judge is not None:
             # the judge reads the prompt as this round's samples were given it (passages placed, with rag)
             with ctx.store.session() as s:
-                gmeta = dict(s.execute(select(Generation.id, Generation.meta).where(Generation.round_id == ctx.round_id)).all())
+                gmeta: dict[int, dict[str, Any] | None] = dict(s.execute(select(Generation.id, Generation.meta).where(Generation.round_id == ctx.round_id)).all())
             msgs = {pid: first_prompted(p.as_messages(), (gmeta[g] for g, _ in mine.get(pid, []))) for pid, p in prompts.items()}
             refs = {pid: p.reference for pid, p in prompts.items()}
             for label, (their_samples, _) in theirs.items():

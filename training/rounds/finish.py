@@ -82,10 +82,10 @@ def sample_rows(ctx: RoundContext) -> list[dict[str, Any]]:
     tasks = load_task_labels(ctx.store, round_ids=[ctx.round_id], kinds=["compare"])[:limit]
     if not tasks:
         with ctx.store.session() as s:
-            rows = s.execute(select(Prompt, Generation.text, Generation.meta).join(Generation, Generation.prompt_id == Prompt.id)
-                             .where(Generation.round_id == ctx.round_id).order_by(Generation.id).limit(limit)).all()
+            found = s.execute(select(Prompt, Generation.text, Generation.meta).join(Generation, Generation.prompt_id == Prompt.id)
+                              .where(Generation.round_id == ctx.round_id).order_by(Generation.id).limit(limit)).all()
             return [{"prompt": p.display_text, "output": text, "oracle": (meta or {}).get("oracle_score")}
-                    for p, text, meta in rows]
+                    for p, text, meta in found]
     gen_ids = {g for t in tasks for g in t.generation_ids}
     with ctx.store.session() as s:
         texts = dict(s.execute(select(Generation.id, Generation.text).where(Generation.id.in_(gen_ids))).all())

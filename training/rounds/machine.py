@@ -92,12 +92,12 @@ def check_config(cfg: ProjectConfig) -> None:
     for n in t.judges or []:
         if n not in names:
             raise ConfigError(f"training.judges names {n!r}, which is not in judges.panel", hint=hint)
-    for key, n in (("training.evaluation.judge", t.evaluation.judge), ("training.pairing.scorer", t.pairing.scorer)):
-        if n is not None and n not in names:
-            raise ConfigError(f"{key} is {n!r}, which is not in judges.panel", hint=hint)
-    for key, n in [*(("training.judges", n) for n in t.judges or []), ("training.pairing.scorer", t.pairing.scorer)]:
-        if is_reward_model(cfg.judges.get(n) if n else None):
-            raise ConfigError(f"{key} names the reward-model judge {n!r}, which labels in the round's reward_model state",
+    for key, name in (("training.evaluation.judge", t.evaluation.judge), ("training.pairing.scorer", t.pairing.scorer)):
+        if name is not None and name not in names:
+            raise ConfigError(f"{key} is {name!r}, which is not in judges.panel", hint=hint)
+    for key, name in [*(("training.judges", n) for n in t.judges or []), ("training.pairing.scorer", t.pairing.scorer)]:
+        if is_reward_model(cfg.judges.get(name) if name else None):
+            raise ConfigError(f"{key} names the reward-model judge {name!r}, which labels in the round's reward_model state",
                               hint="leave it out there: it trains after the human wait, then labels the tasks humans did not answer")
     if t.evaluation.oracle:
         load_oracle(t.evaluation.oracle)
