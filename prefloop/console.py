@@ -32,6 +32,9 @@ from prefloop.visible import visible_parts
 
 #: prefloop's loggers whose INFO lines belong in the log (the trainer's loss lines; shown too with ``verbose``).
 LOGGED_AT_INFO = ("prefloop.trainer",)
+#: libraries whose warnings belong in the log even when a quiet command turned them down to errors
+#: before (``TRANSFORMERS_VERBOSITY=error``: the terminal stays clean, the log keeps the warnings)
+LOGGED_AT_WARNING = ("transformers", "trl", "peft", "datasets", "accelerate")
 
 #: Warnings that do not apply to the run where they appear: (message regex, module regex, category).
 NOT_APPLICABLE: tuple[tuple[str, str, type[Warning]], ...] = (
@@ -157,9 +160,12 @@ def library_output(log_path: Path, console: Console, *, verbose: bool = False, q
                 lg.addHandler(handler)
         root = logging.getLogger()
         root.addHandler(handler)  # what propagates (most libraries) lands here
-        levels = {name: logging.getLogger(name).level for name in LOGGED_AT_INFO}
+        levels = {name: logging.getLogger(name).level for name in (*LOGGED_AT_INFO, *LOGGED_AT_WARNING)}
         for name in LOGGED_AT_INFO:
             logging.getLogger(name).setLevel(logging.INFO)
+        for name in LOGGED_AT_WARNING:
+            if logging.getLogger(name).getEffectiveLevel() > logging.WARNING:
+                logging.getLogger(name).setLevel(logging.WARNING)
         logging.captureWarnings(True)  # warnings become records of `py.warnings`: to the file, whoever shows them now
         sys.stdout = sys.stderr = sink  # type: ignore[assignment]
         try:

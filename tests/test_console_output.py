@@ -123,3 +123,18 @@ def test_a_librarys_handler_made_under_another_stderr_is_caught_too(tmp_path: Pa
         assert library.handlers == [own]  # restored
     finally:
         library.removeHandler(own)
+
+
+def test_a_quiet_command_keeps_transformers_warnings_in_the_log(tmp_path: Path) -> None:
+    """A command without -v turns transformers down to errors (its warnings off the terminal);
+    inside a round's library output they still reach the log, and the level comes back afterwards."""
+    library = logging.getLogger("transformers")
+    before = library.level
+    library.setLevel(logging.ERROR)  # what quiet_libraries() does through transformers' own API
+    try:
+        with library_output(tmp_path / "x.log", Console(file=io.StringIO())):
+            logging.getLogger("transformers.trainer").warning("a transformers warning")
+        assert "a transformers warning" in (tmp_path / "x.log").read_text()
+        assert library.level == logging.ERROR
+    finally:
+        library.setLevel(before)

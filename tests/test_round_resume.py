@@ -98,11 +98,14 @@ def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
 
     after = _counts(project)
     assert after == before  # nothing regenerated, re-queued, relabelled or lost
-    assert after["human/edit/submitted"] + after["human/compare/submitted"] == len(targets)
     with project.store.session() as s:
         r1 = s.scalar(select(Round).where(Round.number == 1))
         m, control = r1.metrics, r1.state_data
         assert r1.state == "done" and r1.adapter_path and Path(r1.adapter_path, "adapter_model.safetensors").is_file()
+    # The wait ends at its budget of labelled tasks; how many more the scripted human answered
+    # before the round closed its open tasks depends on timing, never beyond the waited-for tasks.
+    humans = after["human/edit/submitted"] + after["human/compare/submitted"]
+    assert control["wait_budget"] <= humans <= len(targets)
     sft = m["training"]["phases"]["sft"]
     assert sft["steps"] == 40
     assert sft["resumed_from"] is not None and int(sft["resumed_from"].rsplit("-", 1)[1]) >= int(killed_at.name.split("-")[1])
