@@ -5,8 +5,9 @@ Guarantees, on SQLite and PostgreSQL alike:
 - a task is served to ``overlap`` distinct humans, never twice to the same one;
 - a claim holds a lease; an expired lease frees its slot for someone else;
 - two concurrent claimers never get the same slot (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
-  ``FOR UPDATE SKIP LOCKED`` and a re-count of the slot once the row is locked), and a claim
-  never answers "nothing left" while a task with a free slot is merely busy;
+  ``FOR UPDATE SKIP LOCKED`` in a REPEATABLE READ statement that starts over when a task it
+  locks changed since its snapshot), and a claim never answers "nothing left" while a task
+  with a free slot is merely busy;
 - ``submit`` validates the answer against the task and is idempotent by key: a retried submit
   returns the first receipt and never writes a second annotation;
 - a late submit (lease expired) is kept, flagged ``late``: an annotator's work is never lost.
@@ -15,7 +16,7 @@ Judges, imports and the Argilla bridge write through :meth:`Queue.record` and
 :meth:`Queue.record_many`, which need no lease. Every answer, leased or not, is written by
 :mod:`.writer` (validation through the task's kind, history, ``n_done``). Tasks are added by
 the methods :class:`Queue` inherits from :mod:`.enqueue`. Claim and submit run pre-compiled
-statements from :mod:`.queue_sql` (a few per call, no ORM).
+statements from :mod:`.queue_sql`, no ORM: on PostgreSQL one statement (one round trip) each.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -145,7 +146,7 @@ class Queue(Enqueue):
         self.store = store
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.overlap = overlap
-        self.rating_scale = tuple(rating_scale)
+        self.rating_scale = cast(tuple[int, int], tuple(rating_scale))
         self.allow_ties = allow_ties
         self.clock = clock
         self._pg = store.dialect == "postgresql"
@@ -229,21 +230,23 @@ class Queue(Enqueue):
         A serialization failure means a concurrent claim or submit changed a task this statement
         locked after its snapshot (see :mod:`.store.queue_sql`): nothing was written, so it runs
         again on a fresh snapshot. A connection the server dropped gets one more try on a new one
-        (the pool hands connections out without a pre-ping).
+        (the pool hands connections out without a pre-ping). Should the server have committed the
+        statement just before the connection died, the second run finds the claim's lease (and
+        returns its task) or the submit's answer (a retried key gets the first receipt; without a
+        key the submit is refused as a duplicate, and the answer is stored).
         """
-        dropped = False
-        for attempt in range(SERIALIZATION_RETRIES + 1):
+        dropped, retries = False, 0
+        while True:
             try:
                 with self.store.autocommit() as conn:
                     return run(conn)
             except DBAPIError as exc:
                 if exc.connection_invalidated and not dropped:
                     dropped = True
-                    continue
-                if getattr(exc.orig, "sqlstate", None) == SERIALIZATION_FAILURE and attempt < SERIALIZATION_RETRIES:
-                    continue
-                raise
-        raise AssertionError("unreachable")
+                elif getattr(exc.orig, "sqlstate", None) == SERIALIZATION_FAILURE and retries < SERIALIZATION_RETRIES:
+                    retries += 1
+                else:
+                    raise
 
     def _remember(self, task_id: int, target: writer.Target) -> None:
         """Keep what a task's answers are checked against (a task's kind, outputs and scale never change)."""
@@ -431,7 +434,8 @@ class Queue(Enqueue):
                 .group_by(Annotator.kind, Annotation.status)
             )
             if round_id is not None:
-                tq, slots, leases, ann = (q.where(Task.round_id == round_id) for q in (tq, slots, leases, ann))
+                in_round = Task.round_id == round_id
+                tq, slots, leases, ann = tq.where(in_round), slots.where(in_round), leases.where(in_round), ann.where(in_round)
             by_kind = {(k, st): n for k, st, n in s.execute(tq)}
             counts = {(k, st): n for k, st, n in s.execute(ann)}
             return QueueStatus(
@@ -477,7 +481,7 @@ class _KeyUse(NamedTuple):
     late: bool
 
 
-def _retry_receipt(key: str, task_id: int, annotator_id: int, used: _KeyUse) -> Receipt:
+def _retry_receipt(key: str | None, task_id: int, annotator_id: int, used: _KeyUse) -> Receipt:
     """The first receipt again when a key comes back for the same answer; an error otherwise."""
     if (used.task_id, used.annotator_id) != (task_id, annotator_id):
         raise QueueError(

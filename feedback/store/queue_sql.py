@@ -15,6 +15,7 @@ On PostgreSQL, where every statement is a network round trip, each is one statem
 from __future__ import annotations
 
 import functools
+import typing
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import (
     DateTime,
     Integer,
+    Table,
     and_,
     bindparam,
     case,
@@ -40,6 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from .models import Annotation, AnnotationStatus, Generation, Lease, Prompt, Task, TaskStatus
@@ -76,6 +79,7 @@ class Fast:
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         compiled = self.stmt.compile(dialect=dialect, column_keys=self.columns)
+        assert isinstance(compiled, SQLCompiler)  # a statement's compiler, with its bind names and prefetch lists
         if compiled.insert_prefetch or compiled.update_prefetch or any(b.expanding for b in compiled.bind_names):
             raise TypeError(f"{self.stmt} needs SQLAlchemy at execution time; pass every column and no IN lists")
         binds: dict[str, Callable[[Any], Any]] = {}  # one converter per name, however often it appears
@@ -116,7 +120,7 @@ class Fast:
         if not rows:
             return
         c = self._compiled(conn.dialect)
-        args = [self._args(c, params) for params in rows]
+        args: list[Any] = [self._args(c, params) for params in rows]
         cursor = conn.connection.cursor()
         try:
             cursor.executemany(c.sql, args)
@@ -152,7 +156,7 @@ class Fast:
         return n
 
 
-def _wrapped(conn: Connection, statement: str, args: Any, exc: Exception, cursor: Any) -> BaseException:  # noqa: ANN401
+def _wrapped(conn: Connection, statement: str, args: Any, exc: Any, cursor: Any) -> BaseException:  # noqa: ANN401
     """The DBAPI error as :meth:`Connection.execute` would raise it, ``connection_invalidated`` when the
     server dropped the connection (the server answers 503; :meth:`Store.autocommit` retries once)."""
     dialect = conn.dialect
@@ -161,8 +165,7 @@ def _wrapped(conn: Connection, statement: str, args: Any, exc: Exception, cursor
                                connection_invalidated=dropped)
 
 
-T, L, A = Task.__table__, Lease.__table__, Annotation.__table__
-G, P = Generation.__table__, Prompt.__table__
+T, L, A, G, P = (typing.cast(Table, m.__table__) for m in (Task, Lease, Annotation, Generation, Prompt))
 OPEN, COMPLETE = TaskStatus.OPEN.value, TaskStatus.COMPLETE.value
 
 #: What an annotator is shown: the task's columns and its prompt's.
@@ -280,7 +283,7 @@ def candidate_texts(n: int) -> Fast:
 
 def _submit_context() -> Select:
     prior, keyed = A.alias("prior"), A.alias("keyed")
-    mine = bindparam("annotator")
+    mine = bindparam("annotator", type_=Integer)
     return (
         select(
             T.c.kind, T.c.generation_ids, T.c.scale_min, T.c.scale_max, T.c.meta,
