@@ -611,8 +611,12 @@ def test_claims_and_submits_survive_a_connection_the_server_dropped(store: Store
             pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         with store.engine.connect() as admin:
             assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-            wait_until(lambda: not admin.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
-                                                 {"pid": pid}).scalar(), "the backend to end")
+
+        def gone() -> bool:  # a transaction sees one snapshot of pg_stat_activity: a new one each time
+            with store.engine.connect() as probe:
+                return not probe.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).scalar()
+
+        wait_until(gone, "the backend to end")
         return pid
 
     for tid in tasks:
