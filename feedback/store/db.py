@@ -3,7 +3,8 @@
 SQLite transactions start with ``BEGIN IMMEDIATE`` so that a transaction that reads and then
 writes (a claim) holds the write lock from its first statement: two processes can never both
 read a free slot and then both take it, and there is no deferred-lock upgrade deadlock.
-PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead (see :mod:`.queue`).
+PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead, as one statement on a
+connection of :meth:`Store.autocommit` (see :mod:`.queue_sql`).
 
 Both databases get the same pool (``POOL_SIZE`` + ``POOL_OVERFLOW`` connections, more than the
 annotation server's request threads) and the same notion of "busy": a statement waits at most
