@@ -5,8 +5,9 @@ Guarantees, on SQLite and PostgreSQL alike:
 - a task is served to ``overlap`` distinct humans, never twice to the same one;
 - a claim holds a lease; an expired lease frees its slot for someone else;
 - two concurrent claimers never get the same slot (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
-  ``FOR UPDATE SKIP LOCKED`` and a re-count of the slot once the row is locked), and a claim
-  never answers "nothing left" while a task with a free slot is merely busy;
+  ``FOR UPDATE SKIP LOCKED`` in a REPEATABLE READ statement that starts over when a task it
+  locks changed since its snapshot), and a claim never answers "nothing left" while a task
+  with a free slot is merely busy;
 - ``submit`` validates the answer against the task and is idempotent by key: a retried submit
   returns the first receipt and never writes a second annotation;
 - a late submit (lease expired) is kept, flagged ``late``: an annotator's work is never lost.
@@ -15,19 +16,20 @@ Judges, imports and the Argilla bridge write through :meth:`Queue.record` and
 :meth:`Queue.record_many`, which need no lease. Every answer, leased or not, is written by
 :mod:`.writer` (validation through the task's kind, history, ``n_done``). Tasks are added by
 the methods :class:`Queue` inherits from :mod:`.enqueue`. Claim and submit run pre-compiled
-statements from :mod:`.queue_sql` (a few per call, no ORM).
+statements from :mod:`.queue_sql`, no ORM: on PostgreSQL one statement (one round trip) each.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from prefloop.errors import (
@@ -35,6 +37,7 @@ from prefloop.errors import (
     InvalidAnswer,
     NotAssigned,
     NotFoundError,
+    PrefloopError,
     QueueError,
 )
 from prefloop.kinds import get_kind
@@ -60,6 +63,13 @@ __all__ = ["Candidate", "ClaimedTask", "Queue", "QueueStatus", "Receipt", "check
 
 #: the longest annotator name the table holds (PostgreSQL refuses longer ones; SQLite would store them).
 MAX_NAME = 200
+#: PostgreSQL: times a claim or submit statement runs again after a serialization failure before giving up
+#: (then the error reaches the caller; the server answers 503 + Retry-After).
+SERIALIZATION_RETRIES = 100
+SERIALIZATION_FAILURE = "40001"
+#: PostgreSQL: claimed tasks whose answer checks a Queue keeps, so that a submit needs no read first.
+TARGETS_KEPT = 10_000
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -136,10 +146,12 @@ class Queue(Enqueue):
         self.store = store
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.overlap = overlap
-        self.rating_scale = tuple(rating_scale)
+        self.rating_scale = cast(tuple[int, int], tuple(rating_scale))
         self.allow_ties = allow_ties
         self.clock = clock
         self._pg = store.dialect == "postgresql"
+        self._targets: dict[int, writer.Target] = {}  # PostgreSQL: claimed tasks, for their submits
+        self._targets_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, store: Store, queue_config: Any) -> Queue:
@@ -182,67 +194,81 @@ class Queue(Enqueue):
         """The next task for this annotator by priority, with a lease; ``None`` when none is left.
 
         Claiming again while a lease is active returns the same task (a reloaded page keeps it)
-        and renews the lease. Each pass is one transaction; on PostgreSQL a pass may find its
-        candidate full after all (see :meth:`_candidate`), and the next pass excludes it.
+        and renews the lease. PostgreSQL: one statement (:meth:`_claim_pg`). SQLite: one
+        ``BEGIN IMMEDIATE`` transaction, which holds the write lock from its first read, so the
+        first free task it reads is still free when it takes the slot.
         """
         now = self.clock()
-        me = {"annotator": annotator_id, "now": now}
         where = sql.ClaimFilter(round_id, _task_kinds(kinds))
-        tried: list[int] = []
-        for _ in range(64):
-            with self.store.transaction() as conn:
-                claimed, full = self._claim_once(conn, me, where, now + self.lease, tried)
-            if full is None:
-                return claimed
-            tried.append(full)
-        return None
+        me = {"annotator": annotator_id, "now": now, **where.params}
+        expires = now + self.lease
+        if self._pg:
+            return self._claim_pg({**me, "expires": expires}, where)
+        with self.store.transaction() as conn:
+            row = sql.held_lease(where.shape).first(conn, me)
+            if row is not None:
+                sql.RENEW_LEASE.run(conn, {**me, "task": row.id, "expires": expires})
+            else:
+                row = sql.next_task(where.shape).first(conn, me)
+                if row is None:
+                    return None
+                sql.TAKE_SLOT.run(conn, {**me, "task": row.id, "expires": expires})
+            return self._claimed(conn, row, expires)
 
-    def _claim_once(
-        self, conn: Connection, me: dict[str, Any], where: sql.ClaimFilter, expires: dt.datetime, tried: list[int]
-    ) -> tuple[ClaimedTask | None, int | None]:
-        """One pass of :meth:`claim`: ``(claimed or None, None)``, or ``(None, id of a task found full)``."""
-        row = sql.held_lease(where.shape).first(conn, {**me, **where.params})
-        if row is not None:
-            sql.RENEW_LEASE.run(conn, {**me, "task": row.id, "expires": expires})
-            return self._claimed(conn, row, expires), None
-        row = self._candidate(conn, {**me, **where.params, **sql.numbered_values("tried", tried)}, where, len(tried))
+    def _claim_pg(self, params: dict[str, Any], where: sql.ClaimFilter) -> ClaimedTask | None:
+        """PostgreSQL: the whole claim in one statement (:func:`.queue_sql.claim_pg`)."""
+        row = self._one_statement(lambda conn: sql.claim_pg(where.shape).first(conn, params))
         if row is None:
-            return None, None
-        if sql.take_slot(self._pg).run(conn, {**me, "task": row.id, "expires": expires}) == 0:
-            return None, row.id  # full after all (PostgreSQL only); ending this transaction releases the row
-        return self._claimed(conn, row, expires), None
+            return None
+        self._remember(row.id, writer.Target.of_task(row, counts=True))
+        texts = dict(zip(row.generation_ids, row.candidate_texts, strict=True))
+        return self._shown(row, texts, params["expires"])
 
-    def _candidate(  # noqa: ANN401 - a result row
-        self, conn: Connection, params: dict[str, Any], where: sql.ClaimFilter, n_tried: int
-    ) -> Any:
-        """The best task with a free slot for this annotator, locked until the transaction ends.
+    def _one_statement(self, run: Callable[[Connection], _R]) -> _R:
+        """Run one claim or submit statement on an autocommit connection (PostgreSQL).
 
-        SQLite: ``BEGIN IMMEDIATE`` already serialises claims; the first match is ours.
-        PostgreSQL (READ COMMITTED): ``FOR UPDATE SKIP LOCKED`` lets concurrent claimers spread
-        over tasks. But a skipped row may be a claim or submit in flight on a task that still
-        has a slot for us, and a row that changed since the statement's snapshot is re-checked
-        against a lease count from that older snapshot. So when nothing comes back, a plain
-        read (fresh snapshot, no locks) names the best task that still has a slot, and we wait
-        for its lock. Either way the caller re-counts the slot once the lock is held, and never
-        waits while holding another task's lock (so claims cannot deadlock).
+        A serialization failure means a concurrent claim or submit changed a task this statement
+        locked after its snapshot (see :mod:`.store.queue_sql`): nothing was written, so it runs
+        again on a fresh snapshot. A connection the server dropped gets one more try on a new one
+        (the pool hands connections out without a pre-ping). Should the server have committed the
+        statement just before the connection died, the second run finds the claim's lease (and
+        returns its task) or the submit's answer (a retried key gets the first receipt; without a
+        key the submit is refused as a duplicate, and the answer is stored).
         """
-        row = sql.next_task(self._pg, where.shape, n_tried).first(conn, params)
-        if row is not None or not self._pg:
-            return row
-        free = sql.next_task(False, where.shape, n_tried).first(conn, params)
-        return None if free is None else sql.LOCK_TASK.first(conn, {"task": free.id})
+        dropped, retries = False, 0
+        while True:
+            try:
+                with self.store.autocommit() as conn:
+                    return run(conn)
+            except DBAPIError as exc:
+                if exc.connection_invalidated and not dropped:
+                    dropped = True
+                elif getattr(exc.orig, "sqlstate", None) == SERIALIZATION_FAILURE and retries < SERIALIZATION_RETRIES:
+                    retries += 1
+                else:
+                    raise
+
+    def _remember(self, task_id: int, target: writer.Target) -> None:
+        """Keep what a task's answers are checked against (a task's kind, outputs and scale never change)."""
+        with self._targets_lock:
+            if len(self._targets) >= TARGETS_KEPT:
+                self._targets.pop(next(iter(self._targets)))
+            self._targets[task_id] = target
+
+    @classmethod
+    def _claimed(cls, conn: Connection, row: Any, expires: dt.datetime) -> ClaimedTask:  # noqa: ANN401
+        ids = row.generation_ids
+        return cls._shown(row, dict(sql.candidate_texts(len(ids)).all(conn, sql.numbered_values("g", ids))), expires)
 
     @staticmethod
-    def _claimed(conn: Connection, row: Any, expires: dt.datetime) -> ClaimedTask:  # noqa: ANN401
-        ids = row.generation_ids
-        texts = dict(sql.candidate_texts(len(ids)).all(conn, sql.numbered_values("g", ids)))
+    def _shown(row: Any, texts: dict[int, str], expires: dt.datetime) -> ClaimedTask:  # noqa: ANN401
         messages = row.prompt_messages or [{"role": "user", "content": row.prompt_text or ""}]
         return ClaimedTask(
             task_id=row.id,
             kind=row.kind,
             prompt_id=row.prompt_id,
             prompt_messages=[dict(m) for m in messages],
-            candidates=[Candidate(g, texts[g]) for g in ids],
+            candidates=[Candidate(g, texts[g]) for g in row.generation_ids],
             lease_expires_at=expires,
             round_id=row.round_id,
             scale=(row.scale_min, row.scale_max) if row.scale_min is not None else None,
@@ -279,6 +305,37 @@ class Queue(Enqueue):
             return _retry_receipt(idempotency_key, task_id, annotator_id, used)
 
     def _submit(self, answer: NewAnnotation) -> Receipt:
+        if self._pg:
+            receipt = self._submit_pg(answer)
+            if receipt is not None:
+                return receipt
+        return self._submit_general(answer)
+
+    def _submit_pg(self, answer: NewAnnotation) -> Receipt | None:
+        """PostgreSQL: a leased first answer in one statement (:data:`.queue_sql.SUBMIT_PG`); ``None``
+        when it wrote nothing, and the general path answers: a bad value, a retried key, no lease, an
+        earlier answer or skip, a task that does not exist. The answer is checked before the statement
+        against the task as its claim returned it (one more read when the claim ran elsewhere)."""
+        now = self.clock()
+        target = self._targets.get(answer.task_id)
+        if target is None:
+            task = self._one_statement(lambda conn: sql.TASK_FIELDS.first(conn, {"task": answer.task_id}))
+            if task is None:
+                return None
+            target = writer.Target.of_task(task, counts=True)
+            self._remember(answer.task_id, target)
+        try:
+            change = writer.plan(answer, target, now)
+        except PrefloopError:
+            return None
+        params = {**change.row, "task": answer.task_id, "annotator": answer.annotator_id,
+                  "key": answer.idempotency_key, "now": now}
+        row = self._one_statement(lambda conn: sql.SUBMIT_PG.first(conn, params))
+        if row is None or row.annotation_id is None:
+            return None
+        return Receipt(row.annotation_id, answer.task_id, late=bool(row.late))
+
+    def _submit_general(self, answer: NewAnnotation) -> Receipt:
         now = self.clock()
         task_id, annotator_id, key = answer.task_id, answer.annotator_id, answer.idempotency_key
         mine = {"task": task_id, "annotator": annotator_id}
@@ -377,7 +434,8 @@ class Queue(Enqueue):
                 .group_by(Annotator.kind, Annotation.status)
             )
             if round_id is not None:
-                tq, slots, leases, ann = (q.where(Task.round_id == round_id) for q in (tq, slots, leases, ann))
+                in_round = Task.round_id == round_id
+                tq, slots, leases, ann = tq.where(in_round), slots.where(in_round), leases.where(in_round), ann.where(in_round)
             by_kind = {(k, st): n for k, st, n in s.execute(tq)}
             counts = {(k, st): n for k, st, n in s.execute(ann)}
             return QueueStatus(
@@ -423,7 +481,7 @@ class _KeyUse(NamedTuple):
     late: bool
 
 
-def _retry_receipt(key: str, task_id: int, annotator_id: int, used: _KeyUse) -> Receipt:
+def _retry_receipt(key: str | None, task_id: int, annotator_id: int, used: _KeyUse) -> Receipt:
     """The first receipt again when a key comes back for the same answer; an error otherwise."""
     if (used.task_id, used.annotator_id) != (task_id, annotator_id):
         raise QueueError(

@@ -22,7 +22,7 @@ import datetime as dt
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, insert, select, update
@@ -130,9 +130,14 @@ class Target:
         if row.prior_id is not None:
             prior = Prior(row.prior_id, row.prior_status, row.prior_value, row.prior_rationale, row.prior_meta,
                           row.prior_history, row.prior_updated_at)
+        return replace(cls.of_task(row, counts=counts), prior=prior)
+
+    @classmethod
+    def of_task(cls, row: Any, *, counts: bool) -> Target:
+        """From a row with the task's ``kind, generation_ids, scale_min, scale_max, meta``, as if unanswered."""
         scale = (row.scale_min, row.scale_max) if row.scale_min is not None else None
         return cls(row.kind, [int(g) for g in row.generation_ids], scale, bool((row.meta or {}).get("allow_tie", True)),
-                   counts, prior)
+                   counts)
 
     @classmethod
     def unanswered(cls) -> Target:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing as mp
+import os
 import sqlite3
 import threading
 from collections import Counter
 
 import pytest
-from sqlalchemy import func, select, update
+from psycopg import pq
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import Pool
 from waitkit import blocked_by, wait_until
 
 from prefloop.errors import DuplicateSubmission, InvalidAnswer, NotAssigned, NotFoundError, QueueError
@@ -353,26 +356,30 @@ def test_round_and_kind_filters(store: Store, queue: Queue) -> None:
 
 def test_a_claim_walks_the_claim_index_instead_of_sorting_open_tasks(store: Store, queue: Queue) -> None:
     """The query plan behind :meth:`Queue.claim`: ordered by the (status, priority DESC, id)
-    index, so that a claim stops at the first free task however many are open."""
+    index, so that a claim stops at the first free task however many are open; on PostgreSQL
+    the rest of the one-statement claim reaches tasks and outputs by primary key, never by a scan."""
     with store.session() as s:
-        for i in range(300):
+        for i in range(1000):
             queue.add_task("compare", queue.add_generations(f"p{i}", ["a", "b"], session=s), session=s)
     ann = queue.ensure_annotator("ann")
     store.analyze()
     pg = store.dialect == "postgresql"
-    compiled = queue_sql.next_task(pg, (False, 0), 0)._compiled(store.engine.dialect)
-    values = {"status_1": "open", "now": utcnow(), "annotator": ann, "param_1": 1, "param_2": 0}
+    now = utcnow()
+    statement = queue_sql.claim_pg((False, 0)) if pg else queue_sql.next_task((False, 0))
+    compiled = statement._compiled(store.engine.dialect)
+    values = statement._args(compiled, {"now": now, "annotator": ann, "expires": now + dt.timedelta(minutes=5)})
     with store.transaction() as conn:
         cursor = conn.connection.cursor()
         if pg:
-            cursor.execute("EXPLAIN " + compiled.sql, values)
+            cursor.execute("EXPLAIN " + compiled.sql, values)  # not run: EXPLAIN without ANALYZE
             plan = "\n".join(r[0] for r in cursor.fetchall())
+            search = plan[plan.index("CTE pick"):plan.index("CTE waited")]
         else:
-            values["now"] = values["now"].isoformat(" ")
-            cursor.execute("EXPLAIN QUERY PLAN " + compiled.sql, [values[n] for n in compiled.order])
-            plan = "\n".join(r[-1] for r in cursor.fetchall())
-    assert "ix_tasks_claim" in plan, plan
-    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+            cursor.execute("EXPLAIN QUERY PLAN " + compiled.sql, values)
+            plan = search = "\n".join(r[-1] for r in cursor.fetchall())
+    assert "ix_tasks_claim" in search, plan
+    assert "Sort" not in search and "TEMP B-TREE" not in search, plan
+    assert "Seq Scan on tasks" not in plan and "Seq Scan on generations" not in plan, plan
     assert queue.claim(ann).task_id == 1
 
 
@@ -482,3 +489,140 @@ def test_a_withdrawn_human_answer_reopens_its_slot(store):
     assert q.record(human, task, {"choice": "tie"})[0] == first[0]
     with store.session() as s:
         assert (s.get(Task, task).n_done, s.get(Task, task).status) == (1, "complete")
+
+
+# ---------------------------------------------------------------------------------------- round trips
+class _Wire:
+    """What a store's connections send, as the driver sees it: PostgreSQL through libpq's trace of
+    the protocol (each Query or Sync message ends one round trip), SQLite through its statement trace."""
+
+    def __init__(self, path) -> None:  # noqa: ANN001
+        self.path, self.pg_conns, self.sqlite = path, [], []
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self.read = 0
+
+    def connect(self, dbapi_connection, _record) -> None:  # noqa: ANN001 - a pool "connect" event
+        if hasattr(dbapi_connection, "pgconn"):
+            self.pg_conns.append(dbapi_connection.pgconn)
+            self._trace(dbapi_connection.pgconn)
+        else:
+            dbapi_connection.set_trace_callback(self.sqlite.append)
+
+    def _trace(self, pgconn) -> None:  # noqa: ANN001
+        pgconn.trace(os.dup(self.fd))  # libpq writes through a stream of its own on this descriptor
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+
+    def since_last(self) -> list[str]:
+        """PostgreSQL: the messages sent since the last call; SQLite: the statements."""
+        if not self.pg_conns:
+            out, self.sqlite[:] = list(self.sqlite), []
+            return out
+        for c in self.pg_conns:
+            c.untrace()  # flushes libpq's stream
+        with open(self.path) as f:
+            f.seek(self.read)
+            lines = f.read().splitlines()
+            self.read = f.tell()
+        for c in self.pg_conns:
+            self._trace(c)
+        return [line.split("\t")[2] for line in lines if line.startswith("F\t")]
+
+
+def test_a_claim_and_a_submit_are_one_round_trip_each_on_postgresql(db_url: str, store: Store, tmp_path) -> None:  # noqa: ANN001
+    """PostgreSQL: a claim and a submit are one statement each, sent without BEGIN, COMMIT or a
+    pool pre-ping. SQLite: each is one ``BEGIN IMMEDIATE`` transaction."""
+    wire = _Wire(tmp_path / "wire.trace")
+    event.listen(Pool, "connect", wire.connect)
+    mine = Store(db_url)  # its connections are all made under the trace
+    try:
+        q = Queue(mine, overlap=1)
+        for i in range(3):
+            q.add_comparison(f"Q{i}", ["a", "b"])
+        warm, ann = q.ensure_annotator("warm"), q.ensure_annotator("ann")
+        first = q.claim(warm)  # connections made, statements prepared
+        q.submit(warm, first.task_id, _choice(first), idempotency_key="w")
+        wire.since_last()
+        claimed = q.claim(ann)
+        claim_sent = wire.since_last()
+        receipt = q.submit(ann, claimed.task_id, _choice(claimed), idempotency_key="k")
+        submit_sent = wire.since_last()
+        elsewhere = Queue(mine, overlap=1)  # a submit whose claim ran in another process
+        other = q.claim(warm)
+        wire.since_last()
+        elsewhere.submit(warm, other.task_id, _choice(other), idempotency_key="e")
+        elsewhere_sent = wire.since_last()
+    finally:
+        event.remove(Pool, "connect", wire.connect)
+        mine.dispose()
+    assert receipt.annotation_id and not receipt.duplicate
+    ends_round_trip = ("Query", "Sync")
+    if store.dialect == "postgresql":
+        assert [m for m in claim_sent if m in ends_round_trip] == ["Sync"], claim_sent
+        assert [m for m in submit_sent if m in ends_round_trip] == ["Sync"], submit_sent
+        assert [m for m in elsewhere_sent if m in ends_round_trip] == ["Sync", "Sync"], elsewhere_sent  # the task, then the submit
+    else:
+        for sent in (claim_sent, submit_sent):
+            assert sent[0] == "BEGIN IMMEDIATE" and sent[-1] == "COMMIT", sent
+            assert sum(s.startswith("BEGIN") for s in sent) == 1, sent
+
+
+def test_a_claim_that_waited_for_a_task_another_claim_filled_gets_nothing(store: Store) -> None:
+    """The last slot of the only open task is being taken by a claim still in flight. A claim that
+    waits for it must then see that lease and answer ``None``, not take a slot that is gone
+    (PostgreSQL: its statement's snapshot predates the lease; see :mod:`.store.queue_sql`)."""
+    q = Queue(store, overlap=2, lease_seconds=60)
+    tid = q.add_comparison("Q", ["a", "b"])
+    alice, bob, carol = (q.ensure_annotator(n) for n in ("alice", "bob", "carol"))
+    assert q.claim(alice).task_id == tid
+    outcome: dict = {}
+
+    def claim() -> None:
+        outcome["claimed"] = q.claim(bob)
+
+    worker = threading.Thread(target=claim)
+    with store.engine.connect() as busy:
+        tx = busy.begin()
+        try:  # what carol's claim does: lock and mark the task, insert her lease
+            busy.execute(update(Task).where(Task.id == tid).values(n_done=Task.n_done))
+            now = utcnow()
+            busy.execute(Lease.__table__.insert().values(task_id=tid, annotator_id=carol, created_at=now,
+                                                         expires_at=now + dt.timedelta(minutes=1)))
+            worker.start()
+            wait_until(lambda: not worker.is_alive() or blocked_by(store, busy, worker), "the claim to reach the lock")
+        finally:
+            tx.commit()
+    worker.join(timeout=60)
+    assert outcome["claimed"] is None, "the claim took a slot that carol's lease had filled"
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Lease).where(Lease.task_id == tid)) == 2
+
+
+def test_claims_and_submits_survive_a_connection_the_server_dropped(store: Store) -> None:
+    """PostgreSQL hands the one-statement claim and submit their connections without a pre-ping: a
+    connection the server has closed fails once, and the statement runs again on a new one."""
+    if store.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no server to drop a connection")
+    q = Queue(store, overlap=1)
+    tasks = [q.add_comparison(f"Q{i}", ["a", "b"]) for i in range(2)]
+    ann = q.ensure_annotator("ann")
+
+    def drop_the_hot_connection() -> int:
+        with store.autocommit() as conn:  # claims and submits run one at a time here: always this connection
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with store.engine.connect() as admin:
+            assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+        def gone() -> bool:  # a transaction sees one snapshot of pg_stat_activity: a new one each time
+            with store.engine.connect() as probe:
+                return not probe.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).scalar()
+
+        wait_until(gone, "the backend to end")
+        return pid
+
+    for tid in tasks:
+        drop_the_hot_connection()
+        claimed = q.claim(ann)
+        assert claimed is not None and claimed.task_id == tid
+        drop_the_hot_connection()
+        receipt = q.submit(ann, tid, _choice(claimed), idempotency_key=f"k{tid}")
+        assert not receipt.duplicate and [a.id for a in _annotations(store, tid)] == [receipt.annotation_id]

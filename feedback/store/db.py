@@ -3,7 +3,8 @@
 SQLite transactions start with ``BEGIN IMMEDIATE`` so that a transaction that reads and then
 writes (a claim) holds the write lock from its first statement: two processes can never both
 read a free slot and then both take it, and there is no deferred-lock upgrade deadlock.
-PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead (see :mod:`.queue`).
+PostgreSQL claims use ``SELECT … FOR UPDATE SKIP LOCKED`` instead, as one statement on a
+connection of :meth:`Store.autocommit` (see :mod:`.queue_sql`).
 
 Both databases get the same pool (``POOL_SIZE`` + ``POOL_OVERFLOW`` connections, more than the
 annotation server's request threads) and the same notion of "busy": a statement waits at most
@@ -29,7 +30,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DontWrapMixin
+from sqlalchemy.exc import DBAPIError, DontWrapMixin
 from sqlalchemy.orm import Session, sessionmaker
 
 from prefloop.errors import ConfigError, DataError
@@ -97,6 +98,14 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.close()
 
 
+def _repeatable_read(dbapi_connection, _record) -> None:  # noqa: ANN001
+    """Statements outside an explicit transaction run in REPEATABLE READ (see :mod:`.queue_sql`)."""
+    cur = dbapi_connection.cursor()
+    cur.execute("SET default_transaction_isolation = 'repeatable read'")
+    cur.close()
+    dbapi_connection.commit()  # a session setting survives only a committed transaction
+
+
 class Store:
     """Owns the engine and hands out sessions; ``Store(url).migrate()`` makes the schema current."""
 
@@ -131,6 +140,7 @@ class Store:
             kwargs.update(pool_pre_ping=True)
         self._engine_kwargs = kwargs
         self._reader: Engine | None = None  # SQLite: connections for Store.read()
+        self._autocommit: Engine | None = None  # PostgreSQL: connections for Store.autocommit()
         self._reader_lock = threading.Lock()
         self.engine = create_engine(engine_url, **kwargs)
         #: connections that can be open at once (the server runs no more request threads than this).
@@ -201,6 +211,36 @@ class Store:
         with self._reader.connect() as conn, conn.begin():
             yield conn
 
+    @contextlib.contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """PostgreSQL: a connection on which every statement is its own REPEATABLE READ transaction.
+
+        For the queue's one-statement claim and submit: one round trip each, no BEGIN or COMMIT.
+        These connections are handed out without a pre-ping (another round trip); a statement that
+        finds its connection dropped by the server fails with ``connection_invalidated`` set, and the
+        whole pool is replaced (its other idle connections were most likely dropped too), so the
+        caller can run the statement once more on a fresh connection.
+        """
+        if self.dialect != "postgresql":
+            raise ConfigError("autocommit connections are for PostgreSQL")
+        engine = self._autocommit
+        if engine is None:
+            with self._reader_lock:
+                if self._autocommit is None:
+                    kwargs = {**self._engine_kwargs, "pool_pre_ping": False, "isolation_level": "AUTOCOMMIT"}
+                    self._autocommit = create_engine(self.engine.url, **kwargs)
+                    event.listen(self._autocommit, "connect", _repeatable_read)
+                    event.listen(self._autocommit, "checkout", self._apply_busy_timeout)
+                engine = self._autocommit
+        with engine.connect() as conn:
+            try:
+                yield conn
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    conn.invalidate(exc)
+                    engine.dispose()
+                raise
+
     def analyze(self) -> None:
         """Refresh PostgreSQL's planner statistics; call it after a bulk import of tasks.
 
@@ -223,8 +263,9 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._reader is not None:
-            self._reader.dispose()
+        for other in (self._reader, self._autocommit):
+            if other is not None:
+                other.dispose()
 
 
 def rows_by_id(conn: Connection, columns: tuple, ids: Iterable[int], *, chunk: int = 5000) -> Iterator[Any]:
