@@ -67,22 +67,23 @@ def results_table(res: ExperimentResults) -> Any:
 
 
 def efficiency_table(res: ExperimentResults) -> Any:
-    """Per arm and target: the first round whose mean oracle score reaches it, and what rounds 1…it cost."""
-    from rich import box
-    from rich.table import Table
+    """Per arm and target: the first round whose mean oracle score reaches it, and what rounds 1…it
+    cost; an arm not reaching it says how far it has run (an unfinished experiment is not a miss)."""
+    from prefloop.tables import fit, table
 
-    t = Table(title="label efficiency: spent until the mean oracle score first reaches the target", box=box.SIMPLE_HEAD,
-              show_edge=False, title_justify="left")
-    t.add_column("arm", overflow="fold", min_width=6)
-    for name in ("target", "reached at", "human labels", "human min", f"cost {res.currency}"):
-        t.add_column(name, justify="right", overflow="fold")
+    t = table("label efficiency: spent until the mean oracle score first reaches the target",
+              [("arm", "id"), ("target", "number"), ("reached at", "text"), ("human\nlabels", "number"),
+               ("human\nmin", "number"), (f"cost\n{res.currency}", "number")], title_justify="left")
     for e in res.efficiency:
         if e.round is None:
-            t.add_row(e.arm, f"{e.target:.2f}", "not reached", "–", "–", "–")
+            done = max((a.round for a in res.arms if a.arm == e.arm and a.oracle is not None), default=0)
+            reached = ("not run yet" if done == 0 else f"not by round {done}" if done < res.spec.rounds
+                       else f"not in {done} rounds")
+            t.add_row(e.arm, f"{e.target:.2f}", reached, "–", "–", "–")
         else:
             t.add_row(e.arm, f"{e.target:.2f}", f"round {e.round}", f"{e.human_labels:.0f}", f"{e.human_minutes:.1f}",
                       _money(e.cost))
-    return t
+    return fit(t)
 
 
 def plot(res: ExperimentResults, path: str | Path) -> Path:

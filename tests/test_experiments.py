@@ -388,3 +388,30 @@ def test_a_terminated_pool_stops_its_workers_and_starts_no_queued_one(tmp_path: 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_the_efficiency_table_tells_a_miss_from_an_arm_not_run_yet(tmp_path: Path) -> None:
+    """An experiment stopped early (or still running) reports per arm how far it got, and the arm
+    names stay whole in 80 columns."""
+    from rich.console import Console
+
+    from prefloop.experiments import Experiment, load_spec
+    from prefloop.experiments.display import efficiency_table
+    from prefloop.experiments.results import ArmRound, Efficiency, ExperimentResults
+    from prefloop.stats import Estimate
+
+    spec = load_spec(_write_spec(tmp_path, rounds=3, arms=[{"name": "default"}, {"name": "a-rather-long-arm-name"},
+                                                           {"name": "late"}]))
+    score = Estimate(0.4, 0.3, 0.5, 24)
+
+    def reached(arm: str, rounds: int) -> list[ArmRound]:
+        return [ArmRound(arm, n, [1, 2], score, None, None, {}, {}) for n in range(rounds + 1)]
+
+    res = ExperimentResults(Experiment(spec, tmp_path / "out"), [], reached("default", 3) + reached("a-rather-long-arm-name", 2),
+                            [Efficiency(arm, 0.5, None, None, None, None) for arm in ("default", "a-rather-long-arm-name", "late")])
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(efficiency_table(res))
+    lines = console.export_text().splitlines()
+    row = {name: next(ln for ln in lines if ln.lstrip().startswith(name)) for name in ("default", "a-rather-long-arm-name", "late")}
+    assert "not in 3 rounds" in row["default"] and "not by round 2" in row["a-rather-long-arm-name"]
+    assert "not run yet" in row["late"]
