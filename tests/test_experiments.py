@@ -82,7 +82,14 @@ def test_spec_errors_name_the_key(tmp_path: Path, changes: dict, expected: str) 
     assert expected in err.value.message
 
 
-@pytest.mark.parametrize("name", ["allocation", "allocation-support-desk", "feedback-sources", "reward-model"])
+def test_the_shipped_specs_are_all_found() -> None:
+    from prefloop.experiments.spec import shipped_specs
+
+    assert {"allocation", "allocation-support-desk", "feedback-sources", "feedback-sources-support-desk",
+            "reward-model"} <= set(shipped_specs())
+
+
+@pytest.mark.parametrize("name", sorted({p.stem for p in (Path(__file__).parents[1] / "configs" / "experiments").glob("*.yaml")}))
 def test_every_shipped_spec_builds_a_valid_config_for_each_arm(tmp_path: Path, name: str) -> None:
     from prefloop.experiments import Experiment, load_spec
     from prefloop.experiments.spec import shipped_spec
