@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from prefloop.errors import ConfigError
+from prefloop.text import finite_or_none
 
 from .results import ExperimentResults, results_of
 from .runner import Experiment, ExperimentError, run_jobs, write_atomic
@@ -66,10 +68,13 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path | None = N
 
 def report(experiment: Experiment | str | Path, *, console: Any = None, quiet: bool = False) -> ExperimentResults:
     """Re-aggregate the finished rounds of every run: write results.json, runs.csv, summary.csv,
-    report.txt and experiment.png, log the wandb group, and print the tables."""
+    report.txt and experiment.png (and compare.json, compare.csv with the compare stage), log the
+    wandb group, and print the tables."""
     from rich.console import Console
 
-    from .display import efficiency_table, plot, results_table
+    from .display import differences_table, efficiency_table, plot, results_table, side_by_side_tables
+    from .results import csv_text
+    from .sidebyside import side_by_side
     from .tracking import log_experiment
 
     exp = experiment if isinstance(experiment, Experiment) else Experiment.open(experiment)
@@ -77,11 +82,17 @@ def report(experiment: Experiment | str | Path, *, console: Any = None, quiet: b
     files = res.write()
     png = plot(res, exp.out / "experiment.png")
     tables = [results_table(res)] + ([efficiency_table(res)] if res.spec.target else [])
+    sbs = side_by_side(exp)
+    if sbs is not None:
+        write_atomic(exp.out / "compare.json", json.dumps(finite_or_none(sbs.to_dict()), indent=1, allow_nan=False))
+        write_atomic(exp.out / "compare.csv", csv_text([finite_or_none(r) for r in sbs.rows()]))
+        files += [exp.out / "compare.json", exp.out / "compare.csv"]
+        tables += [*side_by_side_tables(sbs, res), differences_table(sbs)]
     text = Console(width=100, record=True, file=io.StringIO(), color_system=None)
     for t in tables:
         text.print(t)
     write_atomic(exp.out / "report.txt", text.export_text())
-    log_experiment(res, png, res.summary_rows())
+    log_experiment(res, png, res.summary_rows(), compare_rows=sbs.rows() if sbs else None)
     out = Console()
     if out.width < 80:  # a narrow terminal wraps long lines; a narrower table would crop numbers
         out = Console(width=80)

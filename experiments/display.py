@@ -9,6 +9,7 @@ from prefloop.stats import Estimate
 from prefloop.text import show_number
 
 from .results import ExperimentResults
+from .sidebyside import SideBySide
 
 
 def _score(e: Estimate | None) -> str:
@@ -117,7 +118,8 @@ def plot(res: ExperimentResults, path: str | Path) -> Path:
     for target in res.spec.target:
         for ax in (left, right):
             ax.axhline(target, color="grey", lw=0.8, ls="--")
-    left.legend(loc="best", fontsize=8)
+    if left.get_legend_handles_labels()[0]:  # an experiment with no finished round has nothing to label
+        left.legend(loc="best", fontsize=8)
     fig.suptitle(f"experiment {res.spec.name}: task {res.spec.task}, {len(res.spec.seeds)} seed(s)")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
@@ -125,3 +127,52 @@ def plot(res: ExperimentResults, path: str | Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def side_by_side_tables(sbs: SideBySide, res: ExperimentResults) -> list[Any]:
+    """Per arm: base, base + RAG, fine-tuned and fine-tuned + RAG after the last round, pooled over the
+    runs (mean, interval under it), and what each costs to serve and to make: one table where it
+    fits, else quality and costs one under the other."""
+    from rich.console import Group
+
+    from prefloop.tables import FirstThatFits, fit, table
+
+    pct = round(100 * res.spec.bootstrap.confidence)
+    parts = sorted({p for c in sbs.conditions for p in c.parts})
+    quality_columns = [("oracle", "number"), *((p, "number") for p in parts), ("win vs\nbase", "number")]
+    cost_columns = [("latency\ns", "number"), ("prompt\ntokens", "number"), (f"{res.currency} per\n1,000", "number"),
+                    (f"one-off\n{res.currency}", "number")]
+    caption = (f"mean over training seeds × eval prompts, {pct} % interval below (bootstrap over both); "
+               "win rate: the evaluation judge, both orders; costs: means per run.")
+    out = []
+    for arm in dict.fromkeys(c.arm for c in sbs.conditions):
+        rows = [c for c in sbs.conditions if c.arm == arm]
+        title = f"arm {arm}: side by side after round {sbs.round} ({len(rows[0].seeds)} training seed(s))"
+        wide = table(title, [("", "id"), *quality_columns, *cost_columns], caption=caption, title_justify="left",
+                     caption_justify="left")
+        quality = table(title, [("", "id"), *quality_columns], title_justify="left")
+        costs = table(None, [("", "id"), *cost_columns], caption=caption, caption_justify="left")
+        for c in rows:
+            m = c.means
+            q = [_score(c.oracle), *(_score(c.parts.get(p)) for p in parts), _rate(c.win_vs_base)]
+            k = [f"{m['latency_s']:.2f}", f"{m['prompt_tokens']:.0f}", _money(m["cost_per_1000"]),
+                 _money(m["one_off"]) if c.condition.startswith("ft") else "–"]
+            wide.add_row(c.condition, *q, *k)
+            quality.add_row(c.condition, *q)
+            costs.add_row(c.condition, *k)
+        out.append(FirstThatFits(fit(wide), Group(fit(quality), fit(costs))))
+    return out
+
+
+def differences_table(sbs: SideBySide) -> Any:
+    """The paired oracle differences (same run, same prompt): which gaps lie outside the noise."""
+    from prefloop.tables import fit, table
+
+    t = table("paired differences of the oracle score", [("arm", "text"), ("difference", "id"), ("Δ oracle", "number"),
+                                                         ("interval", "number"), ("", "id")], title_justify="left")
+    for d in sbs.differences:
+        o = d.oracle
+        t.add_row(d.arm, f"{d.better} − {d.than}", "n/a" if o is None else f"{o.mean:+.3f}",
+                  "" if o is None else f"{o.low:+.3f} … {o.high:+.3f}",
+                  "" if o is None else "within noise" if d.within_noise else "outside the noise")
+    return fit(t)

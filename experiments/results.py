@@ -139,12 +139,12 @@ class ExperimentResults:
         """``results.json`` (everything), ``runs.csv`` (per run and round), ``summary.csv`` (per arm and round)."""
         out = self.experiment.out
         write_atomic(out / "results.json", json.dumps(self.to_json(), indent=1, allow_nan=False))
-        write_atomic(out / "runs.csv", _csv([r.scalars() for r in self.runs]))
-        write_atomic(out / "summary.csv", _csv(self.summary_rows()))
+        write_atomic(out / "runs.csv", csv_text([r.scalars() for r in self.runs]))
+        write_atomic(out / "summary.csv", csv_text(self.summary_rows()))
         return [out / "results.json", out / "runs.csv", out / "summary.csv"]
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -4,11 +4,15 @@ folder, run by the ordinary orchestrator with scripted humans, in worker process
     DIR/experiment.yaml              the spec, as run
     DIR/baselines/KEY/               round 0 (the base model's evaluation), once per KEY (see below)
     DIR/runs/ARM/seed-S/             the run's project: prefloop.yaml, prefloop.db, runs/round-N/
+                                     (and runs/compare/round-N.json when the spec's ``compare`` is on)
     DIR/logs/*.log                   each worker's output (library chatter included)
 
 Round 0 depends only on the model, the generation and evaluation settings, the seed and the task
 (:func:`~prefloop.experiments.spec.baseline_key`); it is computed once per key and copied into
 every run that shares the key (its SQLite store and ``runs/round-0``) before the run's round 1.
+A task with a knowledge base (``TaskSpec.knowledge``) has it imported with the prompts, so every
+run's copy of round 0's store holds it. With ``compare`` on, a run is finished when its last round
+is done and its side-by-side comparison (``prefloop compare`` of that round) is written.
 Re-running skips finished runs and resumes the others where they stopped.
 """
 
@@ -91,6 +95,7 @@ class Experiment:
     def __init__(self, spec: ExperimentSpec, out: str | Path) -> None:
         from prefloop.sim.task import load_task
         from prefloop.training.rounds import sha256_file
+        from prefloop.training.rounds.rag import check_budget
 
         self.spec = spec
         self.out = Path(out).resolve()
@@ -103,6 +108,17 @@ class Experiment:
                 cfg = run_config(spec, arm, seed, base=base, task=self.task)
                 self.runs.append(Run(arm.name, seed, self.out / "runs" / arm.name / f"seed-{seed}", cfg,
                                      baseline_key(cfg, spec.task, prompts_sha)))
+        for r in self.runs:  # what a round would refuse at its start, refused before anything runs
+            try:
+                check_budget(r.config)
+            except ConfigError as exc:
+                raise ConfigError(f"arm {r.arm!r}: {exc.message}", hint=exc.hint) from None
+        retrieves = [f"arm {r.arm!r} retrieves passages (rag.enabled)" for r in self.runs if r.config.rag.enabled]
+        if spec.compare.enabled and any(c.endswith("+rag") for c in spec.compare.conditions):
+            retrieves.append("the compare stage's +rag conditions retrieve passages")
+        if retrieves and self.task.knowledge is None:
+            raise ConfigError(f"{retrieves[0]}, but task {spec.task!r} has no knowledge base",
+                              hint="give the task one (TaskSpec.knowledge), or compare without the +rag conditions")
 
     @classmethod
     def open(cls, out: str | Path) -> Experiment:
@@ -148,9 +164,18 @@ class Experiment:
             done = r.number
         return done
 
+    def compare_path(self, run: Run) -> Path:
+        """Where ``run``'s side-by-side comparison of its last round is written."""
+        return run.folder / "runs" / "compare" / f"round-{self.spec.rounds}.json"
+
+    def finished(self, run: Run) -> bool:
+        if self.rounds_done(run.folder) < self.spec.rounds:
+            return False
+        return not self.spec.compare.enabled or self.compare_path(run).is_file()
+
     def pending_jobs(self) -> tuple[list[Job], list[Job]]:
         """(the shared round-0 jobs needed, the runs not finished), in spec order."""
-        runs = [r for r in self.runs if self.rounds_done(r.folder) < self.spec.rounds]
+        runs = [r for r in self.runs if not self.finished(r)]
         baselines: dict[str, Job] = {}
         for r in runs:
             if not (r.folder / "prefloop.yaml").is_file() and r.baseline not in baselines:
@@ -190,6 +215,10 @@ def execute(exp: Experiment, job: Job, *, console: Any = None) -> None:
         if not (folder / CONFIG_NAME).is_file():
             write_atomic(folder / CONFIG_NAME, job.run.config.to_yaml())
         project = Project(folder)
+        if exp.task.knowledge is not None:
+            from prefloop.retrieval.ingest import import_kb
+
+            import_kb(project.store, Path(exp.task.knowledge), kb=project.config.rag.kb)  # idempotent
         import_prompts(project.store, Path(exp.task.prompts))
         run_loop(project, 0, humans=None, progress=console is not None, console=console)
         project.store.dispose()
@@ -201,6 +230,12 @@ def execute(exp: Experiment, job: Job, *, console: Any = None) -> None:
     humans = scripted_humans(n=h.annotators, accuracy=h.accuracy, seed=job.run.seed, seconds=h.seconds, task=exp.task,
                              order="round-robin", prefix="human")
     run_loop(project, exp.spec.rounds, humans=humans, progress=console is not None, console=console)
+    c = exp.spec.compare
+    if c.enabled and not exp.compare_path(job.run).is_file():
+        from prefloop.training.compare import run_compare
+
+        run_compare(project, round_number=exp.spec.rounds, seeds=c.seeds, samples=c.samples, arms=c.conditions,
+                    progress=console is not None, console=console)
     project.store.dispose()
 
 

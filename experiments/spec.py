@@ -72,6 +72,30 @@ class ExperimentWandb(StrictModel):
     mode: Literal["online", "offline", "disabled"] = "offline"
 
 
+#: the conditions ``prefloop compare`` evaluates side by side (its arms: :data:`prefloop.training.compare.arms.ARMS`)
+CONDITIONS = ("base", "base+rag", "ft", "ft+rag")
+
+
+class CompareSpec(StrictModel):
+    """After its last round, every run evaluates base, base + RAG, its fine-tuned adapter and fine-tuned
+    + RAG side by side (``prefloop compare``); the report pools the runs' answers over the seeds."""
+
+    enabled: bool = False
+    conditions: list[Literal["base", "base+rag", "ft", "ft+rag"]] = Field(list(CONDITIONS), min_length=2)
+    #: sampling seeds of every condition's answers (each run's training seed is the spec's seed)
+    seeds: list[int] = Field([0], min_length=1)
+    #: answers per eval prompt and sampling seed (default: the config's ``evaluation.samples_per_prompt``)
+    samples: int | None = Field(None, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _base_and_unique(self) -> CompareSpec:
+        if "base" not in self.conditions:
+            raise ValueError("compare.conditions must include 'base' (win rates and break-even are against it)")
+        if len(set(self.conditions)) != len(self.conditions) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("compare.conditions and compare.seeds must not repeat")
+        return self
+
+
 class ExperimentSpec(StrictModel):
     name: str = Field(pattern=NAME)
     #: a shipped task (``support-desk``, ``arithmetic``) or ``package.module:NAME`` of a TaskSpec.
@@ -89,6 +113,7 @@ class ExperimentSpec(StrictModel):
     humans: HumansSpec = HumansSpec()
     bootstrap: BootstrapSpec = BootstrapSpec()
     wandb: ExperimentWandb = ExperimentWandb()
+    compare: CompareSpec = CompareSpec()
     arms: list[ArmSpec] = Field(min_length=1)
 
     @field_validator("target", mode="before")
@@ -241,7 +266,7 @@ def baseline_key(config: ProjectConfig, task_ref: str, prompts_sha: str) -> str:
 
     The model, the generation and evaluation settings (not the number of candidates, the train
     prompts per round or the win-rate judge, which round 0 does not use), the seed, the task and
-    its prompts.
+    its prompts, and the retrieval settings when retrieval is in the loop.
     """
     t = config.training
     payload = {
@@ -251,6 +276,8 @@ def baseline_key(config: ProjectConfig, task_ref: str, prompts_sha: str) -> str:
         "task": task_ref,
         "prompts": prompts_sha,
     }
+    if config.rag.enabled:  # retrieval in the loop changes round 0's answers (not a key otherwise: old keys stay)
+        payload["rag"] = config.rag.model_dump(mode="json")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -32,8 +32,17 @@ def run_id(experiment: str, *parts: Any) -> str:
     return f"{slug}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
 
 
-def log_experiment(res: ExperimentResults, png: Path, table_rows: list[dict[str, Any]]) -> list[str]:
-    """Log what is new to wandb; returns the run ids written (none when wandb is disabled)."""
+def _table(rows: list[dict[str, Any]]) -> Any:
+    import wandb
+
+    columns = list(rows[0]) if rows else []
+    return wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])  # type: ignore[arg-type]  # wandb annotates columns as list[str | int]: invariant, so a list[str] is refused
+
+
+def log_experiment(res: ExperimentResults, png: Path, table_rows: list[dict[str, Any]],
+                   compare_rows: list[dict[str, Any]] | None = None) -> list[str]:
+    """Log what is new to wandb; returns the run ids written (none when wandb is disabled). The
+    summary run holds the results table, the PNG and, with the compare stage, the side-by-side table."""
     if _mode(res) == "disabled":
         return []
     import wandb
@@ -67,9 +76,8 @@ def log_experiment(res: ExperimentResults, png: Path, table_rows: list[dict[str,
         written.append(rid)
     rid = run_id(spec.name, "summary")
     w = wandb.init(id=rid, name="summary", job_type="summary", config={"spec": spec.model_dump(mode="json")}, **common)
-    columns = list(table_rows[0]) if table_rows else []
-    w.log({"results": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in table_rows]),  # type: ignore[arg-type]  # wandb annotates columns as list[str | int]: invariant, so a list[str] is refused
-           "experiment": wandb.Image(str(png))})
+    w.log({"results": _table(table_rows), "experiment": wandb.Image(str(png)),
+           **({"compare": _table(compare_rows)} if compare_rows else {})})
     for a in res.arms:
         for k in METRICS:
             est = getattr(a, k)

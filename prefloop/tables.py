@@ -35,11 +35,11 @@ def table(title: str | None, columns: Iterable[tuple[str, Kind]], *, caption: st
 
 
 def fit(t: Table) -> Table:
-    """Set every unwrapped column's minimum width to its widest cell, so that a narrow terminal
-    shrinks only the text columns."""
+    """Set every unwrapped column's minimum width to its widest cell or header line, so that a narrow
+    terminal shrinks only the text columns."""
     for column in t.columns:
         if column.no_wrap:
-            widths = [_width(c) for c in column.cells]
+            widths = [_width(c) for c in [*column.cells, column.header]]
             column.min_width = max([column.min_width or 0, *widths]) or None
     return t
 

@@ -74,11 +74,12 @@ def _support_desk_rag() -> Any:
     from prefloop.sim.task import TaskSpec
 
     return TaskSpec(name="support-desk-rag", prompts=data_path(), oracle=support_desk_rag_oracle, fix=fix_reply_rag,
-                    description="The demo's style guide plus the facts of the knowledge base's policies.")
+                    description="The demo's style guide plus the facts of the knowledge base's policies.",
+                    knowledge=support_kb_path())
 
 
-#: The knowledge demo's task as a plug-in (``support-desk-rag``): its prompts, oracle and fix; the
-#: retrieval settings and judge come with the ``demo-rag`` preset.
+#: The knowledge demo's task as a plug-in (``support-desk-rag``): its prompts, oracle, fix and knowledge
+#: base; the retrieval settings and judge come with the ``demo-rag`` preset.
 SUPPORT_DESK_RAG = _support_desk_rag()
 
 

@@ -50,6 +50,9 @@ class TaskSpec:
     #: an experiment applies them over its base config, before its arms' overrides.
     config: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: documents (a folder, JSONL, Parquet or a saved dataset) imported into the knowledge base the
+    #: config's ``rag.kb`` names before round 0, for tasks whose facts come from retrieval
+    knowledge: Path | None = None
 
     def human_oracle(self, store: Any) -> Any:
         """What a scripted human knows (a :class:`~prefloop.sim.ScoreOracle`): each candidate's oracle

@@ -61,6 +61,9 @@ class ArmResult:
     completion_tokens: float
     cost_per_answer: float
     one_off: float
+    #: what the intervals resample: metric ("oracle", each part, "win_vs_base") → seed → prompt id → value;
+    #: saved so that runs of several trainings can be pooled (``prefloop experiment``'s compare stage)
+    by_prompt: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict)
 
     @property
     def cost_per_1000(self) -> float:
@@ -82,6 +85,8 @@ class ArmResult:
             "latency_s": self.latency_s, "retrieval_s": self.retrieval_s, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "cost_per_answer": self.cost_per_answer,
             "cost_per_1000": self.cost_per_1000, "one_off": self.one_off, "quality": self.quality(),
+            "by_prompt": {m: {str(seed): {str(pid): v for pid, v in row.items()} for seed, row in grid.items()}
+                          for m, grid in self.by_prompt.items()},
         }
 
 
@@ -134,17 +139,21 @@ def judge_vs_base(judge: Any, plain: Mapping[int, list[dict[str, str]]], refs: M
 def arm_result(arm: str, answers: Answers, *, prices: Prices, one_off: float, win: dict[int, dict[int, float]] | None,
                judged: dict[str, int] | None) -> ArmResult:
     gens = [g for by_prompt in answers.values() for gs in by_prompt.values() for g in gs]
-    oracle = grid_ci(per_prompt(answers, lambda g: (g.meta or {}).get("oracle_score")))
+    grids = {"oracle": per_prompt(answers, lambda g: (g.meta or {}).get("oracle_score"))}
     names = sorted({k for g in gens for k in ((g.meta or {}).get("oracle_parts") or {})})
-    parts = {n: iv for n in names
-             if (iv := grid_ci(per_prompt(answers, lambda g, n=n: ((g.meta or {}).get("oracle_parts") or {}).get(n))))}
+    for n in names:
+        grids[n] = per_prompt(answers, lambda g, n=n: ((g.meta or {}).get("oracle_parts") or {}).get(n))
+    if win:
+        grids["win_vs_base"] = win
+    oracle = grid_ci(grids["oracle"])
+    parts = {n: iv for n in names if (iv := grid_ci(grids[n]))}
     retrieval = _mean(answers, retrieval_seconds)
     latency = _mean(answers, lambda g: float((g.meta or {}).get("latency_s") or 0.0)) + retrieval
     prompt_tokens = _mean(answers, lambda g: (g.meta or {}).get("prompt_tokens") or 0)
     completion_tokens = _mean(answers, lambda g: (g.meta or {}).get("completion_tokens") or 0)
     return ArmResult(arm, len(gens), oracle, parts, grid_ci(win) if win else None, judged or {}, latency, retrieval,
                      prompt_tokens, completion_tokens, cost_per_answer(latency, prompt_tokens, completion_tokens, prices),
-                     one_off)
+                     one_off, {m: g for m, g in grids.items() if g})
 
 
 #: the break-even questions: each fine-tuned arm against each arm without an adapter
