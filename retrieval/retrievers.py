@@ -111,7 +111,7 @@ def default_retriever(store: Store) -> str:
 
 def default_index_dir(store: Store) -> Path:
     """Where indexes of a store opened outside a project live: the cache, one folder per store URL."""
-    from prefloop.training.loading import cache_dir
+    from prefloop.cache import cache_dir
 
     return cache_dir() / "index" / hashlib.sha256(store.safe_url.encode()).hexdigest()[:16]
 

@@ -16,10 +16,10 @@ Model sources, as written in configs:
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
+from prefloop.cache import cache_dir, cached_folder
 from prefloop.errors import ConfigError
 
 SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -27,14 +27,6 @@ OFFLINE_SMOLLM2 = "offline:smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
-
-
-def cache_dir() -> Path:
-    """``$PREFLOOP_CACHE`` or ``~/.cache/prefloop``."""
-    root = os.environ.get("PREFLOOP_CACHE") or Path.home() / ".cache" / "prefloop"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _gguf_folder() -> Path:
@@ -61,54 +53,37 @@ def fix_tokenizer(tok: Any) -> Any:
 
 def offline_smollm2_dir() -> Path:
     """The cached HF folder of SmolLM2-135M-Instruct converted from the packaged GGUF."""
-    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
-    from filelock import FileLock
+    return cached_folder(
+        cache_dir() / "models" / "SmolLM2-135M-Instruct", ("config.json", "model.safetensors"), _convert_smollm2
+    )
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-            return target
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        src = str(_gguf_folder())
-        tok = fix_tokenizer(AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE))
-        quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
-        config = AutoConfig.from_pretrained(src, gguf_file=GGUF_FILE)
-        for attr in ("quantization_config",):
-            if hasattr(config, attr):
-                delattr(config, attr)
-        config.pad_token_id = tok.pad_token_id
-        config.eos_token_id = tok.eos_token_id
-        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        missing, unexpected = clean.load_state_dict(quantized.state_dict(), strict=False)
-        if unexpected or [k for k in missing if "lm_head" not in k]:
-            raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
-        clean.tie_weights()
-        tmp = target.with_name(target.name + ".tmp")
-        clean.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if target.exists():
-            import shutil
+def _convert_smollm2(folder: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-            shutil.rmtree(target)
-        tmp.rename(target)
-    return target
+    src = str(_gguf_folder())
+    tok = fix_tokenizer(AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE))
+    quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(src, gguf_file=GGUF_FILE)
+    for attr in ("quantization_config",):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    config.pad_token_id = tok.pad_token_id
+    config.eos_token_id = tok.eos_token_id
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = clean.load_state_dict(quantized.state_dict(), strict=False)
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    clean.tie_weights()
+    clean.save_pretrained(folder)
+    tok.save_pretrained(folder)
 
 
 def tiny_model_dir(name: str = "llama-tiny", *, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0) -> Path:
     """A cached random-init Llama (a few million parameters) with SmolLM2's tokenizer."""
-    target = cache_dir() / "models" / f"tiny-{name}-h{hidden}-l{layers}-a{heads}-s{seed}"
-    if (target / "config.json").is_file():
-        return target
-    from filelock import FileLock
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file():
-            return target
+    def build(folder: Path) -> None:
         import torch
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -128,11 +103,10 @@ def tiny_model_dir(name: str = "llama-tiny", *, hidden: int = 64, layers: int = 
             bos_token_id=tok.bos_token_id,
         )
         model = LlamaForCausalLM(config)
-        tmp = target.with_name(target.name + ".tmp")
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        tmp.rename(target)
-    return target
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+
+    return cached_folder(cache_dir() / "models" / f"tiny-{name}-h{hidden}-l{layers}-a{heads}-s{seed}", "config.json", build)
 
 
 def resolve_model(source: str) -> str:
