@@ -135,12 +135,12 @@ def side_by_side_tables(sbs: SideBySide, res: ExperimentResults) -> list[Any]:
     fits, else quality and costs one under the other."""
     from rich.console import Group
 
-    from prefloop.tables import FirstThatFits, fit, table
+    from prefloop.tables import FirstThatFits, Kind, fit, table
 
     pct = round(100 * res.spec.bootstrap.confidence)
     parts = sorted({p for c in sbs.conditions for p in c.parts})
-    quality_columns = [("oracle", "number"), *((p, "number") for p in parts), ("win vs\nbase", "number")]
-    cost_columns = [("latency\ns", "number"), ("prompt\ntokens", "number"), (f"{res.currency} per\n1,000", "number"),
+    quality_columns: list[tuple[str, Kind]] = [("oracle", "number"), *((p, "number") for p in parts), ("win vs\nbase", "number")]
+    cost_columns: list[tuple[str, Kind]] = [("latency\ns", "number"), ("prompt\ntokens", "number"), (f"{res.currency} per\n1,000", "number"),
                     (f"one-off\n{res.currency}", "number")]
     caption = (f"mean over training seeds × eval prompts, {pct} % interval below (bootstrap over both); "
                "win rate: the evaluation judge, both orders; costs: means per run.")

@@ -107,7 +107,10 @@ def side_by_side(exp: Experiment) -> SideBySide | None:
     if not spec.compare.enabled:
         return None
     b = spec.bootstrap
-    ci = {"confidence": b.confidence, "resamples": b.resamples, "seed": b.seed}
+
+    def ci(grid: dict[int, dict[str, float]]) -> Estimate | None:
+        return grid_ci(grid, confidence=b.confidence, resamples=b.resamples, seed=b.seed)
+
     out = SideBySide(spec.rounds)
     for arm in spec.arms:
         results = {r.seed: json.loads(path.read_text()) for r in exp.runs
@@ -119,12 +122,13 @@ def side_by_side(exp: Experiment) -> SideBySide | None:
             if not entries:
                 continue
             part_names = sorted({p for a in entries for p in a.get("parts") or {}})
-            parts = {p: est for p in part_names if (est := grid_ci(_grid(results, name, p), **ci))}
+            parts = {p: est for p in part_names if (est := ci(_grid(results, name, p)))}
             means = {k: statistics.fmean(float(a.get(k) or 0.0) for a in entries) for k in MEANS}
-            out.conditions.append(Condition(arm.name, name, sorted(results), grid_ci(_grid(results, name, "oracle"), **ci),
-                                            parts, grid_ci(_grid(results, name, "win_vs_base"), **ci), means))
+            out.conditions.append(Condition(arm.name, name, sorted(results), ci(_grid(results, name, "oracle")),
+                                            parts, ci(_grid(results, name, "win_vs_base")), means))
         for better, than in DIFFERENCES:
             if better in spec.compare.conditions and than in spec.compare.conditions:
-                diff = grid_paired_diff_ci(_grid(results, better, "oracle"), _grid(results, than, "oracle"), **ci)
+                diff = grid_paired_diff_ci(_grid(results, better, "oracle"), _grid(results, than, "oracle"),
+                                           confidence=b.confidence, resamples=b.resamples, seed=b.seed)
                 out.differences.append(Difference(arm.name, better, than, diff))
     return out if out.conditions else None

@@ -73,7 +73,8 @@ class ExperimentWandb(StrictModel):
 
 
 #: the conditions ``prefloop compare`` evaluates side by side (its arms: :data:`prefloop.training.compare.arms.ARMS`)
-CONDITIONS = ("base", "base+rag", "ft", "ft+rag")
+Condition = Literal["base", "base+rag", "ft", "ft+rag"]
+CONDITIONS: tuple[Condition, ...] = ("base", "base+rag", "ft", "ft+rag")
 
 
 class CompareSpec(StrictModel):
@@ -81,7 +82,7 @@ class CompareSpec(StrictModel):
     + RAG side by side (``prefloop compare``); the report pools the runs' answers over the seeds."""
 
     enabled: bool = False
-    conditions: list[Literal["base", "base+rag", "ft", "ft+rag"]] = Field(list(CONDITIONS), min_length=2)
+    conditions: list[Condition] = Field(list(CONDITIONS), min_length=2)
     #: sampling seeds of every condition's answers (each run's training seed is the spec's seed)
     seeds: list[int] = Field([0], min_length=1)
     #: answers per eval prompt and sampling seed (default: the config's ``evaluation.samples_per_prompt``)
