@@ -336,25 +336,49 @@ def _alive(pid: int) -> bool:
         return False
 
 
+STUCK_TASK = """
+import threading
+from pathlib import Path
+
+from prefloop.sim.task import TaskSpec
+from prefloop.training.demo import data_path
+
+HERE = Path(__file__).parent
+
+
+def oracle(meta, messages, reply):
+    (HERE / "scoring").touch()  # the worker is busy: tell the test, then never finish
+    threading.Event().wait()
+
+
+TASK = TaskSpec(name="stuck", prompts=data_path(), oracle=oracle)
+"""
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
 def test_sigterm_to_the_experiment_stops_its_workers(tmp_path: Path) -> None:
-    """``kill PID`` reaches only the experiment process, not its group: its workers must stop with it."""
-    spec_path = _write_spec(tmp_path)
+    """``kill PID`` reaches only the experiment process, not its group: its workers must stop with it.
+    The task's oracle never returns, so a worker outlives its experiment unless the experiment stops it."""
+    (tmp_path / "stuck_task.py").write_text(STUCK_TASK)
+    spec_path = _write_spec(tmp_path, task="stuck_task:TASK")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
     parent = subprocess.Popen([*PREFLOOP, "experiment", "run", str(spec_path), "--out", str(tmp_path / "out"), "--jobs", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not (workers := _children(parent.pid)):
-            assert parent.poll() is None, "the experiment ended before a worker started"
-            assert time.monotonic() < deadline, "no worker started in 5 minutes"
+        while not (tmp_path / "scoring").exists():
+            assert parent.poll() is None, "the experiment ended before a worker scored an answer"
+            assert time.monotonic() < deadline, "no worker reached the oracle in 5 minutes"
             time.sleep(0.1)
+        workers = _children(parent.pid)
+        assert workers
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=120) != 0
         deadline = time.monotonic() + 60
         while any(_alive(w) for w in workers):
             assert time.monotonic() < deadline, "a worker outlived its experiment"
             time.sleep(0.1)
-        assert not _children(parent.pid)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
