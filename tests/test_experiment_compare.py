@@ -128,6 +128,17 @@ def test_a_tiny_experiment_compares_the_four_conditions_pooled_over_seeds(tmp_pa
     header = (out / "compare.csv").read_text().splitlines()[0].split(",")
     assert {"condition", "oracle", "oracle_low", "style", "facts", "win_vs_base", "cost_per_1000"} <= set(header)
 
+    # the wandb summary run holds the pooled table beside the results table
+    import wandb
+    from wandbkit import records
+
+    wandb.teardown()  # the offline file is whole once the service is down
+    (summary,) = [p for p in (out / "wandb").glob("offline-run-*/run-*.wandb") if "summary" in p.parent.name]
+    logged = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+              for rec in records(summary) if rec.WhichOneof("record_type") == "history" for item in rec.history.item}
+    assert logged["compare/_type"] == "table-file" and logged["compare/nrows"] == 4
+    assert logged["results/_type"] == "table-file"
+
     # a run whose rounds are done but whose comparison is missing is finished by comparing only
     (runs[1] / "runs" / "compare" / "round-1.json").unlink()
     from prefloop.experiments.runner import Experiment
