@@ -168,10 +168,22 @@ class Experiment:
         """Where ``run``'s side-by-side comparison of its last round is written."""
         return run.folder / "runs" / "compare" / f"round-{self.spec.rounds}.json"
 
+    def compared(self, run: Run) -> bool:
+        """Whether ``run``'s comparison is written, with the spec's conditions, seeds and samples (a
+        changed compare stage compares again; the answers already sampled are reused)."""
+        import json
+
+        path, c = self.compare_path(run), self.spec.compare
+        if not path.is_file():
+            return False
+        done = json.loads(path.read_text())
+        return (sorted(a["arm"] for a in done["arms"]) == sorted(c.conditions) and done["seeds"] == c.seeds
+                and (c.samples is None or done["samples"] == c.samples))
+
     def finished(self, run: Run) -> bool:
         if self.rounds_done(run.folder) < self.spec.rounds:
             return False
-        return not self.spec.compare.enabled or self.compare_path(run).is_file()
+        return not self.spec.compare.enabled or self.compared(run)
 
     def pending_jobs(self) -> tuple[list[Job], list[Job]]:
         """(the shared round-0 jobs needed, the runs not finished), in spec order."""
@@ -231,7 +243,7 @@ def execute(exp: Experiment, job: Job, *, console: Any = None) -> None:
                              order="round-robin", prefix="human")
     run_loop(project, exp.spec.rounds, humans=humans, progress=console is not None, console=console)
     c = exp.spec.compare
-    if c.enabled and not exp.compare_path(job.run).is_file():
+    if c.enabled and not exp.compared(job.run):
         from prefloop.training.compare import run_compare
 
         run_compare(project, round_number=exp.spec.rounds, seeds=c.seeds, samples=c.samples, arms=c.conditions,

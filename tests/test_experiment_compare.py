@@ -55,6 +55,20 @@ def test_compare_stage_errors_are_one_line_before_anything_runs(tmp_path: Path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_retrieval_in_the_loop_is_part_of_round_0s_key(tmp_path: Path) -> None:
+    from prefloop.experiments import Experiment, load_spec
+
+    def key(**rag: Any) -> str:
+        base = deep_merge(TINY_CONFIG, {**RAG, "rag": {**RAG["rag"], **rag}})
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        path = _spec(folder)
+        (folder / "tiny.yaml").write_text(yaml.safe_dump(base))
+        return Experiment(load_spec(path), folder / "out").runs[0].baseline
+
+    assert key(k=2) != key(k=3)  # other passages, other round 0
+    assert key(enabled=False, k=2) == key(enabled=False, k=3)  # retrieval off: rag settings do not matter
+
+
 def test_the_spec_names_the_conditions_of_prefloop_compare() -> None:
     from prefloop.experiments.spec import CONDITIONS
     from prefloop.training.compare import ARMS
@@ -141,10 +155,13 @@ def test_a_tiny_experiment_compares_the_four_conditions_pooled_over_seeds(tmp_pa
 
     # a run whose rounds are done but whose comparison is missing is finished by comparing only
     (runs[1] / "runs" / "compare" / "round-1.json").unlink()
+    from prefloop.experiments import load_spec
     from prefloop.experiments.runner import Experiment
 
     exp = Experiment.open(out)
     assert [j.run.seed for j in exp.pending_jobs()[1]] == [1] and exp.pending_jobs()[0] == []
+    changed = Experiment(load_spec(_spec(tmp_path, compare={"enabled": True, "seeds": [0], "samples": 1})), out)
+    assert [j.run.seed for j in changed.pending_jobs()[1]] == [1, 2]  # other sampling seeds: compared again
     rounds_before = (runs[1] / "runs" / "round-1" / "eval.json").read_text()
     run_experiment(_spec(tmp_path), out, quiet=True)
     assert (runs[1] / "runs" / "compare" / "round-1.json").is_file()
