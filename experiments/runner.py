@@ -323,7 +323,7 @@ def run_jobs(exp: Experiment, jobs: list[Job], workers: int, say: Callable[[str]
             log.flush()
             rc = processes.call([sys.executable, "-m", "prefloop.experiments.worker", str(exp.out), *job.argv()],
                                 log=log, env=worker_env())
-        return Outcome(job, rc == 0, time.perf_counter() - start, None if rc == 0 else last_error(job.log))
+        return Outcome(job, rc == 0, time.perf_counter() - start, None if rc == 0 else failure(rc, job.log))
 
     # Ctrl-C or SIGTERM: no worker outlives the experiment (the pool's exit waits for its threads,
     # so the workers are stopped before it, and the queued jobs find the pool stopping)
@@ -335,6 +335,21 @@ def run_jobs(exp: Experiment, jobs: list[Job], workers: int, say: Callable[[str]
             status = f"done in {o.seconds / 60:.1f} min" if o.ok else f"[red]failed[/]: {escape(o.error or '')} (log: {o.job.log})"
             say(f"[{i}/{len(jobs)}] {o.job.label}: {status}")
     return outcomes
+
+
+def failure(returncode: int, log: Path) -> str:
+    """Why a worker failed: its last ``error:`` line, or the signal that killed it (a worker killed by
+    the kernel for lack of memory leaves no line of its own: its log ends mid-round)."""
+    if returncode >= 0:
+        return last_error(log)
+    import signal
+
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    why = " — out of memory? (`dmesg` says; fewer --jobs use less)" if -returncode == signal.SIGKILL else ""
+    return f"the worker was killed by {name}{why}; its log ends: {last_error(log)}"
 
 
 def last_error(log: Path) -> str:

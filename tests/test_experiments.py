@@ -385,6 +385,23 @@ def test_sigterm_to_the_experiment_stops_its_workers(tmp_path: Path) -> None:
         parent.wait()
 
 
+KILLED_TASK = STUCK_TASK.replace("threading.Event().wait()", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+
+
+def test_a_worker_killed_by_a_signal_is_reported_as_such(tmp_path: Path) -> None:
+    """What the kernel's out-of-memory killer does to a worker: a SIGKILL, no error line of its own."""
+    (tmp_path / "killed_task.py").write_text(KILLED_TASK)
+    spec_path = _write_spec(tmp_path, task="killed_task:TASK", seeds=[1], arms=[{"name": "default"}])
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    out = subprocess.run([*PREFLOOP, "experiment", "run", str(spec_path), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 1
+    said = " ".join(out.stderr.split())
+    assert "round 0 for seed 1" in said and "failed: the worker was killed by SIGKILL — out of memory?" in said, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 STOPPABLE_POOL = """
 import sys
 from concurrent.futures import ThreadPoolExecutor
