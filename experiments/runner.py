@@ -168,22 +168,23 @@ class Experiment:
         """Where ``run``'s side-by-side comparison of its last round is written."""
         return run.folder / "runs" / "compare" / f"round-{self.spec.rounds}.json"
 
-    def compared(self, run: Run) -> bool:
-        """Whether ``run``'s comparison is written, with the spec's conditions, seeds and samples (a
+    def comparison(self, run: Run) -> dict[str, Any] | None:
+        """``run``'s comparison, if it is written with the spec's conditions, seeds and samples (a
         changed compare stage compares again; the answers already sampled are reused)."""
         import json
 
         path, c = self.compare_path(run), self.spec.compare
         if not path.is_file():
-            return False
-        done = json.loads(path.read_text())
-        return (sorted(a["arm"] for a in done["arms"]) == sorted(c.conditions) and done["seeds"] == c.seeds
+            return None
+        done: dict[str, Any] = json.loads(path.read_text())
+        same = (sorted(a["arm"] for a in done["arms"]) == sorted(c.conditions) and done["seeds"] == c.seeds
                 and (c.samples is None or done["samples"] == c.samples))
+        return done if same else None
 
     def finished(self, run: Run) -> bool:
         if self.rounds_done(run.folder) < self.spec.rounds:
             return False
-        return not self.spec.compare.enabled or self.compared(run)
+        return not self.spec.compare.enabled or self.comparison(run) is not None
 
     def pending_jobs(self) -> tuple[list[Job], list[Job]]:
         """(the shared round-0 jobs needed, the runs not finished), in spec order."""
@@ -243,7 +244,7 @@ def execute(exp: Experiment, job: Job, *, console: Any = None) -> None:
                              order="round-robin", prefix="human")
     run_loop(project, exp.spec.rounds, humans=humans, progress=console is not None, console=console)
     c = exp.spec.compare
-    if c.enabled and not exp.compared(job.run):
+    if c.enabled and exp.comparison(job.run) is None:
         from prefloop.training.compare import run_compare
 
         run_compare(project, round_number=exp.spec.rounds, seeds=c.seeds, samples=c.samples, arms=c.conditions,

@@ -12,7 +12,6 @@ the cost to serve 1,000 answers and the one-off cost of the adapter are means ov
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +101,8 @@ def _grid(results: dict[int, dict[str, Any]], condition: str, metric: str) -> di
 
 
 def side_by_side(exp: Experiment) -> SideBySide | None:
-    """The pooled comparison of every arm (``None`` when the spec's compare stage is off or no run wrote one)."""
+    """The pooled comparison of every arm (``None`` when the spec's compare stage is off or no run wrote
+    one); a run's comparison made with other conditions, seeds or samples than the spec's is left out."""
     spec = exp.spec
     if not spec.compare.enabled:
         return None
@@ -113,10 +113,10 @@ def side_by_side(exp: Experiment) -> SideBySide | None:
 
     out = SideBySide(spec.rounds)
     for arm in spec.arms:
-        results = {r.seed: json.loads(path.read_text()) for r in exp.runs
-                   if r.arm == arm.name and (path := exp.compare_path(r)).is_file()}
+        results = {r.seed: done for r in exp.runs if r.arm == arm.name and (done := exp.comparison(r)) is not None}
         if not results:
             continue
+        oracle = {name: _grid(results, name, "oracle") for name in spec.compare.conditions}
         for name in spec.compare.conditions:
             entries = [a for res in results.values() for a in res["arms"] if a["arm"] == name]
             if not entries:
@@ -124,11 +124,11 @@ def side_by_side(exp: Experiment) -> SideBySide | None:
             part_names = sorted({p for a in entries for p in a.get("parts") or {}})
             parts = {p: est for p in part_names if (est := ci(_grid(results, name, p)))}
             means = {k: statistics.fmean(float(a.get(k) or 0.0) for a in entries) for k in MEANS}
-            out.conditions.append(Condition(arm.name, name, sorted(results), ci(_grid(results, name, "oracle")),
+            out.conditions.append(Condition(arm.name, name, sorted(results), ci(oracle[name]),
                                             parts, ci(_grid(results, name, "win_vs_base")), means))
         for better, than in DIFFERENCES:
             if better in spec.compare.conditions and than in spec.compare.conditions:
-                diff = grid_paired_diff_ci(_grid(results, better, "oracle"), _grid(results, than, "oracle"),
+                diff = grid_paired_diff_ci(oracle[better], oracle[than],
                                            confidence=b.confidence, resamples=b.resamples, seed=b.seed)
                 out.differences.append(Difference(arm.name, better, than, diff))
     return out if out.conditions else None

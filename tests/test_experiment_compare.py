@@ -162,6 +162,9 @@ def test_a_tiny_experiment_compares_the_four_conditions_pooled_over_seeds(tmp_pa
     assert [j.run.seed for j in exp.pending_jobs()[1]] == [1] and exp.pending_jobs()[0] == []
     changed = Experiment(load_spec(_spec(tmp_path, compare={"enabled": True, "seeds": [0], "samples": 1})), out)
     assert [j.run.seed for j in changed.pending_jobs()[1]] == [1, 2]  # other sampling seeds: compared again
+    from prefloop.experiments.sidebyside import side_by_side
+
+    assert side_by_side(changed) is None  # and comparisons made with other seeds are not pooled
     rounds_before = (runs[1] / "runs" / "round-1" / "eval.json").read_text()
     run_experiment(_spec(tmp_path), out, quiet=True)
     assert (runs[1] / "runs" / "compare" / "round-1.json").is_file()
