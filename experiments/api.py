@@ -37,7 +37,7 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path | None = N
 
     def say(text: str) -> None:
         if not quiet:
-            console.print(text, highlight=False)
+            console.print(text, highlight=False, soft_wrap=True)  # one line a message, in a log file too
 
     exp.out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(exp.out / ".experiment.lock"))

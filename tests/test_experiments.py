@@ -227,7 +227,8 @@ def test_a_tiny_experiment_killed_rerun_and_checked_against_the_stores(tmp_path:
     # 2. Run it again, two at a time: the finished runs are skipped, the others finish.
     again = subprocess.run([*cmd, "--jobs", "2"], capture_output=True, text=True, env=_env(), timeout=1200)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"{len(finished)} run(s) finished already" in " ".join(again.stderr.split())
+    header = [line for line in again.stderr.splitlines() if line.startswith("experiment ")]
+    assert len(header) == 1 and f"{len(finished)} run(s) finished already" in header[0] and header[0].endswith("at a time")
     for key, snapshot in finished.items():
         assert _store_snapshot(runs[key]) == snapshot  # not run again
     assert all(_rounds_done(f) == 1 for f in runs.values())
