@@ -68,11 +68,13 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path | None = N
 
 def report(experiment: Experiment | str | Path, *, console: Any = None, quiet: bool = False) -> ExperimentResults:
     """Re-aggregate the finished rounds of every run: write results.json, runs.csv, summary.csv,
-    report.txt and experiment.png (and compare.json, compare.csv with the compare stage), log the
+    report.txt and experiment.png (and compare.json, compare.csv with the compare stage; judges.csv
+    when judges and humans labelled the same tasks), log the
     wandb group, and print the tables."""
     from rich.console import Console
 
     from .display import differences_table, efficiency_table, plot, results_table, side_by_side_tables
+    from .judges import judges_table, pooled_judges
     from .results import csv_text
     from .sidebyside import side_by_side
     from .tracking import log_experiment
@@ -88,11 +90,17 @@ def report(experiment: Experiment | str | Path, *, console: Any = None, quiet: b
         write_atomic(exp.out / "compare.csv", csv_text([finite_or_none(r) for r in sbs.rows()]))
         files += [exp.out / "compare.json", exp.out / "compare.csv"]
         tables += [*side_by_side_tables(sbs, res), differences_table(sbs)]
+    judges = pooled_judges(exp)
+    if judges:
+        write_atomic(exp.out / "judges.csv", csv_text([finite_or_none(j.row()) for j in judges]))
+        files.append(exp.out / "judges.csv")
+        tables.append(judges_table(judges))
     text = Console(width=100, record=True, file=io.StringIO(), color_system=None)
     for t in tables:
         text.print(t)
     write_atomic(exp.out / "report.txt", text.export_text())
-    log_experiment(res, png, res.summary_rows(), compare_rows=sbs.rows() if sbs else None)
+    log_experiment(res, png, res.summary_rows(), compare_rows=sbs.rows() if sbs else None,
+                   judge_rows=[j.row() for j in judges])
     out = Console()
     if out.width < 80:  # a narrow terminal wraps long lines; a narrower table would crop numbers
         out = Console(width=80)

@@ -40,9 +40,11 @@ def _table(rows: list[dict[str, Any]]) -> Any:
 
 
 def log_experiment(res: ExperimentResults, png: Path, table_rows: list[dict[str, Any]],
-                   compare_rows: list[dict[str, Any]] | None = None) -> list[str]:
+                   compare_rows: list[dict[str, Any]] | None = None,
+                   judge_rows: list[dict[str, Any]] | None = None) -> list[str]:
     """Log what is new to wandb; returns the run ids written (none when wandb is disabled). The
-    summary run holds the results table, the PNG and, with the compare stage, the side-by-side table."""
+    summary run holds the results table, the PNG, the judges' pooled agreement with the humans and,
+    with the compare stage, the side-by-side table."""
     if _mode(res) == "disabled":
         return []
     import wandb
@@ -77,7 +79,8 @@ def log_experiment(res: ExperimentResults, png: Path, table_rows: list[dict[str,
     rid = run_id(spec.name, "summary")
     w = wandb.init(id=rid, name="summary", job_type="summary", config={"spec": spec.model_dump(mode="json")}, **common)
     w.log({"results": _table(table_rows), "experiment": wandb.Image(str(png)),
-           **({"compare": _table(compare_rows)} if compare_rows else {})})
+           **({"compare": _table(compare_rows)} if compare_rows else {}),
+           **({"judges": _table(judge_rows)} if judge_rows else {})})
     for a in res.arms:
         for k in METRICS:
             est = getattr(a, k)

@@ -191,15 +191,21 @@ def wandb_view(trust_metrics: dict[str, dict[str, dict[str, Any]]]) -> dict[str,
                     for kind, t in kinds.items()} for judge, kinds in trust_metrics.items()}
 
 
-def measure_trust(store: Store, cfg: TrustConfig | None = None, *, round_ids: list[int] | None = None) -> TrustTable:
-    """Every judge's trust per kind, from all tasks (of ``round_ids``) with human and judge labels."""
-    cfg = cfg or TrustConfig()
-    counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+def task_outcomes(store: Store, *, round_ids: list[int] | None = None) -> Iterator[tuple[int, str, str, str]]:
+    """(task id, kind, judge, outcome) for every judge label on a task with a human reference."""
     for t in load_task_labels(store, round_ids=round_ids, kinds=list(REFERENCE_RULES)):
         if not t.by(AnnotatorKind.HUMAN.value):
             continue
         for judge, outcome in REFERENCE_RULES[t.kind](t):
-            counts[(judge, t.kind)][outcome] += 1
+            yield t.task_id, t.kind, judge, outcome
+
+
+def measure_trust(store: Store, cfg: TrustConfig | None = None, *, round_ids: list[int] | None = None) -> TrustTable:
+    """Every judge's trust per kind, from all tasks (of ``round_ids``) with human and judge labels."""
+    cfg = cfg or TrustConfig()
+    counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for _, kind, judge, outcome in task_outcomes(store, round_ids=round_ids):
+        counts[(judge, kind)][outcome] += 1
     return TrustTable({key: assess(*key, c, cfg) for key, c in counts.items()})
 
 
